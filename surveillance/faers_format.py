@@ -156,5 +156,5 @@ def canonical_name(table: str, header_name: str) -> str:
 
 
 def has_trailing_dollar(source: str, table: str) -> bool:
-    """LAERS data rows end with one extra '$' (an empty last field), except INDI (faers-format §2)."""
+    """LAERS data rows end with one extra "$" (an empty last field), except INDI (format §2)."""
     return source == LAERS and table != "indi"

@@ -1,0 +1,39 @@
+# Every target installs what it needs into .venv first, so each works on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench check lint format clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/surveillance demo --out demo-output
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench.py
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check surveillance tests bench
+	$(BIN)/ruff check surveillance tests bench
+
+format: $(STAMP)
+	$(BIN)/ruff format surveillance tests bench
+	$(BIN)/ruff check --fix surveillance tests bench
+
+check: lint $(STAMP)
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) demo-output bench/cache .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,37 @@
+"""What the database holds: quarters with their era and source zip, rows per raw table, rows
+quarantined, and the file's size. Read-only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from .db import raw_table
+from .faers_format import TABLES
+
+
+def status(con: duckdb.DuckDBPyConnection, db_path: Path) -> dict[str, Any]:
+    """Summary of the loaded quarters and the raw layer, as plain data (for table or JSON)."""
+    count_cols = ", ".join(
+        f"(SELECT count(*) FROM {raw_table(t)} r WHERE r.quarter = q.quarter) AS n_{t}_rows"  # noqa: S608
+        for t in TABLES
+    )
+    quarters = con.execute(
+        f"""SELECT q.quarter, q.era, q.source, q.zip_name, q.zip_sha256, q.synthetic,
+            CAST(q.loaded_at AS VARCHAR) AS loaded_at, {count_cols},
+            (SELECT count(*) FROM raw_deleted r WHERE r.quarter = q.quarter) AS n_deleted_caseids,
+            (SELECT count(*) FROM quarantine x WHERE x.quarter = q.quarter) AS n_quarantined_rows
+        FROM quarters q ORDER BY q.quarter"""  # noqa: S608 - identifiers from TABLES
+    ).fetchdf()
+    size = db_path.stat().st_size if db_path.exists() else 0
+    wal = db_path.with_name(db_path.name + ".wal")
+    if wal.exists():
+        size += wal.stat().st_size
+    return {
+        "database": str(db_path),
+        "database_bytes": size,
+        "n_quarters": len(quarters),
+        "quarters": quarters.to_dict(orient="records"),
+    }
