@@ -80,6 +80,7 @@ def connect(
         con = duckdb.connect(str(db_path), read_only=read_only)
     except duckdb.Error as e:
         raise DatabaseError(_explain_open_error(db_path, e)) from e
+    con.execute("SET enable_progress_bar = false")
     if not read_only:
         ensure_schema(con)
     return con

@@ -252,8 +252,8 @@ def _header(
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise InputError(f"{qz.path}:{member}", f"duplicate header columns {dupes}", line=1)
-    if "primaryid" not in names:
-        raise InputError(f"{qz.path}:{member}", "header has no primaryid/ISR column", line=1)
+    if names[0] != "primaryid":
+        raise InputError(f"{qz.path}:{member}", "header does not start with primaryid/ISR", line=1)
     return tuple(names)
 
 
@@ -269,9 +269,8 @@ def _insert_table(con: duckdb.DuckDBPyConnection, qz: QuarterZip, s: _Staged) ->
     else:
         ok = f"{_FIELD_COUNT} = {n}"
         expect = f"{n} fields"
-    key_index = s.columns.index("primaryid") + 1
-    good = f"line IS NOT NULL AND trim(line) <> '' AND {ok}"
-    has_key = f"nullif(split_part(line, '$', {key_index}), '') IS NOT NULL"
+    good = f"line IS NOT NULL AND {ok}"  # a blank line never has the right field count
+    has_key = "NOT starts_with(line, '$')"  # primaryid/ISR is the first column of every layout
     params = {"source": qz.quarter.source, "quarter": str(qz.quarter), "file": s.member}
     target = ", ".join(s.columns)
     values = ", ".join(f"nullif(f[{i + 1}], '')" for i in range(n))

@@ -1,0 +1,664 @@
+"""Disproportionality statistics for 2x2 tables of spontaneous reports: pure numpy/scipy.
+
+Reads nothing and writes nothing: every function takes arrays of counts and returns arrays.
+The cells of a table are always named, keyword-only arguments so they cannot be transposed:
+
+    a = cases with the substance and the term      b = with the substance, without the term
+    c = cases without the substance, with the term d = neither              N = a + b + c + d
+
+Zero-cell rule (the only one in this module): when any of a, b, c, d of a table is 0, the
+PRR and the ROR of that table and their confidence intervals are computed after adding 0.5 to
+all four cells (the Haldane-Anscombe correction; statsmodels' ``Table2x2(shift_zeros=True)``
+does the same), and the table is flagged in ``zero_corrected``. The chi-square, the IC, the
+expected count and the EBGM use the raw counts; they need no correction, and a chi-square whose
+table has an empty margin is 0 (nothing can be tested). Counts must be finite, non-negative
+whole numbers with N > 0; anything else raises ``ValueError``. For valid counts no output holds
+an infinity or a NaN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import optimize, special, stats
+
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+
+Z_95 = float(stats.norm.ppf(0.975))
+"""Two-sided 95% normal quantile used by the PRR and ROR intervals."""
+
+EVANS_MIN_CASES = 3
+EVANS_MIN_PRR = 2.0
+EVANS_MIN_CHI2 = 4.0
+ROR_MIN_CASES = 3
+IC_SHRINKAGE = 0.5
+EB05_THRESHOLD = 2.0
+"""EBGM signal: EB05 >= 2, the usual FDA screening threshold (Szarfman et al. 2002)."""
+
+FISHER_MAX_EXPECTED = 5.0
+"""p_values uses Fisher's exact test when any expected cell is below this, else chi-square."""
+
+DEFAULT_STARTS: tuple[tuple[float, float, float, float, float], ...] = (
+    # (alpha1, beta1, alpha2, beta2, P): the starting points of openEBGM's vignettes
+    # (Canida & Ihrie 2017, "Hyperparameter Estimation with openEBGM").
+    (0.2, 0.1, 2.0, 4.0, 1 / 3),
+    (0.1, 0.1, 10.0, 10.0, 0.2),
+    (0.3, 0.5, 6.0, 6.0, 0.5),
+    (0.5, 0.3, 12.0, 12.0, 0.8),
+    (0.2, 0.2, 5.0, 5.0, 0.4),
+)
+PARAM_BOUNDS = (1e-4, 1e4)
+"""Bounds on alpha1, beta1, alpha2, beta2; an estimate on a bound is reported not converged."""
+P_BOUNDS = (1e-6, 1 - 1e-6)
+SQUASH_BIN_POINTS = 50
+"""Squashing bins hold about SQUASH_BIN_POINTS / n pairs of count n (at least 2)."""
+SQUASH_MIN_POINTS = 500
+SQUASH_KEEP_BINS = 2
+
+
+@dataclass(frozen=True)
+class PRRResult:
+    """Proportional reporting ratio, its 95% CI, Yates' chi-square and Evans' signal."""
+
+    prr: FloatArray
+    lower: FloatArray
+    upper: FloatArray
+    chi2: FloatArray
+    signal: BoolArray
+    zero_corrected: BoolArray
+
+
+@dataclass(frozen=True)
+class RORResult:
+    """Reporting odds ratio, its 95% CI and the signal lower > 1 with a >= 3."""
+
+    ror: FloatArray
+    lower: FloatArray
+    upper: FloatArray
+    signal: BoolArray
+    zero_corrected: BoolArray
+
+
+@dataclass(frozen=True)
+class ICResult:
+    """Shrunk information component, its 95% credibility interval and IC025 > 0."""
+
+    ic: FloatArray
+    ic025: FloatArray
+    ic975: FloatArray
+    expected: FloatArray
+    signal: BoolArray
+
+
+@dataclass(frozen=True)
+class EBGMResult:
+    """EBGM, the 5% and 95% posterior quantiles, posterior weight Q_n and EB05 >= 2."""
+
+    ebgm: FloatArray
+    eb05: FloatArray
+    eb95: FloatArray
+    qn: FloatArray
+    signal: BoolArray
+
+
+@dataclass(frozen=True)
+class Prior:
+    """DuMouchel's two-gamma mixture prior, P*Gamma(alpha1, beta1) + (1-P)*Gamma(alpha2, beta2).
+
+    Component 1 is the one with the larger prior mean alpha/beta. ``loglik`` is the zero-truncated
+    log-likelihood of the points fitted (squashed or not), ``n_pairs`` the pairs with
+    n >= min_count that went in, ``n_points`` the points the optimiser saw.
+    """
+
+    alpha1: float
+    beta1: float
+    alpha2: float
+    beta2: float
+    p: float
+    loglik: float
+    converged: bool
+    n_pairs: int
+    n_points: int
+    method: str
+
+
+def _cells(
+    a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Broadcast and check the four cells: finite, non-negative whole numbers, N > 0."""
+    arrays = np.broadcast_arrays(*(np.asarray(x, dtype=np.float64) for x in (a, b, c, d)))
+    for name, x in zip("abcd", arrays, strict=True):
+        if not np.all(np.isfinite(x)) or np.any(x < 0) or np.any(x != np.floor(x)):
+            raise ValueError(f"cell {name} must hold finite, non-negative whole numbers")
+    ca, cb, cc, cd = (np.array(x) for x in arrays)
+    if np.any(ca + cb + cc + cd <= 0):
+        raise ValueError("every table needs N = a + b + c + d > 0")
+    return ca, cb, cc, cd
+
+
+def _haldane(
+    a: FloatArray, b: FloatArray, c: FloatArray, d: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, BoolArray]:
+    """The module's zero-cell rule: +0.5 on all four cells of tables with any zero cell."""
+    zero = (a == 0) | (b == 0) | (c == 0) | (d == 0)
+    shift = np.where(zero, 0.5, 0.0)
+    return a + shift, b + shift, c + shift, d + shift, zero
+
+
+def expected_count(*, a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike) -> FloatArray:
+    """Expected a under independence, E = (a + b)(a + c) / N."""
+    fa, fb, fc, fd = _cells(a, b, c, d)
+    return (fa + fb) * (fa + fc) / (fa + fb + fc + fd)
+
+
+def chi2_yates(*, a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike) -> FloatArray:
+    """Pearson chi-square with Yates' continuity correction on the raw counts.
+
+    chi2 = N * max(|ad - bc| - N/2, 0)^2 / ((a+b)(c+d)(a+c)(b+d)) (Yates 1934). The correction
+    is capped so it never overshoots, as in scipy.stats.chi2_contingency; 0 for an empty margin.
+    """
+    fa, fb, fc, fd = _cells(a, b, c, d)
+    n = fa + fb + fc + fd
+    margins = (fa + fb) * (fc + fd) * (fa + fc) * (fb + fd)
+    excess = np.maximum(np.abs(fa * fd - fb * fc) - n / 2, 0.0)
+    safe = np.where(margins > 0, margins, 1.0)
+    return np.where(margins > 0, n * excess**2 / safe, 0.0)
+
+
+def prr(*, a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike) -> PRRResult:
+    """PRR = (a/(a+b)) / (c/(c+d)) with a log-normal 95% CI and Evans' criteria.
+
+    Evans, Waller & Davis 2001 (Pharmacoepidemiol Drug Saf 10:483): SE(log PRR) =
+    sqrt(1/a - 1/(a+b) + 1/c - 1/(c+d)); signal when a >= 3, PRR >= 2 and chi2 >= 4.
+    """
+    fa, fb, fc, fd = _cells(a, b, c, d)
+    ha, hb, hc, hd, zero = _haldane(fa, fb, fc, fd)
+    log_prr = np.log(ha / (ha + hb)) - np.log(hc / (hc + hd))
+    se = np.sqrt(1 / ha - 1 / (ha + hb) + 1 / hc - 1 / (hc + hd))
+    chi2 = chi2_yates(a=fa, b=fb, c=fc, d=fd)
+    estimate = np.exp(log_prr)
+    signal = (fa >= EVANS_MIN_CASES) & (estimate >= EVANS_MIN_PRR) & (chi2 >= EVANS_MIN_CHI2)
+    return PRRResult(
+        prr=estimate,
+        lower=np.exp(log_prr - Z_95 * se),
+        upper=np.exp(log_prr + Z_95 * se),
+        chi2=chi2,
+        signal=signal,
+        zero_corrected=zero,
+    )
+
+
+def ror(*, a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike) -> RORResult:
+    """ROR = ad / bc with Woolf's log-normal 95% CI; signal when lower > 1 and a >= 3.
+
+    van Puijenbroek et al. 2002 (Pharmacoepidemiol Drug Saf 11:3): SE(log ROR) =
+    sqrt(1/a + 1/b + 1/c + 1/d).
+    """
+    fa, fb, fc, fd = _cells(a, b, c, d)
+    ha, hb, hc, hd, zero = _haldane(fa, fb, fc, fd)
+    log_ror = np.log(ha) + np.log(hd) - np.log(hb) - np.log(hc)
+    se = np.sqrt(1 / ha + 1 / hb + 1 / hc + 1 / hd)
+    lower = np.exp(log_ror - Z_95 * se)
+    return RORResult(
+        ror=np.exp(log_ror),
+        lower=lower,
+        upper=np.exp(log_ror + Z_95 * se),
+        signal=(lower > 1) & (fa >= ROR_MIN_CASES),
+        zero_corrected=zero,
+    )
+
+
+def ic(*, a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike) -> ICResult:
+    """Information component with Norén's shrinkage and its gamma credibility interval.
+
+    IC = log2((a + 0.5) / (E + 0.5)) (Bate et al. 1998, Eur J Clin Pharmacol 54:315; shrinkage
+    by Norén et al. 2006, Stat Med 25:3740); IC025 and IC975 are log2 of the 2.5% and 97.5%
+    quantiles of Gamma(shape a + 0.5, rate E + 0.5) (Norén et al. 2013, Stat Methods Med Res
+    22:57). Signal when IC025 > 0.
+    """
+    fa, fb, fc, fd = _cells(a, b, c, d)
+    expected = (fa + fb) * (fa + fc) / (fa + fb + fc + fd)
+    shape = fa + IC_SHRINKAGE
+    rate = expected + IC_SHRINKAGE
+    ic025 = np.log2(special.gammaincinv(shape, 0.025) / rate)
+    return ICResult(
+        ic=np.log2(shape / rate),
+        ic025=ic025,
+        ic975=np.log2(special.gammaincinv(shape, 0.975) / rate),
+        expected=expected,
+        signal=ic025 > 0,
+    )
+
+
+def _fisher_two_sided(a: FloatArray, b: FloatArray, c: FloatArray, d: FloatArray) -> FloatArray:
+    """Two-sided Fisher exact p: sum of hypergeometric tables no likelier than the observed.
+
+    Fisher 1935; the same rule and relative tolerance (1e-7) as scipy.stats.fisher_exact, but
+    vectorised: the pmf is unimodal, so the far tail starts where a bisection finds it.
+    """
+    total, row1, col1 = a + b + c + d, a + b, a + c
+    dist = stats.hypergeom(total, col1, row1)
+    low = np.maximum(0.0, row1 + col1 - total)
+    high = np.minimum(row1, col1)
+    mode = np.floor((row1 + 1) * (col1 + 1) / (total + 2))
+    threshold = dist.logpmf(a) + np.log1p(1e-7)
+    left_side = a <= mode
+    # The far tail is searched on the other side of the mode, where the pmf is monotone.
+    lo = np.where(left_side, np.maximum(mode, a + 1), low)
+    hi = np.where(left_side, high, np.minimum(mode, a - 1))
+    # Right side: first x in [lo, hi] with pmf <= threshold (hi + 1 if none).
+    # Left side: last x in [lo, hi] with pmf <= threshold (lo - 1 if none).
+    left_b = np.where(left_side, lo, lo - 1)
+    right_b = np.where(left_side, hi + 1, hi)
+    while True:
+        active = right_b > left_b
+        if not np.any(active):
+            break
+        mid = np.where(left_side, np.floor((left_b + right_b) / 2), np.ceil((left_b + right_b) / 2))
+        below = np.where(active, dist.logpmf(np.where(active, mid, a)) <= threshold, False)
+        # For the right side the pmf falls with x; for the left side it rises.
+        right_b = np.where(active & left_side & below, mid, right_b)
+        left_b = np.where(active & left_side & ~below, mid + 1, left_b)
+        left_b = np.where(active & ~left_side & below, mid, left_b)
+        right_b = np.where(active & ~left_side & ~below, mid - 1, right_b)
+    near = np.where(left_side, dist.cdf(a), dist.sf(a - 1))
+    far = np.where(left_side, dist.sf(left_b - 1), dist.cdf(right_b))
+    return np.minimum(near + far, 1.0)
+
+
+def p_values(*, a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike) -> FloatArray:
+    """Two-sided p-value of independence for each table.
+
+    Fisher's exact test where any expected cell is below 5 (Cochran's rule), otherwise the
+    chi-square test with Yates' correction on one degree of freedom (the statistic of ``prr``).
+    """
+    fa, fb, fc, fd = _cells(a, b, c, d)
+    n = fa + fb + fc + fd
+    rows = (fa + fb, fc + fd)
+    cols = (fa + fc, fb + fd)
+    min_expected = np.minimum.reduce([r * k / n for r in rows for k in cols])
+    use_fisher = min_expected < FISHER_MAX_EXPECTED
+    p = stats.chi2.sf(chi2_yates(a=fa, b=fb, c=fc, d=fd), df=1)
+    if np.any(use_fisher):
+        p[use_fisher] = _fisher_two_sided(
+            fa[use_fisher], fb[use_fisher], fc[use_fisher], fd[use_fisher]
+        )
+    return np.asarray(p, dtype=np.float64)
+
+
+def bh_adjust(p: ArrayLike) -> FloatArray:
+    """Benjamini-Hochberg (1995, JRSS B 57:289) adjusted p-values, same shape as ``p``."""
+    values = np.asarray(p, dtype=np.float64)
+    if np.any(~np.isfinite(values)) or np.any((values < 0) | (values > 1)):
+        raise ValueError("p-values must lie in [0, 1]")
+    flat = values.ravel()
+    m = flat.size
+    order = np.argsort(flat)
+    scaled = flat[order] * m / np.arange(1, m + 1)
+    adjusted = np.minimum.accumulate(scaled[::-1])[::-1]
+    out = np.empty_like(flat)
+    out[order] = np.minimum(adjusted, 1.0)
+    return out.reshape(values.shape)
+
+
+def _pairs(n: ArrayLike, e: ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """Broadcast and check observed counts n (whole, >= 0) and expected counts e (> 0)."""
+    fn, fe = (np.array(x) for x in np.broadcast_arrays(np.asarray(n, float), np.asarray(e, float)))
+    if not np.all(np.isfinite(fn)) or np.any(fn < 0) or np.any(fn != np.floor(fn)):
+        raise ValueError("n must hold finite, non-negative whole numbers")
+    if not np.all(np.isfinite(fe)) or np.any(fe <= 0):
+        raise ValueError("e must hold finite, positive expected counts")
+    return fn, fe
+
+
+def _nb_logpmf(n: FloatArray, e: FloatArray, alpha: float, beta: float) -> FloatArray:
+    """log P(N = n) for N ~ Poisson(lambda * E), lambda ~ Gamma(alpha, rate beta).
+
+    The marginal is negative binomial with size alpha and probability beta / (beta + E)
+    (DuMouchel 1999, eq. 5).
+    """
+    return (
+        special.gammaln(alpha + n)
+        - special.gammaln(alpha)
+        - special.gammaln(n + 1)
+        - alpha * np.log1p(e / beta)
+        + n * (np.log(e) - np.log(beta + e))
+    )
+
+
+def _component(
+    n: FloatArray, e: FloatArray, alpha: float, beta: float, min_count: int
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Zero-truncated negative binomial log pmf of one component and its alpha, beta gradients.
+
+    Truncation: f*(n) = f(n) / P(N >= min_count), the conditional likelihood of openEBGM's
+    ``negLL``/``negLLsquash`` (Canida & Ihrie 2017) after DuMouchel & Pregibon 2001.
+    P(N >= m) = I_x(m, alpha) with x = E / (beta + E), the regularised incomplete beta function.
+    """
+    logf = _nb_logpmf(n, e, alpha, beta)
+    d_alpha = special.digamma(alpha + n) - special.digamma(alpha) - np.log1p(e / beta)
+    d_beta = alpha / beta - (alpha + n) / (beta + e)
+    tail = special.betainc(float(min_count), alpha, e / (beta + e))
+    # d tail / d theta = -sum_{k < m} f(k) d log f(k) / d theta
+    dtail_alpha = np.zeros_like(e)
+    dtail_beta = np.zeros_like(e)
+    for k in range(min_count):
+        fk = np.exp(_nb_logpmf(np.full_like(e, k), e, alpha, beta))
+        dtail_alpha -= fk * (
+            special.digamma(alpha + k) - special.digamma(alpha) - np.log1p(e / beta)
+        )
+        dtail_beta -= fk * (alpha / beta - (alpha + k) / (beta + e))
+    return (
+        logf - np.log(tail),
+        d_alpha - dtail_alpha / tail,
+        d_beta - dtail_beta / tail,
+    )
+
+
+def prior_neg_loglik(
+    theta: Sequence[float],
+    n: ArrayLike,
+    e: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    min_count: int = 1,
+) -> float:
+    """Negative log-likelihood of (alpha1, beta1, alpha2, beta2, P) on pairs with n >= min_count.
+
+    The zero-truncated two-negative-binomial mixture of DuMouchel 1999 (eq. 12) conditioned on
+    N >= min_count (DuMouchel & Pregibon 2001; openEBGM ``negLLsquash``); ``weights`` are the
+    squashing weights. Pairs with n < min_count are an error: they are not part of this model.
+    """
+    fn, fe = _pairs(n, e)
+    if np.any(fn < min_count):
+        raise ValueError(f"every pair must have n >= min_count = {min_count}")
+    w = np.ones_like(fn) if weights is None else np.asarray(weights, dtype=np.float64)
+    value, _ = _objective(_to_free(theta), fn, fe, w, min_count)
+    return value
+
+
+def _to_free(theta: Sequence[float]) -> FloatArray:
+    """(alpha1, beta1, alpha2, beta2, P) to the optimiser's unbounded log/logit scale."""
+    a1, b1, a2, b2, p = theta
+    return np.array([np.log(a1), np.log(b1), np.log(a2), np.log(b2), special.logit(p)])
+
+
+def _objective(
+    x: FloatArray, n: FloatArray, e: FloatArray, w: FloatArray, min_count: int
+) -> tuple[float, FloatArray]:
+    """Weighted negative log-likelihood and its gradient on the log/logit scale."""
+    a1, b1, a2, b2 = np.exp(x[:4])
+    p = float(special.expit(x[4]))
+    l1, da1, db1 = _component(n, e, a1, b1, min_count)
+    l2, da2, db2 = _component(n, e, a2, b2, min_count)
+    s1 = np.log(p) + l1
+    s2 = np.log1p(-p) + l2
+    loglik = np.logaddexp(s1, s2)
+    r1 = np.exp(s1 - loglik)
+    r2 = 1.0 - r1
+    grad = -np.array(
+        [
+            np.dot(w, r1 * da1) * a1,
+            np.dot(w, r1 * db1) * b1,
+            np.dot(w, r2 * da2) * a2,
+            np.dot(w, r2 * db2) * b2,
+            np.dot(w, r1 - p),
+        ]
+    )
+    return float(-np.dot(w, loglik)), grad
+
+
+def squash_pairs(n: ArrayLike, e: ArrayLike) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Data squashing for the prior fit: returns (n, e, weight) with far fewer points.
+
+    After DuMouchel & Pregibon 2001 as openEBGM ``squashData`` does it: identical (n, E) pairs are
+    merged first (lossless); then, for each count n with at least 500 pairs, pairs sorted by E
+    are binned in runs of max(2, 50 // n), each bin replaced by its mean E weighted by its size,
+    and the largest 2 bins of E are kept unsquashed (they carry the most information).
+    """
+    fn, fe = _pairs(n, e)
+    fn, fe = fn.ravel(), fe.ravel()
+    order = np.lexsort((fe, fn))
+    fn, fe = fn[order], fe[order]
+    new = np.ones(fn.size, dtype=bool)
+    new[1:] = (fn[1:] != fn[:-1]) | (fe[1:] != fe[:-1])
+    start = np.flatnonzero(new)
+    weight = np.diff(np.append(start, fn.size)).astype(np.float64)
+    un, ue = fn[start], fe[start]
+    # Rank of each distinct point within its count, and the size of that count's group.
+    group_start = np.flatnonzero(np.r_[True, un[1:] != un[:-1]])
+    group_size = np.diff(np.append(group_start, un.size))
+    group_of = np.repeat(np.arange(group_start.size), group_size)
+    rank = np.arange(un.size) - group_start[group_of]
+    bin_size = np.maximum(2, SQUASH_BIN_POINTS // np.maximum(un, 1)).astype(np.int64)
+    squashable = (group_size[group_of] >= SQUASH_MIN_POINTS) & (
+        rank < group_size[group_of] - SQUASH_KEEP_BINS * bin_size
+    )
+    # Bin key: consecutive ranks share a bin when squashable; otherwise each point is its own.
+    bin_index = np.where(squashable, rank // bin_size, -1 - rank)
+    key = np.r_[True, (group_of[1:] != group_of[:-1]) | (bin_index[1:] != bin_index[:-1])]
+    bin_id = np.cumsum(key) - 1
+    out_w = np.bincount(bin_id, weights=weight)
+    out_e = np.bincount(bin_id, weights=weight * ue) / out_w
+    out_n = un[key]
+    return out_n, out_e, out_w
+
+
+def fit_prior(
+    n: ArrayLike,
+    e: ArrayLike,
+    *,
+    squash: bool = True,
+    starts: Sequence[Sequence[float]] = DEFAULT_STARTS,
+    min_count: int = 1,
+) -> Prior:
+    """Maximum-likelihood fit of DuMouchel's two-gamma mixture prior over drug-term pairs.
+
+    ``n`` are observed counts and ``e`` expected counts of every drug-term pair of the database.
+    Zero counts: only pairs with n >= min_count (default 1) enter, with the likelihood truncated
+    accordingly (openEBGM ``autoHyper(zeroes = FALSE, N_star = 1)``); pairs below it are
+    dropped, so passing the zero pairs or not gives the same prior. L-BFGS-B with an analytic
+    gradient runs from each start on the log/logit scale with bounds; the best optimum is
+    ``converged`` when the optimiser says so, no parameter is on a bound and (given several
+    starts) another start reached the same log-likelihood (relative 1e-6), as autoHyper checks.
+    ``squash=False`` fits every pair: the plain baseline.
+    """
+    if min_count < 1:
+        raise ValueError("min_count must be at least 1: zero counts are not modelled")
+    fn, fe = _pairs(n, e)
+    keep = fn.ravel() >= min_count
+    fn, fe = fn.ravel()[keep], fe.ravel()[keep]
+    if fn.size < 5:
+        raise ValueError("need at least 5 pairs with n >= min_count to fit five hyperparameters")
+    if squash:
+        pn, pe, pw = squash_pairs(fn, fe)
+    else:
+        pn, pe, pw = fn, fe, np.ones_like(fn)
+    total = float(pw.sum())
+    log_lo, log_hi = np.log(PARAM_BOUNDS)
+    logit_lo, logit_hi = special.logit(P_BOUNDS)
+    bounds = [(log_lo, log_hi)] * 4 + [(logit_lo, logit_hi)]
+
+    def scaled(x: FloatArray) -> tuple[float, FloatArray]:
+        value, grad = _objective(x, pn, pe, pw, min_count)
+        return value / total, grad / total
+
+    results = [
+        optimize.minimize(
+            scaled,
+            np.clip(_to_free(start), [b[0] for b in bounds], [b[1] for b in bounds]),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options={"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-8},
+        )
+        for start in starts
+    ]
+    finite = [r for r in results if np.isfinite(r.fun)]
+    if not finite:
+        raise RuntimeError("the prior likelihood was not finite from any start")
+    best = min(finite, key=lambda r: r.fun)
+    on_bound = np.any(np.isclose(best.x, [b[0] for b in bounds], atol=1e-6)) or np.any(
+        np.isclose(best.x, [b[1] for b in bounds], atol=1e-6)
+    )
+    agree = sum(
+        1 for r in finite if r.success and abs(r.fun - best.fun) <= 1e-6 * max(abs(best.fun), 1.0)
+    )
+    converged = bool(best.success) and not on_bound and (agree >= 2 or len(results) == 1)
+    a1, b1, a2, b2 = (float(v) for v in np.exp(best.x[:4]))
+    p = float(special.expit(best.x[4]))
+    if a2 / b2 > a1 / b1:
+        a1, b1, a2, b2, p = a2, b2, a1, b1, 1.0 - p
+    method = (
+        f"L-BFGS-B, {len(results)} starts ({agree} agreeing), "
+        f"{'squashed' if squash else 'unsquashed'}, n >= {min_count} zero-truncated"
+    )
+    return Prior(
+        alpha1=a1,
+        beta1=b1,
+        alpha2=a2,
+        beta2=b2,
+        p=p,
+        loglik=-float(best.fun) * total,
+        converged=converged,
+        n_pairs=int(fn.size),
+        n_points=int(pn.size),
+        method=method,
+    )
+
+
+def _mixture_cdf_and_pdf(
+    t: FloatArray,
+    q: FloatArray,
+    s1: FloatArray,
+    r1: FloatArray,
+    s2: FloatArray,
+    r2: FloatArray,
+) -> tuple[FloatArray, FloatArray]:
+    """CDF of the posterior gamma mixture at x = exp(t) and its derivative in t."""
+    x = np.exp(t)
+    cdf = q * special.gammainc(s1, r1 * x) + (1 - q) * special.gammainc(s2, r2 * x)
+    # x * pdf(x) = sum_j w_j * exp(s_j log(r_j x) - r_j x - lgamma(s_j))
+    lp1 = s1 * np.log(r1 * x) - r1 * x - special.gammaln(s1)
+    lp2 = s2 * np.log(r2 * x) - r2 * x - special.gammaln(s2)
+    return cdf, q * np.exp(lp1) + (1 - q) * np.exp(lp2)
+
+
+def _mixture_quantile(
+    prob: float,
+    q: FloatArray,
+    s1: FloatArray,
+    r1: FloatArray,
+    s2: FloatArray,
+    r2: FloatArray,
+    rtol: float = 1e-10,
+) -> FloatArray:
+    """Exact quantile of q*Gamma(s1, r1) + (1-q)*Gamma(s2, r2), vectorised.
+
+    The mixture quantile lies between the two component quantiles, which bracket the root;
+    safeguarded Newton on log x (bisection whenever Newton leaves the bracket) then closes it
+    to ``rtol`` relative in x.
+    """
+    x1 = special.gammaincinv(s1, prob) / r1
+    x2 = special.gammaincinv(s2, prob) / r2
+    lo, hi = np.log(np.minimum(x1, x2)), np.log(np.maximum(x1, x2))
+    t = (lo + hi) / 2
+    active = np.flatnonzero(hi - lo > rtol)
+    t[hi - lo <= rtol] = lo[hi - lo <= rtol]
+    for _ in range(200):
+        if active.size == 0:
+            break
+        ta = t[active]
+        cdf, dens = _mixture_cdf_and_pdf(
+            ta, q[active], s1[active], r1[active], s2[active], r2[active]
+        )
+        f = cdf - prob
+        lo_a = np.where(f < 0, ta, lo[active])
+        hi_a = np.where(f < 0, hi[active], ta)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            newton = ta - f / dens
+        inside = np.isfinite(newton) & (newton > lo_a) & (newton < hi_a)
+        step = np.where(inside, newton, (lo_a + hi_a) / 2)
+        done = (np.abs(step - ta) <= rtol) | (hi_a - lo_a <= rtol) | (f == 0)
+        t[active] = np.where(f == 0, ta, step)
+        lo[active], hi[active] = lo_a, hi_a
+        active = active[~done]
+    if active.size:
+        raise RuntimeError("posterior quantile did not converge")
+    return np.exp(t)
+
+
+def ebgm(n: ArrayLike, e: ArrayLike, prior: Prior) -> EBGMResult:
+    """EBGM, EB05 and EB95 of each pair under the fitted prior (DuMouchel 1999).
+
+    The posterior of lambda given N = n is Q_n*Gamma(alpha1 + n, beta1 + E) +
+    (1 - Q_n)*Gamma(alpha2 + n, beta2 + E), Q_n the posterior weight of component 1 (eq. 6);
+    EBGM = exp(E[log lambda]) (eqs. 9-11); EB05/EB95 are its exact 5% and 95% quantiles.
+    """
+    fn, fe = _pairs(n, e)
+    log_f1 = _nb_logpmf(fn, fe, prior.alpha1, prior.beta1)
+    log_f2 = _nb_logpmf(fn, fe, prior.alpha2, prior.beta2)
+    qn = special.expit(np.log(prior.p) + log_f1 - np.log1p(-prior.p) - log_f2)
+    s1, r1 = prior.alpha1 + fn, prior.beta1 + fe
+    s2, r2 = prior.alpha2 + fn, prior.beta2 + fe
+    mean_log = qn * (special.digamma(s1) - np.log(r1)) + (1 - qn) * (
+        special.digamma(s2) - np.log(r2)
+    )
+    eb05 = _mixture_quantile(0.05, qn, s1, r1, s2, r2)
+    return EBGMResult(
+        ebgm=np.exp(mean_log),
+        eb05=eb05,
+        eb95=_mixture_quantile(0.95, qn, s1, r1, s2, r2),
+        qn=qn,
+        signal=eb05 >= EB05_THRESHOLD,
+    )
+
+
+def signal_table(
+    *, a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike, prior: Prior | None = None
+) -> dict[str, NDArray[np.float64] | NDArray[np.bool_]]:
+    """Every statistic of this module for each table, as named columns of equal length.
+
+    ``prior`` should be fitted with ``fit_prior`` on all drug-term pairs of the database;
+    without one it is fitted on the (a, E) of the tables given. p_adj is Benjamini-Hochberg
+    over the tables given, from ``p_values``.
+    """
+    fa, fb, fc, fd = (x.ravel() for x in _cells(a, b, c, d))
+    prr_r = prr(a=fa, b=fb, c=fc, d=fd)
+    ror_r = ror(a=fa, b=fb, c=fc, d=fd)
+    ic_r = ic(a=fa, b=fb, c=fc, d=fd)
+    if prior is None:
+        prior = fit_prior(fa, ic_r.expected)
+    eb_r = ebgm(fa, ic_r.expected, prior)
+    p = p_values(a=fa, b=fb, c=fc, d=fd)
+    return {
+        "a": fa,
+        "b": fb,
+        "c": fc,
+        "d": fd,
+        "expected": ic_r.expected,
+        "prr": prr_r.prr,
+        "prr_lower": prr_r.lower,
+        "prr_upper": prr_r.upper,
+        "chi2": prr_r.chi2,
+        "ror": ror_r.ror,
+        "ror_lower": ror_r.lower,
+        "ror_upper": ror_r.upper,
+        "zero_corrected": prr_r.zero_corrected,
+        "ic": ic_r.ic,
+        "ic025": ic_r.ic025,
+        "ic975": ic_r.ic975,
+        "ebgm": eb_r.ebgm,
+        "eb05": eb_r.eb05,
+        "eb95": eb_r.eb95,
+        "p_value": p,
+        "p_adj": bh_adjust(p),
+        "signal_prr": prr_r.signal,
+        "signal_ror": ror_r.signal,
+        "signal_ic": ic_r.signal,
+        "signal_ebgm": eb_r.signal,
+    }
