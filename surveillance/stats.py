@@ -332,31 +332,24 @@ def _nb_logpmf(n: FloatArray, e: FloatArray, alpha: float, beta: float) -> Float
 
 def _component(
     n: FloatArray, e: FloatArray, alpha: float, beta: float, min_count: int
-) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Zero-truncated negative binomial log pmf of one component and its alpha, beta gradients.
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+    """One component's log pmf, log P(N >= min_count), and their alpha and beta gradients.
 
-    Truncation: f*(n) = f(n) / P(N >= min_count), the conditional likelihood of openEBGM's
-    ``negLL``/``negLLsquash`` (Canida & Ihrie 2017) after DuMouchel & Pregibon 2001.
-    P(N >= m) = I_x(m, alpha) with x = E / (beta + E), the regularised incomplete beta function.
+    P(N >= m) = I_x(m, alpha) with x = E / (beta + E), the regularised incomplete beta function,
+    accurate also where E is tiny and the tail is nearly 0.
     """
     logf = _nb_logpmf(n, e, alpha, beta)
-    d_alpha = special.digamma(alpha + n) - special.digamma(alpha) - np.log1p(e / beta)
-    d_beta = alpha / beta - (alpha + n) / (beta + e)
+    dlogf_alpha = special.digamma(alpha + n) - special.digamma(alpha) - np.log1p(e / beta)
+    dlogf_beta = alpha / beta - (alpha + n) / (beta + e)
     tail = special.betainc(float(min_count), alpha, e / (beta + e))
     # d tail / d theta = -sum_{k < m} f(k) d log f(k) / d theta
     dtail_alpha = np.zeros_like(e)
     dtail_beta = np.zeros_like(e)
     for k in range(min_count):
         fk = np.exp(_nb_logpmf(np.full_like(e, k), e, alpha, beta))
-        dtail_alpha -= fk * (
-            special.digamma(alpha + k) - special.digamma(alpha) - np.log1p(e / beta)
-        )
+        dtail_alpha -= fk * (special.digamma(alpha + k) - special.digamma(alpha) - np.log1p(e / beta))
         dtail_beta -= fk * (alpha / beta - (alpha + k) / (beta + e))
-    return (
-        logf - np.log(tail),
-        d_alpha - dtail_alpha / tail,
-        d_beta - dtail_beta / tail,
-    )
+    return logf, dlogf_alpha, dlogf_beta, np.log(tail), dtail_alpha / tail, dtail_beta / tail
 
 
 def prior_neg_loglik(
@@ -369,9 +362,14 @@ def prior_neg_loglik(
 ) -> float:
     """Negative log-likelihood of (alpha1, beta1, alpha2, beta2, P) on pairs with n >= min_count.
 
-    The zero-truncated two-negative-binomial mixture of DuMouchel 1999 (eq. 12) conditioned on
-    N >= min_count (DuMouchel & Pregibon 2001; openEBGM ``negLLsquash``); ``weights`` are the
-    squashing weights. Pairs with n < min_count are an error: they are not part of this model.
+    The marginal of N is DuMouchel's (1999, eq. 12) mixture of two negative binomials,
+    P f1(n) + (1-P) f2(n); given that only pairs with N >= min_count are seen, each term is
+    divided by P(N >= min_count) = P S1 + (1-P) S2 of the whole mixture. openEBGM's ``negLL``
+    and ``negLLsquash`` (after DuMouchel & Pregibon 2001) truncate each component on its own,
+    P f1/S1 + (1-P) f2/S2, which makes P a weight among the truncated components rather than
+    the prior weight that Q_n and the EBGM use; on data simulated from the prior it does not
+    recover the prior, so this module conditions the mixture. ``weights`` are squashing
+    weights. Pairs with n < min_count are an error: they are not part of this model.
     """
     fn, fe = _pairs(n, e)
     if np.any(fn < min_count):
@@ -390,26 +388,29 @@ def _to_free(theta: Sequence[float]) -> FloatArray:
 def _objective(
     x: FloatArray, n: FloatArray, e: FloatArray, w: FloatArray, min_count: int
 ) -> tuple[float, FloatArray]:
-    """Weighted negative log-likelihood and its gradient on the log/logit scale."""
+    """Weighted negative log-likelihood and its gradient on the log/logit scale.
+
+    log L = log(P f1(n) + (1-P) f2(n)) - log(P S1 + (1-P) S2), S_j = P_j(N >= min_count).
+    """
     a1, b1, a2, b2 = np.exp(x[:4])
     p = float(special.expit(x[4]))
-    l1, da1, db1 = _component(n, e, a1, b1, min_count)
-    l2, da2, db2 = _component(n, e, a2, b2, min_count)
-    s1 = np.log(p) + l1
-    s2 = np.log1p(-p) + l2
-    loglik = np.logaddexp(s1, s2)
-    r1 = np.exp(s1 - loglik)
-    r2 = 1.0 - r1
+    l1, dl1_a, dl1_b, ls1, ds1_a, ds1_b = _component(n, e, a1, b1, min_count)
+    l2, dl2_a, dl2_b, ls2, ds2_a, ds2_b = _component(n, e, a2, b2, min_count)
+    log_p, log_q = np.log(p), np.log1p(-p)
+    numerator = np.logaddexp(log_p + l1, log_q + l2)
+    denominator = np.logaddexp(log_p + ls1, log_q + ls2)
+    r1 = np.exp(log_p + l1 - numerator)  # posterior weight of component 1 given n
+    t1 = np.exp(log_p + ls1 - denominator)  # weight of component 1 given n >= min_count
     grad = -np.array(
         [
-            np.dot(w, r1 * da1) * a1,
-            np.dot(w, r1 * db1) * b1,
-            np.dot(w, r2 * da2) * a2,
-            np.dot(w, r2 * db2) * b2,
-            np.dot(w, r1 - p),
+            np.dot(w, r1 * dl1_a - t1 * ds1_a) * a1,
+            np.dot(w, r1 * dl1_b - t1 * ds1_b) * b1,
+            np.dot(w, (1 - r1) * dl2_a - (1 - t1) * ds2_a) * a2,
+            np.dot(w, (1 - r1) * dl2_b - (1 - t1) * ds2_b) * b2,
+            np.dot(w, r1 - t1),
         ]
     )
-    return float(-np.dot(w, loglik)), grad
+    return float(-np.dot(w, numerator - denominator)), grad
 
 
 def squash_pairs(n: ArrayLike, e: ArrayLike) -> tuple[FloatArray, FloatArray, FloatArray]:

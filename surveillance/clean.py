@@ -1,0 +1,337 @@
+"""The clean layer: one row per surviving case, typed, with its child rows.
+
+Reads the raw layer (`raw_*`, `raw_deleted`) and rebuilds, in one transaction, `reports` (every
+distinct report version), `cases`, `case_drugs`, `case_reactions`, `case_outcomes`,
+`case_indications`, `case_therapies`, `pt_terms` and `dedup_log`. The statements in `REBUILD`
+are safe to run twice: each replaces its table whole.
+
+Deduplication follows the FDA's recommendation (faers-format.md §6-§7): pool all quarters; a
+primaryid published in several quarters counts once (its latest quarter); keep one report per
+caseid (any FAERS version beats any LAERS one; FAERS by highest caseversion, then fda_dt, then
+quarter; LAERS by latest FDA_DT, then highest ISR); remove every caseid named in any quarter's
+deleted list. The optional strict pass (`dedup="strict"`) only flags, AEOLUS-style
+(derive_unique_all_case.sql): cases whose event date, age, sex, country, drug set and reaction
+set are all present and all equal are flagged as duplicates of the latest one.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import duckdb
+import pandas as pd
+import pycountry
+
+DEDUP_MODES = ("fda", "strict")
+
+# A date text of 4, 6 or 8 digits keeps its precision; the typed DATE is set only for full days.
+_DATE_PARTS = """
+CREATE OR REPLACE MACRO date_precision(t) AS CASE
+    WHEN regexp_full_match(t, '[0-9]{8}') AND try_strptime(t, '%Y%m%d') IS NOT NULL
+         AND substr(t, 1, 4)::INT BETWEEN 1900 AND 2100 THEN 'day'
+    WHEN regexp_full_match(t, '[0-9]{6}') AND substr(t, 5, 2)::INT BETWEEN 1 AND 12
+         AND substr(t, 1, 4)::INT BETWEEN 1900 AND 2100 THEN 'month'
+    WHEN regexp_full_match(t, '[0-9]{4}') AND t::INT BETWEEN 1900 AND 2100 THEN 'year'
+    END
+"""
+_MACROS = (
+    _DATE_PARTS,
+    "CREATE OR REPLACE MACRO date_day(t) AS CASE WHEN date_precision(t) = 'day' "
+    "THEN CAST(strptime(t, '%Y%m%d') AS DATE) END",
+    "CREATE OR REPLACE MACRO date_year(t) AS CASE WHEN date_precision(t) IS NOT NULL "
+    "THEN substr(t, 1, 4)::INT END",
+    "CREATE OR REPLACE MACRO date_month(t) AS CASE WHEN date_precision(t) IN ('day', 'month') "
+    "THEN substr(t, 5, 2)::INT END",
+)
+
+# Age units to years (faers-format §4: DEC, YR, MON, WK, DY, HR; long forms seen in RFAERS).
+# Ages outside 0..120 years are implausible and nulled (DIANA treats > 122 as entry errors).
+AGE_UNIT_YEARS = {
+    "DEC": 10.0,
+    "YR": 1.0,
+    "YEAR": 1.0,
+    "MON": 1 / 12,
+    "WK": 7 / 365.25,
+    "WEEK": 7 / 365.25,
+    "DY": 1 / 365.25,
+    "DAY": 1 / 365.25,
+    "HR": 1 / 8766,
+    "HOUR": 1 / 8766,
+}
+MAX_AGE_YEARS = 120.0
+
+REPORTER_TYPES = {
+    "MD": "Physician",
+    "PH": "Pharmacist",
+    "OT": "Other health professional",
+    "HP": "Health professional",
+    "RN": "Registered nurse",
+    "LW": "Lawyer",
+    "CN": "Consumer",
+}
+OUTCOME_FLAGS = {
+    "DE": "death",
+    "LT": "life_threatening",
+    "HO": "hospitalization",
+    "DS": "disability",
+    "CA": "congenital_anomaly",
+    "RI": "required_intervention",
+    "OT": "other_serious",
+}
+# LAERS full country names that pycountry does not resolve by itself.
+_COUNTRY_OVERRIDES = {
+    "TURKEY": "TR",
+    "MACEDONIA": "MK",
+    "SWAZILAND": "SZ",
+    "BURMA": "MM",
+    "CAPE VERDE": "CV",
+    "CZECHOSLOVAKIA": "CZ",
+    "YUGOSLAVIA": "RS",
+    "SERBIA AND MONTENEGRO": "RS",
+    "NETHERLANDS ANTILLES": "CW",
+    "KOSOVO": "XK",
+    "EUROPEAN UNION": "EU",
+    "IVORY COAST": "CI",
+    "LAOS": "LA",
+    "SOUTH KOREA": "KR",
+    "NORTH KOREA": "KP",
+    "RUSSIA": "RU",
+    "VIETNAM": "VN",
+    "SYRIA": "SY",
+    "IRAN": "IR",
+    "TANZANIA": "TZ",
+    "MOLDOVA": "MD",
+    "BOLIVIA": "BO",
+    "VENEZUELA": "VE",
+}
+
+
+def country_code(name: str | None) -> str | None:
+    """ISO 3166 alpha-2 for a FAERS code or a LAERS full name; None when unknown/unspecified."""
+    if name is None or not name.strip():
+        return None
+    text = name.strip().upper()
+    if len(text) == 2 and text.isalpha():
+        return text
+    if text in _COUNTRY_OVERRIDES:
+        return _COUNTRY_OVERRIDES[text]
+    try:
+        return str(pycountry.countries.lookup(text).alpha_2)
+    except LookupError:
+        return None
+
+
+def _lookups(con: duckdb.DuckDBPyConnection) -> None:
+    """Small lookup tables used by the rebuild: countries, age units, reporter types."""
+    names = [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT reporter_country FROM raw_demo WHERE reporter_country IS NOT NULL "
+            "UNION SELECT DISTINCT occr_country FROM raw_demo WHERE occr_country IS NOT NULL"
+        ).fetchall()
+    ]
+    countries = pd.DataFrame({"raw": names, "iso": [country_code(n) for n in names]})
+    ages = pd.DataFrame(
+        {"unit": list(AGE_UNIT_YEARS), "years_per_unit": list(AGE_UNIT_YEARS.values())}
+    )
+    reporters = pd.DataFrame({"code": list(REPORTER_TYPES), "label": list(REPORTER_TYPES.values())})
+    for name, frame in (("_country", countries), ("_age_unit", ages), ("_reporter", reporters)):
+        con.register(f"{name}_frame", frame)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {name}_frame")  # noqa: S608
+        con.unregister(f"{name}_frame")
+
+
+_OUTCOME_COLUMNS = ",\n        ".join(
+    f"bool_or(outc_cod = '{code}') AS {flag}" for code, flag in OUTCOME_FLAGS.items()
+)
+
+# The ordered rebuild; each statement replaces its table whole.
+REBUILD: tuple[str, ...] = (
+    # Every distinct report version: a primaryid republished in later quarters counts once,
+    # in its latest quarter.
+    """CREATE OR REPLACE TABLE reports AS
+    SELECT * EXCLUDE (rn) FROM (
+        SELECT d.*, row_number() OVER (
+            PARTITION BY source, primaryid ORDER BY quarter DESC, source_line DESC) AS rn
+        FROM raw_demo d WHERE caseid IS NOT NULL)
+    WHERE rn = 1""",
+    # One report per caseid: FAERS beats LAERS; FAERS by caseversion, fda_dt, quarter;
+    # LAERS by FDA_DT then ISR.
+    """CREATE OR REPLACE TEMP TABLE _ranked AS
+    SELECT source, primaryid, caseid, quarter, row_number() OVER (
+        PARTITION BY caseid ORDER BY
+            (source = 'FAERS') DESC,
+            try_cast(caseversion AS BIGINT) DESC NULLS LAST,
+            fda_dt DESC NULLS LAST,
+            quarter DESC,
+            try_cast(primaryid AS BIGINT) DESC) AS version_rank,
+        count(*) OVER (PARTITION BY caseid) AS n_versions
+    FROM reports""",
+    """CREATE OR REPLACE TEMP TABLE _deleted AS
+    SELECT caseid, min(quarter) AS first_deleted_in FROM raw_deleted GROUP BY caseid""",
+    """CREATE OR REPLACE TEMP TABLE _surviving AS
+    SELECT r.* FROM _ranked r
+    WHERE version_rank = 1 AND caseid NOT IN (SELECT caseid FROM _deleted)""",
+    """CREATE OR REPLACE TABLE case_outcomes AS
+    SELECT DISTINCT s.caseid, s.primaryid, s.source, upper(trim(o.outc_cod)) AS outc_cod
+    FROM _surviving s JOIN raw_outc o
+      ON o.source = s.source AND o.primaryid = s.primaryid AND o.quarter = s.quarter
+    WHERE o.outc_cod IS NOT NULL""",
+    # Column names and code literals come from OUTCOME_FLAGS, a constant.
+    f"""CREATE OR REPLACE TEMP TABLE _outcome_flags AS
+    SELECT caseid,
+        {_OUTCOME_COLUMNS}
+    FROM case_outcomes GROUP BY caseid""",  # noqa: S608
+    """CREATE OR REPLACE TABLE cases AS
+    SELECT s.caseid, s.primaryid, s.source, try_cast(d.caseversion AS INTEGER) AS caseversion,
+        s.quarter, s.n_versions, d.i_f_code,
+        d.fda_dt, date_day(d.fda_dt) AS fda_date, date_precision(d.fda_dt) AS fda_dt_precision,
+        d.init_fda_dt, date_day(d.init_fda_dt) AS init_fda_date,
+        d.event_dt, date_day(d.event_dt) AS event_date, date_year(d.event_dt) AS event_year,
+        date_month(d.event_dt) AS event_month, date_precision(d.event_dt) AS event_dt_precision,
+        CASE WHEN try_cast(d.age AS DOUBLE) * a.years_per_unit BETWEEN 0 AND $max_age
+             THEN round(try_cast(d.age AS DOUBLE) * a.years_per_unit, 2) END AS age_years,
+        d.age AS age_raw, d.age_cod AS age_cod_raw, d.age_grp,
+        CASE upper(trim(d.sex)) WHEN 'M' THEN 'M' WHEN 'F' THEN 'F' ELSE 'unknown' END AS sex,
+        coalesce(rc.iso, oc.iso) AS country,
+        rc.iso AS reporter_country, oc.iso AS occr_country,
+        d.reporter_country AS reporter_country_raw,
+        upper(trim(d.occp_cod)) AS reporter_type, rt.label AS reporter_type_label,
+        CASE WHEN upper(trim(d.rept_cod)) IN ('5DAY', '30DAY') THEN 'EXP'
+             ELSE upper(trim(d.rept_cod)) END AS report_type,
+        d.mfr_sndr, d.mfr_num,
+        coalesce(f.death, false) AS death,
+        coalesce(f.life_threatening, false) AS life_threatening,
+        coalesce(f.hospitalization, false) AS hospitalization,
+        coalesce(f.disability, false) AS disability,
+        coalesce(f.congenital_anomaly, false) AS congenital_anomaly,
+        coalesce(f.required_intervention, false) AS required_intervention,
+        coalesce(f.other_serious, false) AS other_serious,
+        f.caseid IS NOT NULL AS serious,
+        CAST(NULL AS VARCHAR) AS strict_duplicate_of
+    FROM _surviving s
+    JOIN reports d ON d.source = s.source AND d.primaryid = s.primaryid
+    LEFT JOIN _age_unit a ON a.unit = upper(trim(d.age_cod))
+    LEFT JOIN _country rc ON rc.raw = d.reporter_country
+    LEFT JOIN _country oc ON oc.raw = d.occr_country
+    LEFT JOIN _reporter rt ON rt.code = upper(trim(d.occp_cod))
+    LEFT JOIN _outcome_flags f ON f.caseid = s.caseid
+    ORDER BY s.caseid""",
+    """CREATE OR REPLACE TABLE case_drugs AS
+    SELECT s.caseid, s.primaryid, s.source, g.drug_seq, upper(trim(g.role_cod)) AS role_cod,
+        g.drugname, g.prod_ai, g.route, g.dose_vbm, g.dose_amt, g.dose_unit, g.dose_form,
+        g.dose_freq, g.cum_dose_chr, g.cum_dose_unit, g.dechal, g.rechal, g.lot_num, g.exp_dt,
+        g.nda_num, g.val_vbm
+    FROM _surviving s JOIN raw_drug g
+      ON g.source = s.source AND g.primaryid = s.primaryid AND g.quarter = s.quarter
+    ORDER BY s.caseid, g.source_line""",
+    # MedDRA terms: legacy upper case and current mixed case are one term; show the spelling
+    # the FAERS era uses most, else the legacy spelling with only its first letter capital.
+    """CREATE OR REPLACE TABLE pt_terms AS
+    WITH spellings AS (
+        SELECT upper(trim(pt)) AS pt_key, trim(pt) AS spelling, count(*) AS n_rows,
+            trim(pt) <> upper(trim(pt)) AS mixed
+        FROM raw_reac WHERE pt IS NOT NULL AND trim(pt) <> '' GROUP BY ALL)
+    SELECT pt_key, CASE WHEN bool_or(mixed)
+            THEN arg_max(spelling, (mixed, n_rows, spelling))
+            ELSE upper(left(pt_key, 1)) || lower(substr(pt_key, 2)) END AS pt
+    FROM spellings GROUP BY pt_key""",
+    """CREATE OR REPLACE TABLE case_reactions AS
+    SELECT DISTINCT s.caseid, s.primaryid, s.source, t.pt, t.pt_key, r.drug_rec_act
+    FROM _surviving s JOIN raw_reac r
+      ON r.source = s.source AND r.primaryid = s.primaryid AND r.quarter = s.quarter
+    JOIN pt_terms t ON t.pt_key = upper(trim(r.pt))""",
+    """CREATE OR REPLACE TABLE case_indications AS
+    SELECT DISTINCT s.caseid, s.primaryid, s.source, i.indi_drug_seq AS drug_seq,
+        trim(i.indi_pt) AS indi_pt
+    FROM _surviving s JOIN raw_indi i
+      ON i.source = s.source AND i.primaryid = s.primaryid AND i.quarter = s.quarter
+    WHERE i.indi_pt IS NOT NULL""",
+    """CREATE OR REPLACE TABLE case_therapies AS
+    SELECT s.caseid, s.primaryid, s.source, t.dsg_drug_seq AS drug_seq,
+        t.start_dt, date_day(t.start_dt) AS start_date,
+        date_precision(t.start_dt) AS start_dt_precision,
+        t.end_dt, date_day(t.end_dt) AS end_date, date_precision(t.end_dt) AS end_dt_precision,
+        t.dur, t.dur_cod
+    FROM _surviving s JOIN raw_ther t
+      ON t.source = s.source AND t.primaryid = s.primaryid AND t.quarter = s.quarter""",
+)
+
+# AEOLUS-style rule-based flags: only cases with every key present can match.
+STRICT = (
+    """CREATE OR REPLACE TEMP TABLE _keys AS
+    WITH drug_sets AS (
+        SELECT caseid, list_sort(list_distinct(list(upper(trim(drugname))))) AS drug_set
+        FROM case_drugs WHERE drugname IS NOT NULL GROUP BY caseid),
+    reaction_sets AS (
+        SELECT caseid, list_sort(list_distinct(list(pt_key))) AS reaction_set
+        FROM case_reactions GROUP BY caseid)
+    SELECT c.caseid, c.fda_dt, c.primaryid, c.event_dt, c.age_years, c.sex, c.country,
+        g.drug_set, r.reaction_set
+    FROM cases c LEFT JOIN drug_sets g USING (caseid) LEFT JOIN reaction_sets r USING (caseid)""",
+    """CREATE OR REPLACE TEMP TABLE _strict AS
+    SELECT caseid, first_value(caseid) OVER (
+        PARTITION BY event_dt, age_years, sex, country, drug_set, reaction_set
+        ORDER BY fda_dt DESC, try_cast(primaryid AS BIGINT) DESC) AS keeper
+    FROM _keys
+    WHERE event_dt IS NOT NULL AND age_years IS NOT NULL AND sex <> 'unknown'
+      AND country IS NOT NULL AND drug_set IS NOT NULL AND reaction_set IS NOT NULL""",
+    """UPDATE cases SET strict_duplicate_of = s.keeper
+    FROM _strict s WHERE s.caseid = cases.caseid AND s.keeper <> s.caseid""",
+)
+
+_DEDUP_LOG = """
+CREATE TABLE IF NOT EXISTS dedup_log (
+    step_order INTEGER, step VARCHAR, n_reports BIGINT, n_cases BIGINT, dedup_mode VARCHAR,
+    rebuilt_at TIMESTAMP)
+"""
+_STEP_COUNTS = (
+    ("raw DEMO rows, all quarters", "SELECT count(*), count(DISTINCT caseid) FROM raw_demo"),
+    (
+        "distinct report versions (republished primaryids once)",
+        "SELECT count(*), count(DISTINCT caseid) FROM reports",
+    ),
+    (
+        "latest version per caseid (FDA rule)",
+        "SELECT count(*), count(*) FROM _ranked WHERE version_rank = 1",
+    ),
+    ("after removing deleted caseids", "SELECT count(*), count(*) FROM cases"),
+)
+_STRICT_COUNT = (
+    "not flagged by the strict rule-based pass",
+    "SELECT count(*), count(*) FROM cases WHERE strict_duplicate_of IS NULL",
+)
+
+
+def rebuild(con: duckdb.DuckDBPyConnection, dedup: str = "fda") -> pd.DataFrame:
+    """Rebuild the clean layer from the raw layer in one transaction; return the step counts."""
+    if dedup not in DEDUP_MODES:
+        raise ValueError(f"dedup must be one of {DEDUP_MODES}, not {dedup!r}")
+    con.execute("BEGIN TRANSACTION")
+    try:
+        _lookups(con)
+        for macro in _MACROS:
+            con.execute(macro)
+        for statement in REBUILD:
+            con.execute(statement, {"max_age": MAX_AGE_YEARS} if "$max_age" in statement else {})
+        steps = list(_STEP_COUNTS)
+        if dedup == "strict":
+            for statement in STRICT:
+                con.execute(statement)
+            steps.append(_STRICT_COUNT)
+        con.execute(_DEDUP_LOG)
+        con.execute("DELETE FROM dedup_log")
+        now = datetime.now(UTC).replace(tzinfo=None)
+        for order, (step, sql) in enumerate(steps, start=1):
+            row = con.execute(sql).fetchone()
+            assert row is not None
+            con.execute(
+                "INSERT INTO dedup_log VALUES ($o, $step, $reports, $cases, $mode, $now)",
+                {"o": order, "step": step, "reports": row[0], "cases": row[1]}
+                | {"mode": dedup, "now": now},
+            )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return con.execute("SELECT * FROM dedup_log ORDER BY step_order").fetchdf()
