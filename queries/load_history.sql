@@ -1,6 +1,5 @@
 -- name: load_history
 -- description: Every file loaded, per quarter: zip checksum, rows read, loaded and quarantined.
--- params: (none)
 -- counts: rows (physical lines after the header) per loaded file; rows_read = rows_loaded + rows_quarantined
 SELECT quarter, file, table_name, zip_sha256, rows_read, rows_loaded, rows_quarantined,
        tool_version, loaded_at

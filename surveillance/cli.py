@@ -36,6 +36,44 @@ def _db_option(f: Any) -> Any:
     )(f)
 
 
+def _dedup_option(f: Any) -> Any:
+    return click.option(
+        "--dedup",
+        type=click.Choice(["fda", "strict"]),
+        default=None,
+        help="fda: latest version per case, deleted cases removed (default). strict: also flag "
+        "rule-based duplicates. Omitted: keep the mode of the last rebuild.",
+    )(f)
+
+
+def _format_option(f: Any) -> Any:
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["table", "csv", "json"]),
+        default=None,
+        help="Output format (default: table on a terminal, csv when piped).",
+    )(f)
+
+
+def _substance_options(f: Any) -> Any:
+    f = click.option(
+        "--substance-file",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        default=None,
+        help="A TOML term file of your own substance (same format as the built-in kratom.toml).",
+    )(f)
+    return click.option(
+        "--substance", default="kratom", show_default=True, help="Built-in substance name."
+    )(f)
+
+
+def _print_frame(frame: Any, fmt: str | None) -> None:
+    from .output import default_format
+
+    click.echo(render(frame, fmt or default_format()), nl=False)
+
+
 def _db(db_path: Path | None) -> Path:
     from .db import default_path
 
@@ -58,20 +96,22 @@ def cli() -> None:
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_db_option
+@_dedup_option
 @click.option("--quiet", is_flag=True, help="Print nothing but errors.")
-def load(paths: tuple[Path, ...], db_path: Path | None, quiet: bool) -> None:
+def load(paths: tuple[Path, ...], db_path: Path | None, dedup: str | None, quiet: bool) -> None:
     """Load quarterly FAERS/LAERS ASCII zips (or folders of zips) into the database.
 
-    One transaction per quarter; loading a quarter again replaces it.
+    One transaction per quarter; loading a quarter again replaces it. The clean layer and the
+    built-in substances are rebuilt afterwards.
 
     Example: surveillance load data/raw/faers_ascii_2024q1.zip --db kratom.duckdb
     """
     from .db import connect
-    from .ingest import load as load_zips
+    from .pipeline import load as load_zips
 
     path = _db(db_path)
     with connect(path) as con:
-        results = load_zips(con, paths, progress=None if quiet else _echo_err)
+        results = load_zips(con, paths, dedup=dedup, progress=None if quiet else _echo_err)
     if not quiet:
         for r in results:
             click.echo(
@@ -104,6 +144,138 @@ def status(db_path: Path | None, fmt: str) -> None:
     if info["quarters"]:
         frame = pd.DataFrame(info["quarters"]).drop(columns=["zip_sha256", "loaded_at"])
         click.echo(render(frame, "table"), nl=False)
+
+
+@cli.command()
+@_db_option
+@_dedup_option
+def rebuild(db_path: Path | None, dedup: str | None) -> None:
+    """Rebuild the clean layer (deduplicated cases) and the built-in substances' hits.
+
+    Example: surveillance rebuild --dedup strict
+    """
+    from .db import connect
+    from .pipeline import rebuild as run_rebuild
+
+    with connect(_db(db_path)) as con:
+        steps = run_rebuild(con, dedup=dedup, progress=_echo_err)
+    click.echo(render(steps[["step", "n_reports", "n_cases"]], "table"), nl=False)
+
+
+@cli.command(name="cases")
+@_db_option
+@_substance_options
+@click.option("--since", default=None, help="First FDA quarter, e.g. 2019Q1.")
+@click.option("--until", default=None, help="Last FDA quarter, e.g. 2024Q4.")
+@click.option("--roles", default=None, help="Drug roles that count, e.g. PS,SS (default: any).")
+@click.option("--term", default=None, help="Only cases with a reaction term containing TEXT.")
+@_format_option
+def cases_command(
+    db_path: Path | None,
+    substance: str,
+    substance_file: Path | None,
+    since: str | None,
+    until: str | None,
+    roles: str | None,
+    term: str | None,
+    fmt: str | None,
+) -> None:
+    """List the deduplicated cases that involve a substance, one row per case.
+
+    Example: surveillance cases --substance kratom --since 2019Q1 --roles PS,SS --format csv
+    """
+    from .cases import cases
+    from .db import connect
+    from .extract import resolve
+
+    with connect(_db(db_path)) as con:
+        frame = cases(con, resolve(substance, substance_file), since, until, roles, term)
+    _print_frame(frame, fmt)
+
+
+@cli.command(name="case")
+@click.argument("caseid")
+@_db_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def case_command(caseid: str, db_path: Path | None, fmt: str) -> None:
+    """Show one case in full: drugs with roles and doses, reactions, outcomes, indications,
+    therapy dates and every version seen.
+
+    Example: surveillance case 10014022
+    """
+    from .cases import case
+    from .db import connect
+
+    with connect(_db(db_path), read_only=True) as con:
+        detail = case(con, caseid)
+    if fmt == "json":
+        click.echo(render_json({k: _plain(v) for k, v in detail.items()}), nl=False)
+        return
+    for key, value in detail.items():
+        if hasattr(value, "to_string"):
+            click.echo(f"\n== {key} ({len(value)})")
+            shown = value.T if key == "case" else value
+            click.echo(shown.to_string(header=key != "case") if not value.empty else "(none)")
+        else:
+            click.echo(f"{key}: {value}")
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "to_dict"):
+        import json
+
+        return json.loads(value.to_json(orient="records", date_format="iso"))
+    return value
+
+
+@cli.group(invoke_without_command=True)
+@_db_option
+@_substance_options
+@click.pass_context
+def terms(
+    ctx: click.Context, db_path: Path | None, substance: str, substance_file: Path | None
+) -> None:
+    """Print a substance's term dictionary (names, patterns, exclusions, version).
+
+    Example: surveillance terms --substance 7-oh
+    """
+    from .extract import resolve
+
+    ctx.obj = {"db_path": db_path, "substance": substance, "substance_file": substance_file}
+    if ctx.invoked_subcommand is not None:
+        return
+    s = resolve(substance, substance_file)
+    click.echo(f"{s.name} {s.version}: {s.description}")
+    click.echo(f"file: {s.source_path}")
+    for label, items in (
+        ("terms", s.terms),
+        ("tokens", s.tokens),
+        ("patterns", s.patterns),
+        ("exclusions", s.exclusions),
+        ("sources", s.sources),
+    ):
+        click.echo(f"{label} ({len(items)}):")
+        for item in items:
+            click.echo(f"  {item}")
+
+
+@terms.command(name="discover")
+@_db_option
+@click.option("--limit", type=int, default=50, show_default=True)
+@_format_option
+@click.pass_context
+def terms_discover(ctx: click.Context, db_path: Path | None, limit: int, fmt: str | None) -> None:
+    """List drug strings in the database that no rule matched but that look like the substance.
+
+    Example: surveillance terms --substance kratom discover --limit 20
+    """
+    from .db import connect
+    from .extract import discover_terms, resolve
+
+    s = resolve(ctx.obj["substance"], ctx.obj["substance_file"])
+    with connect(_db(db_path or ctx.obj["db_path"])) as con:
+        frame = discover_terms(con, s, limit=limit)
+    _print_frame(frame, fmt)
 
 
 @cli.command()

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import date, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 FORMATS = ("table", "csv", "json")
@@ -17,14 +19,43 @@ def default_format() -> str:
     return "table" if sys.stdout.isatty() else "csv"
 
 
+def _plain_value(value: Any) -> Any:
+    """Lists (DuckDB LIST columns arrive as numpy arrays) as Python lists; dates as ISO text."""
+    if isinstance(value, np.ndarray):
+        return [_plain_value(v) for v in value.tolist()]
+    if isinstance(value, list | tuple):
+        return [_plain_value(v) for v in value]
+    if isinstance(value, pd.Timestamp | datetime | date):
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return value.isoformat()
+        ts = pd.Timestamp(value)
+        return ts.date().isoformat() if ts == ts.normalize() else ts.isoformat()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _flatten(frame: pd.DataFrame, separator: str) -> pd.DataFrame:
+    """List cells joined with a separator, dates as ISO text: for CSV and terminal tables."""
+    out = frame.copy()
+    for column in out.columns:
+        values = [_plain_value(v) for v in out[column].astype(object)]
+        if any(isinstance(v, list) for v in values):
+            values = [separator.join(map(str, v)) if isinstance(v, list) else v for v in values]
+        out[column] = pd.Series(values, index=out.index, dtype=object)
+    return out
+
+
 def render(frame: pd.DataFrame, fmt: str, max_rows: int | None = None) -> str:
-    """One DataFrame as text in the given format; max_rows limits only the table form."""
+    """One DataFrame as text in the given format; max_rows limits only the table form.
+
+    CSV has a header, ISO dates and list fields joined by ';'; JSON is a list of records."""
     if fmt == "csv":
-        return str(frame.to_csv(index=False, date_format="%Y-%m-%d"))
+        return str(_flatten(frame, ";").to_csv(index=False))
     if fmt == "json":
         return json.dumps(_records(frame), indent=2, default=str, ensure_ascii=False) + "\n"
     if fmt == "table":
-        shown = frame if max_rows is None else frame.head(max_rows)
+        shown = _flatten(frame if max_rows is None else frame.head(max_rows), "; ")
         text = "(no rows)" if frame.empty else shown.to_string(index=False)
         if max_rows is not None and len(frame) > max_rows:
             text += f"\n... {len(frame) - max_rows} more rows (use --format csv for all)"
@@ -38,5 +69,11 @@ def render_json(data: Any) -> str:
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    out = frame.astype(object).where(frame.notna(), None)
-    return list(out.to_dict(orient="records"))
+    records = frame.astype(object).to_dict(orient="records")
+    return [{k: _none_if_missing(_plain_value(v)) for k, v in r.items()} for r in records]
+
+
+def _none_if_missing(value: Any) -> Any:
+    if isinstance(value, list):
+        return value
+    return None if pd.isna(value) else value

@@ -1,0 +1,133 @@
+"""Apply a substance's term file to the clean layer: which drug rows of which cases name it.
+
+Reads `case_drugs`; writes `substance_hits` (one row per matching drug row of a surviving case)
+and `substance_runs` (the term file's name, version and path behind those rows, so every count
+can be traced to the rules that produced it). Matching runs once per distinct string.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from .substances import Substance, builtin_substances, discover, load_substance
+
+_DDL = (
+    """CREATE TABLE IF NOT EXISTS substance_hits (
+        substance VARCHAR, caseid VARCHAR, primaryid VARCHAR, source VARCHAR, drug_seq VARCHAR,
+        role_cod VARCHAR, field VARCHAR, matched_string VARCHAR, rule VARCHAR, term VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS substance_runs (
+        substance VARCHAR, version VARCHAR, source_path VARCHAR, description VARCHAR,
+        n_distinct_strings BIGINT, n_drug_rows BIGINT, n_cases BIGINT, extracted_at TIMESTAMP)""",
+)
+
+
+def resolve(substance: str | None = None, substance_file: str | Path | None = None) -> Substance:
+    """The substance a command asks for: a user's term file, else a built-in name (kratom)."""
+    if substance_file is not None:
+        return load_substance(Path(substance_file))
+    return load_substance(substance or "kratom")
+
+
+def extract(con: duckdb.DuckDBPyConnection, substance: Substance) -> int:
+    """Replace `substance_hits` for one substance from the current clean layer; return n_cases."""
+    for ddl in _DDL:
+        con.execute(ddl)
+    names = [r[0] for r in con.execute("SELECT DISTINCT drugname FROM case_drugs").fetchall()]
+    ais = [r[0] for r in con.execute("SELECT DISTINCT prod_ai FROM case_drugs").fetchall()]
+    hits = [
+        *substance.match_many([n for n in names if n], field="drugname").values(),
+        *substance.match_many([a for a in ais if a], field="prod_ai").values(),
+    ]
+    matches = pd.DataFrame(
+        {
+            "field": [h.field for h in hits],
+            "string": [h.matched_string for h in hits],
+            "rule": [h.rule for h in hits],
+            "term": [h.term for h in hits],
+        },
+        dtype=object,
+    )
+    con.register("_matches_frame", matches)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        con.execute("DELETE FROM substance_hits WHERE substance = $s", {"s": substance.name})
+        con.execute("DELETE FROM substance_runs WHERE substance = $s", {"s": substance.name})
+        # A drug row counts once: by its drugname when that matches, else by its prod_ai.
+        con.execute(
+            """INSERT INTO substance_hits
+            SELECT $s, d.caseid, d.primaryid, d.source, d.drug_seq, d.role_cod,
+                coalesce(n.field, a.field), coalesce(n.string, a.string),
+                coalesce(n.rule, a.rule), coalesce(n.term, a.term)
+            FROM case_drugs d
+            LEFT JOIN _matches_frame n ON n.field = 'drugname' AND n.string = d.drugname
+            LEFT JOIN _matches_frame a ON a.field = 'prod_ai' AND a.string = d.prod_ai
+            WHERE n.string IS NOT NULL OR a.string IS NOT NULL""",
+            {"s": substance.name},
+        )
+        row = con.execute(
+            "SELECT count(*), count(DISTINCT caseid) FROM substance_hits WHERE substance = $s",
+            {"s": substance.name},
+        ).fetchone()
+        assert row is not None
+        con.execute(
+            "INSERT INTO substance_runs VALUES ($s, $v, $p, $d, $n_strings, $rows, $cases, $now)",
+            {
+                "s": substance.name,
+                "v": substance.version,
+                "p": substance.source_path,
+                "d": substance.description,
+                "n_strings": len(hits),
+                "rows": row[0],
+                "cases": row[1],
+                "now": datetime.now(UTC).replace(tzinfo=None),
+            },
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.unregister("_matches_frame")
+    return int(row[1])
+
+
+def extract_builtins(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Extract every built-in substance (run after each rebuild of the clean layer)."""
+    return {name: extract(con, load_substance(name)) for name in builtin_substances()}
+
+
+def unmatched_strings(con: duckdb.DuckDBPyConnection, substance: Substance) -> pd.DataFrame:
+    """Drug strings of surviving cases that no rule of the substance matched, with n_cases."""
+    extract(con, substance)
+    return con.execute(
+        """SELECT s AS string, count(DISTINCT caseid) AS n_cases FROM (
+            SELECT drugname AS s, caseid FROM case_drugs d
+            WHERE NOT EXISTS (SELECT 1 FROM substance_hits h WHERE h.substance = $s
+                AND h.matched_string = d.drugname)
+            UNION ALL
+            SELECT prod_ai AS s, caseid FROM case_drugs d
+            WHERE NOT EXISTS (SELECT 1 FROM substance_hits h WHERE h.substance = $s
+                AND h.matched_string = d.prod_ai))
+        WHERE s IS NOT NULL GROUP BY s""",
+        {"s": substance.name},
+    ).fetchdf()
+
+
+def discover_terms(
+    con: duckdb.DuckDBPyConnection, substance: Substance, limit: int = 50
+) -> pd.DataFrame:
+    """Unmatched drug strings that look like the substance, best first, for an analyst to review."""
+    unmatched = unmatched_strings(con, substance)
+    found = discover(
+        zip(unmatched["string"], unmatched["n_cases"].astype(int), strict=True),
+        substance,
+        limit=limit,
+    )
+    return pd.DataFrame(
+        [(s.string, s.n_cases, s.score, s.nearest_term) for s in found],
+        columns=["string", "n_cases", "score", "nearest_term"],
+    )
