@@ -142,8 +142,17 @@ def status(db_path: Path | None, fmt: str) -> None:
     click.echo(f"database: {info['database']} ({info['database_bytes'] / 1e6:.1f} MB)")
     click.echo(f"quarters loaded: {info['n_quarters']}")
     if info["quarters"]:
-        frame = pd.DataFrame(info["quarters"]).drop(columns=["zip_sha256", "loaded_at"])
+        frame = pd.DataFrame(info["quarters"]).drop(columns=["zip_sha256", "loaded_at", "zip_name"])
+        frame.columns = [c.removeprefix("n_").removesuffix("_rows") for c in frame.columns]
+        frame = frame.rename(columns={"deleted_caseids": "deleted", "quarantined": "quarant."})
         click.echo(render(frame, "table"), nl=False)
+    if info["dedup_steps"]:
+        click.echo(f"\nclean layer (dedup {info['dedup_steps'][0]['dedup_mode']}):")
+        steps = pd.DataFrame(info["dedup_steps"]).drop(columns=["dedup_mode"])
+        click.echo(render(steps, "table"), nl=False)
+    if info["substances"]:
+        click.echo("\nsubstances:")
+        click.echo(render(pd.DataFrame(info["substances"]), "table"), nl=False)
 
 
 @cli.command()

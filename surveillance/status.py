@@ -29,9 +29,26 @@ def status(con: duckdb.DuckDBPyConnection, db_path: Path) -> dict[str, Any]:
     wal = db_path.with_name(db_path.name + ".wal")
     if wal.exists():
         size += wal.stat().st_size
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    dedup = (
+        con.execute(
+            "SELECT step, n_reports, n_cases, dedup_mode FROM dedup_log ORDER BY step_order"
+        ).fetchdf()
+        if "dedup_log" in tables
+        else None
+    )
+    substances = (
+        con.execute(
+            "SELECT substance, version, n_drug_rows, n_cases FROM substance_runs ORDER BY substance"
+        ).fetchdf()
+        if "substance_runs" in tables
+        else None
+    )
     return {
         "database": str(db_path),
         "database_bytes": size,
         "n_quarters": len(quarters),
         "quarters": quarters.to_dict(orient="records"),
+        "dedup_steps": [] if dedup is None else dedup.to_dict(orient="records"),
+        "substances": [] if substances is None else substances.to_dict(orient="records"),
     }
