@@ -1,0 +1,1600 @@
+"""Seeded generator of FDA-shaped FAERS/LAERS quarterly ASCII zips. ALL OUTPUT IS SYNTHETIC.
+
+Writes `aers_ascii_YYYYqN.zip` (LAERS, 2004Q1-2012Q3) and `faers_ascii_YYYY{q|Q}N.zip` (FAERS,
+2012Q4 on) laid out byte for byte as each era publishes them (member names, header spellings,
+trailing `$`, CRLF, BOM, latin-1 bytes; see shared/faers-format.md), with planted damage, case
+versions, deleted lists and kratom cases. Every zip holds a `README_SYNTHETIC.txt` member saying
+the data are generated, not FDA data. Alongside each zip it returns the ground truth that ingest
+must reproduce: the rows it must store (canonical columns, text as written, empty -> None), the
+deleted list and the damaged physical lines it must quarantine; a series adds case-level truth
+(latest version, deletion, kratom status). `write_full_size_quarter` writes a benchmark-sized
+quarter quickly, without truth.
+
+Layout rules chosen where the FDA is not consistent: the data folder is `ascii/` up to 2017Q4 and
+`ASCII/` from 2018Q1; the zip name has an upper-case `Q` for 2019Q1-2021Q4, 2022Q3-Q4 and
+2023Q3-Q4; a split record's embedded newline is a bare LF (every other line ends in CRLF).
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .faers_format import CANONICAL, FAERS, HEADERS, LAERS, TABLES, Quarter, canonical_name
+
+Row = dict[str, str | int | None]  # table columns are text; source_line is an int
+
+# --- vocabulary (real drug names, MedDRA PTs, codes) -------------------------------------------
+
+# Drug name as commonly reported | active ingredient (prod_ai; FAERS joins several with '\').
+_DRUG_TABLE = r"""
+HUMIRA|ADALIMUMAB
+ENBREL|ETANERCEPT
+REVLIMID|LENALIDOMIDE
+XARELTO|RIVAROXABAN
+ELIQUIS|APIXABAN
+LIPITOR|ATORVASTATIN CALCIUM
+CRESTOR|ROSUVASTATIN CALCIUM
+ZOCOR|SIMVASTATIN
+METFORMIN|METFORMIN HYDROCHLORIDE
+JANUVIA|SITAGLIPTIN PHOSPHATE
+LANTUS|INSULIN GLARGINE
+HUMALOG|INSULIN LISPRO
+VICTOZA|LIRAGLUTIDE
+OZEMPIC|SEMAGLUTIDE
+TRULICITY|DULAGLUTIDE
+JARDIANCE|EMPAGLIFLOZIN
+LISINOPRIL|LISINOPRIL
+AMLODIPINE|AMLODIPINE BESYLATE
+LOSARTAN|LOSARTAN POTASSIUM
+METOPROLOL|METOPROLOL TARTRATE
+HYDROCHLOROTHIAZIDE|HYDROCHLOROTHIAZIDE
+FUROSEMIDE|FUROSEMIDE
+WARFARIN|WARFARIN SODIUM
+PLAVIX|CLOPIDOGREL BISULFATE
+ASPIRIN|ASPIRIN
+"BABY" ASPIRIN|ASPIRIN
+TYLENOL|ACETAMINOPHEN
+TYLENOL #3|ACETAMINOPHEN\CODEINE PHOSPHATE
+IBUPROFEN|IBUPROFEN
+NAPROXEN|NAPROXEN
+CELEBREX|CELECOXIB
+PREDNISONE|PREDNISONE
+PREDNISONE.|PREDNISONE
+METHOTREXATE|METHOTREXATE
+OMEPRAZOLE|OMEPRAZOLE
+NEXIUM|ESOMEPRAZOLE MAGNESIUM
+PANTOPRAZOLE|PANTOPRAZOLE SODIUM
+SYNTHROID|LEVOTHYROXINE SODIUM
+ZOLOFT|SERTRALINE HYDROCHLORIDE
+LEXAPRO|ESCITALOPRAM OXALATE
+CITALOPRAM|CITALOPRAM HYDROBROMIDE
+PROZAC|FLUOXETINE HYDROCHLORIDE
+PAXIL|PAROXETINE HYDROCHLORIDE
+CYMBALTA|DULOXETINE HYDROCHLORIDE
+EFFEXOR XR|VENLAFAXINE HYDROCHLORIDE
+WELLBUTRIN|BUPROPION HYDROCHLORIDE
+TRAZODONE|TRAZODONE HYDROCHLORIDE
+SEROQUEL|QUETIAPINE FUMARATE
+ABILIFY|ARIPIPRAZOLE
+RISPERDAL|RISPERIDONE
+ZYPREXA|OLANZAPINE
+LAMICTAL|LAMOTRIGINE
+DEPAKOTE|DIVALPROEX SODIUM
+KEPPRA|LEVETIRACETAM
+NEURONTIN|GABAPENTIN
+LYRICA|PREGABALIN
+XANAX|ALPRAZOLAM
+KLONOPIN|CLONAZEPAM
+VALIUM|DIAZEPAM
+ATIVAN|LORAZEPAM
+AMBIEN|ZOLPIDEM TARTRATE
+ADDERALL|AMPHETAMINE ASPARTATE\DEXTROAMPHETAMINE SULFATE
+CONCERTA|METHYLPHENIDATE HYDROCHLORIDE
+OXYCONTIN|OXYCODONE HYDROCHLORIDE
+PERCOCET|ACETAMINOPHEN\OXYCODONE HYDROCHLORIDE
+VICODIN|ACETAMINOPHEN\HYDROCODONE BITARTRATE
+TRAMADOL|TRAMADOL HYDROCHLORIDE
+DURAGESIC|FENTANYL
+MORPHINE|MORPHINE SULFATE
+DILAUDID|HYDROMORPHONE HYDROCHLORIDE
+NARCAN|NALOXONE HYDROCHLORIDE
+CHANTIX|VARENICLINE TARTRATE
+SINGULAIR|MONTELUKAST SODIUM
+ADVAIR DISKUS|FLUTICASONE PROPIONATE\SALMETEROL XINAFOATE
+SYMBICORT|BUDESONIDE\FORMOTEROL FUMARATE DIHYDRATE
+SPIRIVA|TIOTROPIUM BROMIDE
+ALBUTEROL|ALBUTEROL SULFATE
+XOLAIR|OMALIZUMAB
+DUPIXENT|DUPILUMAB
+KEYTRUDA|PEMBROLIZUMAB
+OPDIVO|NIVOLUMAB
+AVASTIN|BEVACIZUMAB
+HERCEPTIN|TRASTUZUMAB
+RITUXAN|RITUXIMAB
+REMICADE|INFLIXIMAB
+STELARA|USTEKINUMAB
+COSENTYX|SECUKINUMAB
+OTEZLA|APREMILAST
+XELJANZ|TOFACITINIB CITRATE
+GLEEVEC|IMATINIB MESYLATE
+IBRANCE|PALBOCICLIB
+TAXOL|PACLITAXEL
+CISPLATIN|CISPLATIN
+CARBOPLATIN|CARBOPLATIN
+CYCLOPHOSPHAMIDE|CYCLOPHOSPHAMIDE
+DOXORUBICIN|DOXORUBICIN HYDROCHLORIDE
+GEMZAR|GEMCITABINE HYDROCHLORIDE
+XELODA|CAPECITABINE
+VELCADE|BORTEZOMIB
+DEXAMETHASONE|DEXAMETHASONE
+PROLIA|DENOSUMAB
+FOSAMAX|ALENDRONATE SODIUM
+FORTEO|TERIPARATIDE
+TECFIDERA|DIMETHYL FUMARATE
+GILENYA|FINGOLIMOD HYDROCHLORIDE
+COPAXONE|GLATIRAMER ACETATE
+AVONEX|INTERFERON BETA-1A
+TYSABRI|NATALIZUMAB
+HARVONI|LEDIPASVIR\SOFOSBUVIR
+EPCLUSA|SOFOSBUVIR\VELPATASVIR
+TRUVADA|EMTRICITABINE\TENOFOVIR DISOPROXIL FUMARATE
+BIKTARVY|BICTEGRAVIR SODIUM\EMTRICITABINE\TENOFOVIR ALAFENAMIDE FUMARATE
+CIPRO|CIPROFLOXACIN HYDROCHLORIDE
+LEVAQUIN|LEVOFLOXACIN
+AUGMENTIN|AMOXICILLIN\CLAVULANATE POTASSIUM
+AMOXICILLIN|AMOXICILLIN
+AZITHROMYCIN|AZITHROMYCIN
+DOXYCYCLINE|DOXYCYCLINE HYCLATE
+BACTRIM|SULFAMETHOXAZOLE\TRIMETHOPRIM
+VANCOMYCIN|VANCOMYCIN HYDROCHLORIDE
+ZOSYN|PIPERACILLIN SODIUM\TAZOBACTAM SODIUM
+FLUCONAZOLE|FLUCONAZOLE
+VALTREX|VALACYCLOVIR HYDROCHLORIDE
+TAMIFLU|OSELTAMIVIR PHOSPHATE
+VIAGRA|SILDENAFIL CITRATE
+CIALIS|TADALAFIL
+FLOMAX|TAMSULOSIN HYDROCHLORIDE
+PROSCAR|FINASTERIDE
+YAZ|DROSPIRENONE\ETHINYL ESTRADIOL
+MIRENA|LEVONORGESTREL
+NEXPLANON|ETONOGESTREL
+PREMARIN|ESTROGENS, CONJUGATED
+ESTRADIOL|ESTRADIOL
+ACCUTANE|ISOTRETINOIN
+BOTOX|ONABOTULINUMTOXINA
+ALLEGRA|FEXOFENADINE HYDROCHLORIDE
+ZYRTEC|CETIRIZINE HYDROCHLORIDE
+BENADRYL|DIPHENHYDRAMINE HYDROCHLORIDE
+IMODIUM|LOPERAMIDE HYDROCHLORIDE
+MIRALAX|POLYETHYLENE GLYCOL 3350
+ONDANSETRON|ONDANSETRON HYDROCHLORIDE
+REGLAN|METOCLOPRAMIDE HYDROCHLORIDE
+ALLOPURINOL|ALLOPURINOL
+COLCHICINE|COLCHICINE
+DIGOXIN|DIGOXIN
+AMIODARONE|AMIODARONE HYDROCHLORIDE
+ENTRESTO|SACUBITRIL\VALSARTAN
+SPIRONOLACTONE|SPIRONOLACTONE
+POTASSIUM CHLORIDE|POTASSIUM CHLORIDE
+VITAMIN D3|CHOLECALCIFEROL
+FISH OIL|FISH OIL
+MULTIVITAMIN|VITAMINS
+FOLIC ACID|FOLIC ACID
+HEPARIN|HEPARIN SODIUM
+LOVENOX|ENOXAPARIN SODIUM
+CLOZAPINE|CLOZAPINE
+LITHIUM CARBONATE|LITHIUM CARBONATE
+VYVANSE|LISDEXAMFETAMINE DIMESYLATE
+STRATTERA|ATOMOXETINE HYDROCHLORIDE
+SUMATRIPTAN|SUMATRIPTAN SUCCINATE
+TOPAMAX|TOPIRAMATE
+PHENTERMINE|PHENTERMINE HYDROCHLORIDE
+"""
+DRUGS: tuple[tuple[str, str], ...] = tuple(
+    (name, ai) for name, ai in (line.split("|") for line in _DRUG_TABLE.strip().splitlines())
+)
+
+# Substances kratom reports typically co-report (drug name | prod_ai).
+_CO_SUBSTANCE_TABLE = r"""
+ALCOHOL|ALCOHOL
+Ethanol|ALCOHOL
+HEROIN|DIACETYLMORPHINE
+FENTANYL|FENTANYL
+Oxycodone|OXYCODONE HYDROCHLORIDE
+METHADONE|METHADONE HYDROCHLORIDE
+SUBOXONE|BUPRENORPHINE HYDROCHLORIDE\NALOXONE HYDROCHLORIDE
+Buprenorphine|BUPRENORPHINE
+ALPRAZOLAM|ALPRAZOLAM
+Clonazepam|CLONAZEPAM
+DIAZEPAM|DIAZEPAM
+METHAMPHETAMINE|METHAMPHETAMINE
+COCAINE|COCAINE
+Amphetamine|AMPHETAMINE
+GABAPENTIN|GABAPENTIN
+Pregabalin|PREGABALIN
+QUETIAPINE|QUETIAPINE FUMARATE
+CANNABIS|CANNABIS SATIVA FLOWERING TOP
+DIPHENHYDRAMINE|DIPHENHYDRAMINE HYDROCHLORIDE
+LOPERAMIDE|LOPERAMIDE HYDROCHLORIDE
+Tramadol|TRAMADOL HYDROCHLORIDE
+PHENIBUT|PHENIBUT
+Sertraline|SERTRALINE HYDROCHLORIDE
+"""
+CO_SUBSTANCES: tuple[tuple[str, str], ...] = tuple(
+    (name, ai)
+    for name, ai in (line.split("|") for line in _CO_SUBSTANCE_TABLE.strip().splitlines())
+)
+
+# Kratom as reporters and coders spell it. A case is a kratom case when a drug row's drugname or
+# prod_ai equals one of these, compared case-insensitively (LAERS writes everything upper case).
+KRATOM_DRUGNAMES: tuple[str, ...] = (
+    "KRATOM",
+    "Kratom",
+    "kratom",
+    "kratom powder",
+    "KRATOM POWDER",
+    "Kratom capsules",
+    "MITRAGYNA SPECIOSA",
+    "Mitragyna speciosa leaf",
+    "MITRAGYNA SPECIOSA LEAF",
+    "MITRAGYNA SPECIOSA KORTH",
+    "MITRAGYNA SPECIOSA WHOLE",
+    "HERBALS\\MITRAGYNINE",
+    "MITRAGYNINE",
+    "mitragynine",
+    "KRATUM",
+    "KRATOM (MITRAGYNA SPECIOSA)",
+    "RED BALI KRATOM",
+    "Maeng Da Kratom",
+    "GREEN MALAY KRATOM",
+    "OPMS KRATOM",
+    "kratom extract",
+    "KETUM",
+    "BIAK-BIAK",
+)
+SEVEN_OH_DRUGNAMES: tuple[str, ...] = (
+    "7-HYDROXYMITRAGYNINE",
+    "7-hydroxymitragynine",
+    "7-OH-mitragynine",
+    "7-OH MITRAGYNINE",
+    "7-OH",
+    "7OH TABLETS",
+)
+# Look-alikes that are not kratom: a matcher must not count them.
+DECOY_DRUGNAMES: tuple[str, ...] = (
+    "KETOROLAC",
+    "Ketorolac tromethamine",
+    "KRYSTEXXA",
+    "MITOMYCIN",
+    "MITOXANTRONE",
+    "MITOTANE",
+    "LAGERSTROEMIA SPECIOSA (BANABA)",
+    "Chaenomeles speciosa",
+    "7-HYDROXYCOUMARIN",
+    "HYDROXYZINE",
+    "HYDROMORPHONE",
+    "RATIO-MORPHINE",
+    "KETAMINE",
+    "KETOCONAZOLE",
+)
+# prod_ai written beside kratom rows (FB); a few rows name a vague product and carry kratom only
+# in prod_ai.
+_KRATOM_PROD_AI = ("MITRAGYNA SPECIOSA LEAF", "HERBALS\\MITRAGYNINE", "MITRAGYNINE", "")
+_VAGUE_PRODUCTS = ("DIETARY SUPPLEMENT", "Herbal powder")
+
+# Ordinary drug names carrying latin-1 letters (all have latin-1 upper-case forms).
+_LATIN1_DRUGNAMES = (
+    "Paracétamol",
+    "Ácido acetilsalicílico",
+    "Novaminsulfon-ratiopharm®",
+    "Lévothyrox",
+    "Metamizol sódico",
+    "Dafalgan Codéine",
+)
+
+_PT_TABLE = """
+Nausea|Vomiting|Diarrhoea|Headache|Dizziness|Fatigue|Pyrexia|Rash|Pruritus|Dyspnoea|Cough
+Arthralgia|Back pain|Pain in extremity|Abdominal pain|Abdominal pain upper|Constipation
+Decreased appetite|Weight decreased|Weight increased|Insomnia|Anxiety|Depression|Somnolence
+Confusional state|Tremor|Paraesthesia|Hypoaesthesia|Asthenia|Malaise|Oedema peripheral
+Hypertension|Hypotension|Tachycardia|Bradycardia|Palpitations|Chest pain|Myocardial infarction
+Cardiac arrest|Cardiac failure|Atrial fibrillation|Cerebrovascular accident|Deep vein thrombosis
+Pulmonary embolism|Pneumonia|Sepsis|Urinary tract infection|Cellulitis|Nasopharyngitis|Influenza
+Sinusitis|Bronchitis|Herpes zoster|Anaemia|Neutropenia|Thrombocytopenia|Febrile neutropenia
+Leukopenia|Pancytopenia|Haemorrhage|Gastrointestinal haemorrhage|Epistaxis|Contusion|Fall
+Hip fracture|Alopecia|Dry skin|Erythema|Urticaria|Hyperhidrosis|Drug hypersensitivity
+Anaphylactic reaction|Angioedema|Stevens-Johnson syndrome|Toxic epidermal necrolysis
+Toxic skin eruption|Hepatic enzyme increased|Alanine aminotransferase increased
+Aspartate aminotransferase increased|Blood bilirubin increased|Hepatotoxicity|Hepatitis|Jaundice
+Acute kidney injury|Renal failure|Blood creatinine increased|Hyperkalaemia|Hyponatraemia
+Hypoglycaemia|Hyperglycaemia|Diabetes mellitus|Dehydration|Blood pressure increased
+Heart rate increased|Vision blurred|Visual impairment|Tinnitus|Vertigo|Dysgeusia|Dry mouth
+Stomatitis|Dyspepsia|Gastrooesophageal reflux disease|Pancreatitis|Colitis|Crohn's disease
+Ill-defined disorder|Drug ineffective|Off label use|Product use issue|Incorrect dose administered
+Product dose omission issue|Wrong technique in product usage process
+Inappropriate schedule of product administration|Injection site pain|Injection site erythema
+Injection site swelling|Injection site reaction|Infusion related reaction|Condition aggravated
+Disease progression|Malignant neoplasm progression|Suicidal ideation|Suicide attempt
+Completed suicide|Hallucination|Agitation|Aggression|Mood swings|Emotional disorder
+Memory impairment|Amnesia|Syncope|Loss of consciousness|Migraine|Muscle spasms|Myalgia
+Muscular weakness|Rhabdomyolysis|Osteonecrosis of jaw|Osteoporosis|Gait disturbance
+Balance disorder|Feeling abnormal|Hypersensitivity|Chills|Night sweats|Hot flush|Gynaecomastia
+Erectile dysfunction|Menstruation irregular|Unintended pregnancy
+Foetal exposure during pregnancy|Abortion spontaneous|Tardive dyskinesia|Serotonin syndrome
+Neuroleptic malignant syndrome|Electrocardiogram QT prolonged|Interstitial lung disease
+Respiratory failure|Hypoxia|Asthma|Chronic obstructive pulmonary disease|Pleural effusion
+Lymphoma|Breast cancer|Lung neoplasm malignant|Basal cell carcinoma|Parkinson's disease
+Dementia|Nephrolithiasis|Cholelithiasis|Blood glucose increased|Blood pressure decreased
+Oxygen saturation decreased|Platelet count decreased|White blood cell count decreased
+Haemoglobin decreased|International normalised ratio increased|Cataract|Glaucoma|Dysphagia
+Abdominal distension|Flatulence|Haematochezia|Melaena|Product quality issue
+Therapeutic product effect decreased|Peripheral swelling|Joint swelling|Musculoskeletal stiffness
+Neck pain|Sleep disorder|Nightmare|Restlessness|Irritability|Nervousness|Panic attack
+Drug interaction|Intentional product misuse|Accidental exposure to product|Sinus congestion
+Rhinorrhoea|Oropharyngeal pain|Wheezing|Dysphonia|Skin lesion|Skin exfoliation|Photosensitivity
+Acne|Blister|Swelling face|Eye pain|Ocular hyperaemia|Lacrimation increased|Hearing impairment
+Urinary retention|Pollakiuria|Haematuria|Proteinuria|Hot flush|Pain|Inflammation|Infection
+"""
+PTS: tuple[str, ...] = tuple(
+    dict.fromkeys(pt for line in _PT_TABLE.strip().splitlines() for pt in line.split("|"))
+)
+KRATOM_REACTIONS: tuple[str, ...] = (
+    "Toxicity to various agents",
+    "Drug abuse",
+    "Overdose",
+    "Intentional overdose",
+    "Accidental overdose",
+    "Seizure",
+    "Drug withdrawal syndrome",
+    "Drug dependence",
+    "Death",
+    "Liver injury",
+    "Cholestatic liver injury",
+    "Drug-induced liver injury",
+    "Respiratory depression",
+    "Respiratory arrest",
+    "Cardio-respiratory arrest",
+    "Unresponsive to stimuli",
+    "Coma",
+    "Substance abuse",
+    "Vomiting",
+    "Tachycardia",
+)
+_KRATOM_REACTION_WEIGHTS = (9, 6, 6, 3, 2, 4, 0, 3, 4, 0, 0, 2, 2, 1, 2, 2, 1, 2, 3, 2)
+# The planted signal: kratom cases report these far above background.
+SIGNAL_PTS: tuple[str, ...] = ("Drug withdrawal syndrome", "Liver injury")
+_SIGNAL_RATE_KRATOM = {"Drug withdrawal syndrome": 0.35, "Liver injury": 0.22}
+_SIGNAL_RATE_BACKGROUND = 0.004
+_EVENT_PTS = PTS + tuple(pt for pt in KRATOM_REACTIONS if pt not in PTS)
+
+_INDICATIONS = (
+    "Hypertension|Type 2 diabetes mellitus|Rheumatoid arthritis|Psoriasis|Crohn's disease|"
+    "Depression|Anxiety|Pain|Back pain|Schizophrenia|Bipolar disorder|Epilepsy|"
+    "Multiple sclerosis|Breast cancer|Non-small cell lung cancer|Plasma cell myeloma|"
+    "Atrial fibrillation|Hypercholesterolaemia|Asthma|Chronic obstructive pulmonary disease|"
+    "Osteoporosis|HIV infection|Hepatitis C|Insomnia|Attention deficit hyperactivity disorder|"
+    "Migraine|Gastrooesophageal reflux disease|Hypothyroidism|Contraception|"
+    "Urinary tract infection|Pneumonia|Product used for unknown indication|"
+    "Product used for unknown indication|Product used for unknown indication"
+).split("|")
+_KRATOM_INDICATIONS = (
+    "Product used for unknown indication",
+    "Pain",
+    "Drug withdrawal syndrome",
+    "Anxiety",
+    "Depression",
+    "Fatigue",
+    "Drug dependence",
+)
+
+_ROUTES = (
+    "Oral|Oral|Oral|Oral|Intravenous|Subcutaneous|Intramuscular|Topical|Transdermal|Inhalation|"
+    "Nasal|Unknown|Unknown|Other|Intravenous drip"
+).split("|")
+_DOSE_UNITS = ("MG", "MG", "MG", "UG", "G", "ML", "IU", "MG/KG", "MG/M**2", "DF", "GTT")
+_DOSE_FORMS = (
+    "Tablet|TABLET, FILM COATED|Film-coated tablet|Capsule|Capsule, hard|Solution for injection|"
+    "Injection|Oral solution|Prolonged-release tablet|Transdermal patch|Powder|Unknown"
+).split("|")
+_DOSE_FREQS = (
+    "QD",
+    "QD",
+    "BID",
+    "TID",
+    "QID",
+    "PRN",
+    "QW",
+    "/WK",
+    "Q12H",
+    "Q8H",
+    "HS",
+    "1X",
+    "UNK",
+)
+_DUR_CODS = ("DAY", "DAY", "DAY", "WK", "MON", "YR", "HR")
+_OUTC_BACKGROUND = {"DE": 0.05, "LT": 0.04, "HO": 0.25, "DS": 0.03, "CA": 0.005, "RI": 0.02}
+_OUTC_KRATOM = {"DE": 0.25, "LT": 0.15, "HO": 0.45, "DS": 0.02, "CA": 0.0, "RI": 0.05}
+_RPSR_CODES = ("FGN", "SDY", "LIT", "CSM", "HP", "UF", "CR", "DT", "OTH")
+
+_COUNTRIES = {  # ISO code -> LAERS full name
+    "US": "UNITED STATES",
+    "GB": "UNITED KINGDOM",
+    "FR": "FRANCE",
+    "DE": "GERMANY",
+    "JP": "JAPAN",
+    "CA": "CANADA",
+    "IT": "ITALY",
+    "ES": "SPAIN",
+    "BR": "BRAZIL",
+    "CN": "CHINA",
+    "IN": "INDIA",
+    "AU": "AUSTRALIA",
+    "NL": "NETHERLANDS",
+    "CO": "COLOMBIA",
+    "MX": "MEXICO",
+    "EU": "COUNTRY NOT SPECIFIED",
+}
+_COUNTRY_CODES = tuple(_COUNTRIES)
+_COUNTRY_WEIGHTS = (60, 5, 5, 4, 6, 4, 3, 2, 2, 2, 1, 1, 1, 1, 1, 2)
+# (mfr_sndr, code used inside mfr_num)
+_MANUFACTURERS = (
+    ("PFIZER", "PFIZER INC"),
+    ("JOHNSON AND JOHNSON", "JNJFOC"),
+    ("JANSSEN", "JNJFOC"),
+    ("NOVARTIS", "NOVPHSZ"),
+    ("ROCHE", "ROCHE"),
+    ("SANOFI AVENTIS", "SANOFI-AVENTIS"),
+    ("MERCK", "MERCK"),
+    ("ELI LILLY AND COMPANY", "ELI_LILLY_AND_COMPANY"),
+    ("ASTRAZENECA", "ASTRAZENECA"),
+    ("GLAXOSMITHKLINE", "GLAXOSMITHKLINE"),
+    ("BRISTOL MYERS SQUIBB", "BRISTOL-MYERS SQUIBB COMPANY"),
+    ("ABBVIE", "ABBVIE"),
+    ("AMGEN", "AMGEN"),
+    ("TEVA", "TEVA"),
+    ("MYLAN", "MYLANLABS"),
+    ("SANDOZ", "SANDOZ"),
+    ("BAYER", "BAYER"),
+    ("TAKEDA", "TAKEDA"),
+    ("GILEAD", "GILEAD"),
+    ("CELGENE", "CELGENE"),
+    ("NOVO NORDISK", "NOVOPROD"),
+    ("Kenvue", "KENVUE"),
+    ("Grünenthal GmbH", "GRUNENTHAL"),
+    ("Laboratório Teuto Brasileiro", "TEUTO"),
+)
+_LIT_REFS = (
+    "SMITH J, JONES K. KRATOM-ASSOCIATED HEPATOTOXICITY: A CASE SERIES. J MED TOXICOL. "
+    "2019;15(4):301-6",
+    "Müller K, Peña R. Seizure after kratom and tramadol co-ingestion. Clin Toxicol. 2021;59:88",
+    "CASTILLO JJ, REAGAN JL. BORTEZOMIB IN PLASMABLASTIC LYMPHOMA. BR J HAEMATOL. "
+    "2015;MAY;169(3):352-5",
+    "Bérard A, Zhao JP. Antidepressant use in pregnancy. Pharmacoepidemiol Drug Saf. 2017;26:1",
+)
+_LAERS_DRUG_SEQ_START = 1_004_492_716
+
+_PLACEHOLDER_DOC = b"SYNTHETIC placeholder: stands in for the FDA document of this name.\r\n"
+_README_SYNTHETIC = (
+    "SYNTHETIC DATA. Every file in this zip was generated by surveillance.synthetic (seeded,\r\n"
+    "deterministic) in the layout of an FDA FAERS/LAERS quarterly ASCII extract. No record is\r\n"
+    "FDA data and none describes a real patient or report. Use only for tests and demos.\r\n"
+)
+
+
+_CASE_COLUMNS = (
+    "caseid source_of_latest surviving primaryid_latest quarter_latest is_kratom is_7oh "
+    "has_decoy deleted_in"
+).split()
+
+# --- public results ----------------------------------------------------------------------------
+
+
+@dataclass
+class QuarterFiles:
+    """One generated quarterly zip and the truth ingest must reproduce from it."""
+
+    quarter: str
+    zip_path: Path
+    truth: dict[str, list[Row]]  # table -> rows as the loader must store them
+    deleted: list[dict]  # {'caseid', 'source_file', 'source_line'}
+    quarantine: list[dict]  # {'source_file', 'source_line', 'raw_text', 'kind'}
+
+
+@dataclass
+class Series:
+    """Several generated quarters plus the case-level truth after deduplication."""
+
+    quarters: list[QuarterFiles]
+    cases: pd.DataFrame
+
+
+# --- member naming -----------------------------------------------------------------------------
+
+_UPPER_Q = {(2022, 3), (2022, 4), (2023, 3), (2023, 4)} | {
+    (y, n) for y in (2019, 2020, 2021) for n in (1, 2, 3, 4)
+}
+
+
+def _zip_name(q: Quarter) -> str:
+    if q.source == LAERS:
+        return f"aers_ascii_{q.year}q{q.q}.zip"
+    return f"faers_ascii_{q.year}{'Q' if (q.year, q.q) in _UPPER_Q else 'q'}{q.q}.zip"
+
+
+def _folder(q: Quarter) -> str:
+    return "ASCII/" if q.year >= 2018 else "ascii/"
+
+
+def _member(q: Quarter, table: str) -> str:
+    if q.source == LAERS:
+        return f"ascii/{table.upper()}{q.yyqn}.TXT"
+    if (q.year, q.q) == (2012, 4):
+        return f"ascii/{table}{q.yyqn.lower()}.txt"
+    suffix = "_new" if (q.year, q.q, table) == (2018, 1, "demo") else ""
+    return f"{_folder(q)}{table.upper()}{q.yyqn}{suffix}.txt"
+
+
+def _deleted_member(q: Quarter) -> str | None:
+    return f"Deleted/DELETE{q.yyqn}.txt" if (q.year, q.q) >= (2019, 1) else None
+
+
+def _header(q: Quarter, table: str) -> str:
+    """The header line as the era writes it, including 2012Q4's misspellings (no BOM here)."""
+    names = list(HEADERS[q.era][table])
+    if (q.year, q.q) == (2012, 4):
+        quirks = {"rept_dt": " rept_dt", "lot_num": "lot_nbr", "outc_cod": "outc_code"}
+        names = [quirks.get(n, n) for n in names]
+    return "$".join(names)
+
+
+def _header_bytes(q: Quarter, table: str) -> bytes:
+    bom = b"\xef\xbb\xbf" if (q.year, q.q, table) == (2012, 4, "drug") else b""
+    return bom + _header(q, table).encode("latin-1")
+
+
+def _doc_members(q: Quarter) -> list[str]:
+    if q.source == LAERS:
+        return ["README.doc", "ascii/Asc_nts.doc"]
+    if (q.year, q.q) == (2012, 4):
+        return ["Readme.doc", "FAQs.doc"]
+    return ["Readme.pdf", "FAQs.pdf", f"{_folder(q)}ASC_NTS.pdf"]
+
+
+def _zipinfo(name: str, q: Quarter, level: int) -> zipfile.ZipInfo:
+    """A ZipInfo with a fixed time stamp (so equal seeds give equal bytes)."""
+    nxt = q.next()
+    info = zipfile.ZipInfo(name, date_time=(nxt.year, nxt.q * 3 - 1, 15, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info._compresslevel = level  # type: ignore[attr-defined]  # no public setter before 3.13
+    info.external_attr = 0o644 << 16
+    return info
+
+
+def _quarter_dates(q: Quarter) -> tuple[date, date]:
+    start = date(q.year, q.q * 3 - 2, 1)
+    nxt = q.next()
+    return start, date(nxt.year, nxt.q * 3 - 2, 1) - timedelta(days=1)
+
+
+def _ymd(d: date) -> str:
+    return d.strftime("%Y%m%d")
+
+
+def _quarter_index(q: Quarter) -> int:
+    return (q.year - 2004) * 4 + q.q - 1
+
+
+def _caseid_base(q: Quarter) -> int:
+    """Roughly where the FDA's case numbers stood in that quarter."""
+    k = _quarter_index(q)
+    return 4_000_000 + k * 140_000 if k < 35 else 8_900_000 + (k - 35) * 326_000
+
+
+# --- the case model ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Drug:
+    kind: str  # plain, kratom, 7oh, decoy
+    fields: dict[str, str]  # canonical DRUG columns except the keys and drug_seq
+    ther: list[dict[str, str]]  # start_dt, end_dt, dur, dur_cod
+    indi: list[str]
+    laers_seq: str = ""
+
+
+@dataclass
+class _Version:
+    caseid: int
+    source: str
+    number: int  # FAERS caseversion; 0 for LAERS
+    report_id: str  # LAERS ISR or FAERS primaryid
+    demo: dict[str, str]  # canonical DEMO columns (FAERS spelling) except the keys
+    drugs: list[_Drug]
+    reac: list[tuple[str, str]]  # (pt, drug_rec_act)
+    outc: list[str]
+    rpsr: list[str]
+    quarters: list[Quarter] = field(default_factory=list)
+
+    @property
+    def kratom_kinds(self) -> set[str]:
+        return {d.kind for d in self.drugs}
+
+
+class _Planner:
+    """Plans every case version of a series, then renders each quarter's zip from the plan."""
+
+    def __init__(self, quarters: list[Quarter], n_cases: int, seed: int) -> None:
+        # str seeds are hashed deterministically; the quarters make each quarter's data differ
+        self.rng = random.Random(f"{seed}/{','.join(map(str, quarters))}")
+        self.quarters = quarters
+        self.n_cases = n_cases
+        self.versions: list[_Version] = []
+        self.by_case: dict[int, list[_Version]] = {}
+        self.deleted: dict[Quarter, list[int]] = {}
+        self.deleted_in: dict[int, Quarter] = {}
+        self.used_caseids: set[int] = set()
+        self.used_isrs: set[int] = set()
+        self.used_primaryids: set[str] = set()
+        # LAERS DRUG_SEQ is global and grew ~350,000 a quarter (DRUG10Q2: 1013798159)
+        self.next_drug_seq = _LAERS_DRUG_SEQ_START + _quarter_index(quarters[0]) * 350_000
+        self.skipped: list[tuple[int, int]] = []  # (caseid, version number never published)
+        self.protected: set[int] = set()  # cases a test looks for: never damaged
+        for q in quarters:
+            self._plan_quarter(q)
+
+    # -- ids
+
+    def _new_caseid(self, lo: int, hi: int) -> int:
+        while True:
+            caseid = self.rng.randrange(lo, hi)
+            if caseid not in self.used_caseids:
+                self.used_caseids.add(caseid)
+                return caseid
+
+    def _new_isr(self, q: Quarter) -> str:
+        base = _caseid_base(q) + 260_000
+        while True:
+            isr = self.rng.randrange(base, base + 130_000)
+            if isr not in self.used_isrs:
+                self.used_isrs.add(isr)
+                return str(isr)
+
+    def _primaryid(self, caseid: int, number: int) -> str | None:
+        pid = f"{caseid}{number}"
+        if pid in self.used_primaryids:
+            return None
+        self.used_primaryids.add(pid)
+        return pid
+
+    # -- planning
+
+    def _plan_quarter(self, q: Quarter) -> None:
+        rng = self.rng
+        seen_before = [c for c in self.by_case if c not in self.deleted_in]
+        busy: set[int] = set()
+        if _deleted_member(q):
+            self._plan_deletions(q, seen_before, busy)
+            seen_before = [c for c in seen_before if c not in self.deleted_in]
+        n_done = self._plan_collision(q)
+        n_done += self._plan_republications(q, busy)
+        targets = [c for c in seen_before if c not in busy]
+        rng.shuffle(targets)
+        added = dropped = False
+        for caseid in targets[: max(1, self.n_cases * 3 // 20)]:
+            last = self.by_case[caseid][-1]
+            if q.source == LAERS and last.source == FAERS:
+                continue
+            is_kratom = bool(last.kratom_kinds & {"kratom", "7oh"})
+            mode = "normal"
+            if not is_kratom and not added:
+                mode, added = "add_kratom", True
+            elif is_kratom and not dropped:
+                mode, dropped = "drop_kratom", True
+            if self._plan_followup(q, last, mode):
+                busy.add(caseid)
+                n_done += 1
+        n_done += self._plan_late_version(q, busy)
+        while n_done < self.n_cases:
+            self._plan_new_case(q)
+            n_done += 1
+
+    def _plan_deletions(self, q: Quarter, seen_before: list[int], busy: set[int]) -> None:
+        faers_seen = [c for c in seen_before if self.by_case[c][-1].source == FAERS]
+        chosen = self.rng.sample(faers_seen, min(len(faers_seen), max(2, self.n_cases // 60)))
+        outside = [self._new_caseid(_caseid_base(q) - 900_000, _caseid_base(q)) for _ in range(3)]
+        for caseid in chosen:
+            self.deleted_in[caseid] = q
+            busy.add(caseid)
+        self.deleted[q] = sorted(chosen + outside)
+
+    def _plan_republications(self, q: Quarter, busy: set[int]) -> int:
+        """Republish some latest versions of the previous quarter unchanged (same primaryid)."""
+        k = self.quarters.index(q)
+        if k == 0 or self.quarters[k - 1].era != q.era:
+            return 0
+        prev = self.quarters[k - 1]
+        pool = [
+            v
+            for v in self.versions
+            if v.quarters[-1] == prev
+            and v is self.by_case[v.caseid][-1]
+            and v.caseid not in self.deleted_in
+        ]
+        chosen = self.rng.sample(pool, min(len(pool), max(1, self.n_cases // 40)))
+        for v in chosen:
+            v.quarters.append(q)
+            busy.add(v.caseid)
+        return len(chosen)
+
+    def _plan_followup(self, q: Quarter, last: _Version, mode: str) -> bool:
+        rng = self.rng
+        if q.source == LAERS:
+            number, report_id = 0, self._new_isr(q)
+        else:
+            if last.source == LAERS:  # a legacy case followed up in FAERS, same caseid
+                number = rng.choice((1, 2))
+            else:
+                number = last.number + (2 if rng.random() < 0.3 else 1)
+                if number == last.number + 2:
+                    self.skipped.append((last.caseid, number - 1))
+            pid = self._primaryid(last.caseid, number)
+            if pid is None:
+                return False
+            report_id = pid
+        v = copy.deepcopy(last)
+        v.source, v.number, v.report_id, v.quarters = q.source, number, report_id, [q]
+        self._date_version(v, q, initial=False)
+        if mode == "add_kratom":
+            self._add_kratom(v, q)
+        elif mode == "drop_kratom":
+            v.drugs = [d for d in v.drugs if d.kind not in ("kratom", "7oh")]
+            v.reac.append(("Product substitution issue", ""))
+        elif rng.random() < 0.5:
+            v.reac.append((rng.choice(PTS), ""))
+        v.reac = list(dict.fromkeys(v.reac))
+        self._finish(v, q)
+        return True
+
+    def _plan_late_version(self, q: Quarter, busy: set[int]) -> int:
+        """Publish one skipped version a quarter late, after a newer version (FAQ20)."""
+        if q.source != FAERS:
+            return 0
+        for i, (caseid, number) in enumerate(self.skipped):
+            newest = self.by_case[caseid][-1]
+            if caseid in busy or caseid in self.deleted_in or newest.source != FAERS:
+                continue
+            pid = self._primaryid(caseid, number)
+            if pid is None:
+                continue
+            del self.skipped[i]
+            v = copy.deepcopy(newest)
+            v.number, v.report_id, v.quarters = number, pid, [q]
+            self._date_version(v, q, initial=False)
+            self._finish(v, q)
+            self.by_case[caseid].sort(key=lambda x: x.number)
+            busy.add(caseid)
+            return 1
+        return 0
+
+    def _plan_collision(self, q: Quarter) -> int:
+        """A FAERS primaryid equal to a LAERS ISR of an earlier quarter (different sources)."""
+        first_faers = next((x for x in self.quarters if x.source == FAERS), None)
+        if q != first_faers:
+            return 0
+        isrs = sorted(v.report_id for v in self.versions if v.source == LAERS)
+        for isr in isrs:
+            caseid, number = int(isr[:-1]), int(isr[-1])
+            if number == 0 or caseid in self.used_caseids or isr in self.used_primaryids:
+                continue
+            self.used_caseids.add(caseid)
+            self.used_primaryids.add(isr)
+            self.protected.add(caseid)
+            self._new_version(q, caseid, number, isr)
+            return 1
+        return 0
+
+    def _plan_new_case(self, q: Quarter) -> None:
+        rng = self.rng
+        base = _caseid_base(q)
+        if q.source == LAERS:
+            caseid = self._new_caseid(base, base + 200_000)
+            self._new_version(q, caseid, 0, self._new_isr(q))
+            return
+        while True:
+            if rng.random() < 0.75:
+                caseid, number = self._new_caseid(base, base + 300_000), 1
+                number = 2 if rng.random() < 0.1 else 1
+            else:  # an older case whose earlier versions predate the series
+                caseid = self._new_caseid(base - 2_500_000, base)
+                number = rng.choice((2, 2, 3, 4, 5, 7, 12, 35))
+            pid = self._primaryid(caseid, number)
+            if pid is not None:
+                self._new_version(q, caseid, number, pid)
+                return
+
+    # -- damage and quirks, chosen after the whole series is planned
+
+    def plant_quirks(self, q: Quarter, damage: bool) -> _Damage:
+        """Pick the cases damage may destroy in q and plant loadable oddities in others.
+
+        Only cases with a single version in a single quarter, never deleted, without kratom or
+        decoy rows, qualify: destroying their rows cannot change the case-level truth.
+        """
+        rng = self.rng
+        pool = [
+            v
+            for v in self.versions
+            if v.quarters == [q]
+            and len(self.by_case[v.caseid]) == 1
+            and v.caseid not in self.deleted_in
+            and v.caseid not in self.protected
+            and v.kratom_kinds == {"plain"}
+            and len(v.drugs) >= 2
+        ]
+        rng.shuffle(pool)
+        dmg = _Damage(blank=damage)
+        if damage:
+            kinds = ["glued", "split", "extra_dollar"] + (["continuation"] * (q.source == LAERS))
+            for kind, v in zip(kinds, pool, strict=False):
+                setattr(dmg, kind, v.caseid)
+            pool = pool[len(kinds) :]
+        # Loadable oddities (not damage): control bytes, latin-1 letters, an untrimmed space.
+        quirks = [
+            ("drugname", lambda s: s + "\x7f"),
+            ("dose_vbm", lambda s: "10\x08 MG"),
+            ("drugname", lambda s: rng.choice(_LATIN1_DRUGNAMES)),
+            ("drugname", lambda s: s + " "),
+        ]
+        for (column, change), v in zip(quirks, pool, strict=False):
+            drug = v.drugs[1]
+            drug.fields[column] = change(drug.fields[column])
+        return dmg
+
+    def case_truth(self, lost: set[int]) -> pd.DataFrame:
+        """One row per case: the version the FDA rule keeps, deletion, kratom status.
+
+        Cases whose only DEMO row was destroyed by damage are left out: ingest never sees them.
+        """
+        rows = []
+        for caseid, versions in self.by_case.items():
+            if caseid in lost:
+                continue
+            seen = [(v, q) for v in versions for q in v.quarters]
+            faers = [(v, q) for v, q in seen if v.source == FAERS]
+            if faers:
+                best, q = max(faers, key=lambda vq: (vq[0].number, vq[0].demo["fda_dt"], vq[1]))
+            else:
+                best, q = max(
+                    seen, key=lambda vq: (vq[0].demo["fda_dt"], int(vq[0].report_id), vq[1])
+                )
+            kinds = best.kratom_kinds
+            deleted_in = self.deleted_in.get(caseid)
+            rows.append(
+                {
+                    "caseid": str(caseid),
+                    "source_of_latest": best.source,
+                    "surviving": deleted_in is None,
+                    "primaryid_latest": best.report_id,
+                    "quarter_latest": str(q),
+                    "is_kratom": bool(kinds & {"kratom", "7oh"}),
+                    "is_7oh": "7oh" in kinds,
+                    "has_decoy": "decoy" in kinds,
+                    "deleted_in": str(deleted_in) if deleted_in else None,
+                }
+            )
+        rows.sort(key=lambda r: int(str(r["caseid"])))
+        return pd.DataFrame(rows, columns=_CASE_COLUMNS)
+
+    # -- content
+
+    def _new_version(self, q: Quarter, caseid: int, number: int, report_id: str) -> None:
+        rng = self.rng
+        roll = rng.random()
+        kind = "kratom" if roll < 0.075 else "plain"
+        if kind == "kratom" and q.year >= 2022 and rng.random() < 0.3:
+            kind = "7oh"
+        v = _Version(caseid, q.source, number, report_id, {}, [], [], [], [], [q])
+        v.demo = self._demo(q, number)
+        self._date_version(v, q, initial=number <= 1)
+        n_plain = min(8, 1 + int(rng.expovariate(1 / 3.2)))
+        v.drugs = [self._plain_drug(q, i) for i in range(n_plain)]
+        if kind != "plain":
+            self._add_kratom(v, q, seven_oh=kind == "7oh")
+        else:
+            pts = rng.sample(PTS, min(len(PTS), 1 + int(rng.expovariate(1 / 1.6))))
+            v.reac = [(pt, "") for pt in pts]
+            v.outc = self._outcomes(_OUTC_BACKGROUND)
+            for pt in SIGNAL_PTS:
+                if rng.random() < _SIGNAL_RATE_BACKGROUND:
+                    v.reac.append((pt, ""))
+        if rng.random() < 0.05:
+            decoy = self._plain_drug(q, 1)
+            decoy.kind, decoy.fields["drugname"] = "decoy", rng.choice(DECOY_DRUGNAMES)
+            decoy.fields["prod_ai"] = decoy.fields["drugname"].upper()
+            v.drugs.insert(rng.randrange(1, len(v.drugs) + 1), decoy)
+        if q.era == "FB" and v.reac and rng.random() < 0.03:
+            pt = v.reac[0][0]
+            v.reac[0] = (pt, pt)
+        v.rpsr = (
+            rng.sample(_RPSR_CODES, rng.randint(1, 3))
+            if rng.random() < (0.4 if q.source == LAERS else 0.08)
+            else []
+        )
+        v.reac = list(dict.fromkeys(v.reac))
+        self._finish(v, q)
+
+    def _finish(self, v: _Version, q: Quarter) -> None:
+        if q.source == LAERS:
+            for d in v.drugs:
+                self.next_drug_seq += self.rng.randint(1, 40)
+                d.laers_seq = str(self.next_drug_seq)
+        self.versions.append(v)
+        self.by_case.setdefault(v.caseid, []).append(v)
+
+    def _add_kratom(self, v: _Version, q: Quarter, seven_oh: bool = False) -> None:
+        rng = self.rng
+        d = self._plain_drug(q, 0)
+        d.kind = "7oh" if seven_oh else "kratom"
+        name = rng.choice(SEVEN_OH_DRUGNAMES if seven_oh else KRATOM_DRUGNAMES)
+        ai = "" if seven_oh else rng.choice(_KRATOM_PROD_AI)
+        if not seven_oh and ai and q.era == "FB" and rng.random() < 0.15:
+            name = rng.choice(_VAGUE_PRODUCTS)
+        d.fields.update(
+            drugname=name,
+            prod_ai=ai or ("7-HYDROXYMITRAGYNINE" if seven_oh else ""),
+            val_vbm="2",
+            route=rng.choice(("Oral", "Oral", "Unknown", "")),
+            dose_vbm=rng.choice(("UNK", "1 teaspoon", "3 g daily", "several capsules", "")),
+            dose_form=rng.choice(("Powder", "Capsule", "Tablet", "Unknown", "")),
+            nda_num="",
+            dose_amt="",
+            dose_unit="",
+            dose_freq="",
+        )
+        d.indi = [rng.choice(_KRATOM_INDICATIONS)] if rng.random() < 0.6 else []
+        d.fields["role_cod"] = rng.choice(("PS", "PS", "SS", "C"))
+        v.drugs.insert(0 if d.fields["role_cod"] == "PS" else len(v.drugs), d)
+        if d.fields["role_cod"] == "PS":
+            for other in v.drugs[1:]:
+                if other.fields["role_cod"] == "PS":
+                    other.fields["role_cod"] = "SS"
+        for name, ai in rng.sample(CO_SUBSTANCES, rng.randint(0, 3)):
+            co = self._plain_drug(q, 1)
+            co.fields.update(drugname=name, prod_ai=ai, val_vbm="2", nda_num="")
+            v.drugs.append(co)
+        pts = rng.choices(KRATOM_REACTIONS, _KRATOM_REACTION_WEIGHTS, k=rng.randint(1, 4))
+        pts += [pt for pt, rate in _SIGNAL_RATE_KRATOM.items() if rng.random() < rate]
+        if rng.random() < 0.3:
+            pts.append(rng.choice(PTS))
+        v.reac = list(dict.fromkeys([*v.reac, *((pt, "") for pt in pts)]))
+        v.outc = sorted(set(v.outc) | set(self._outcomes(_OUTC_KRATOM)))
+
+    def _outcomes(self, rates: dict[str, float]) -> list[str]:
+        codes = [c for c, p in rates.items() if self.rng.random() < p]
+        if not codes and self.rng.random() < 0.35:
+            codes = ["OT"]
+        elif codes and self.rng.random() < 0.4:
+            codes.append("OT")
+        return codes
+
+    def _plain_drug(self, q: Quarter, position: int) -> _Drug:
+        rng = self.rng
+        name, ai = rng.choice(DRUGS)
+        if q.source == FAERS:  # FAERS writes reporters' own casing
+            roll = rng.random()
+            name = name.title() if roll < 0.25 else name.lower() if roll < 0.3 else name
+        roles = ("PS",) if position == 0 else ("SS", "C", "C", "C", "I")
+        role = rng.choice(roles)
+        if q.year >= 2025 and position > 0 and rng.random() < 0.03:
+            role = "DN"  # a code outside the documented list
+        dose_amt = rng.choice(("", "5", "10", "20", "25", "40", "50", "100", "180", "500", "1.5"))
+        unit = rng.choice(_DOSE_UNITS) if dose_amt else ""
+        freq = rng.choice(_DOSE_FREQS) if dose_amt else ""
+        nda = ""
+        if role == "PS" and rng.random() < 0.6:
+            number = rng.randrange(10_000, 215_000)
+            nda = f"{number:06d}" if q.source == FAERS else str(number)
+        fields = {
+            "role_cod": role,
+            "drugname": name,
+            "prod_ai": ai,
+            "val_vbm": "1" if rng.random() < 0.85 else "2",
+            "route": rng.choice(_ROUTES) if rng.random() < 0.8 else "",
+            "dose_vbm": f"{dose_amt} {unit} {freq}".strip() if rng.random() < 0.4 else "",
+            "cum_dose_chr": "",
+            "cum_dose_unit": "",
+            "dechal": rng.choice(("Y", "N", "U", "D", "", "")),
+            "rechal": rng.choice(("Y", "N", "U", "D", "", "", "")),
+            "lot_num": rng.choice(("", "", "", "", "H12345", "LOT# 4421B", "UNKNOWN")),
+            "exp_dt": rng.choice(("",) * 9 + ("202612",)),
+            "nda_num": nda,
+            "dose_amt": dose_amt,
+            "dose_unit": unit,
+            "dose_form": rng.choice(_DOSE_FORMS) if rng.random() < 0.5 else "",
+            "dose_freq": freq,
+        }
+        if dose_amt and rng.random() < 0.1:
+            fields["cum_dose_chr"] = str(int(float(dose_amt) * rng.randint(2, 60)))
+            fields["cum_dose_unit"] = unit
+        ther = []
+        if rng.random() < 0.3:
+            for _ in range(2 if rng.random() < 0.1 else 1):
+                start = date(q.year, 1, 1) - timedelta(days=rng.randrange(0, 1500))
+                end = start + timedelta(days=rng.randrange(0, 400))
+                dur = (end - start).days + 1
+                ther.append(
+                    {
+                        "start_dt": _partial(rng, start, q.source),
+                        "end_dt": _partial(rng, end, q.source) if rng.random() < 0.6 else "",
+                        "dur": str(dur) if rng.random() < 0.25 else "",
+                        "dur_cod": "DAY",
+                    }
+                )
+                if not ther[-1]["dur"]:
+                    ther[-1]["dur_cod"] = ""
+        indi = []
+        if rng.random() < 0.45:
+            indi = rng.sample(_INDICATIONS, 2 if rng.random() < 0.08 else 1)
+        return _Drug("plain", fields, ther, indi)
+
+    def _demo(self, q: Quarter, number: int) -> dict[str, str]:
+        rng = self.rng
+        rept = rng.choices(("EXP", "PER", "DIR"), (60, 25, 15))[0]
+        if q.source == LAERS and rng.random() < 0.01:
+            rept = rng.choice(("5DAY", "30DAY"))
+        country = rng.choices(_COUNTRY_CODES, _COUNTRY_WEIGHTS)[0]
+        mfr_sndr, mfr_code = rng.choice(_MANUFACTURERS)
+        demo = dict.fromkeys(CANONICAL["demo"][2:], "")
+        demo.pop("caseversion")
+        age_cod = rng.choices(("YR", "DEC", "MON", "WK", "DY", "HR"), (90, 2, 4, 1, 2, 1))[0]
+        age = {
+            "YR": rng.randint(1, 95),
+            "DEC": rng.randint(2, 9),
+            "MON": rng.randint(1, 23),
+            "WK": rng.randint(1, 20),
+            "DY": rng.randint(1, 60),
+            "HR": rng.randint(1, 48),
+        }[age_cod]
+        years = age * {"YR": 1.0, "DEC": 10.0}.get(age_cod, 0.0)
+        grp = "E" if years >= 65 else "A" if years >= 18 else "T" if years >= 12 else "C"
+        if age_cod != "YR" and age_cod != "DEC":
+            grp = "I"
+        has_age = rng.random() < 0.8
+        sex = rng.choices(("F", "M", "UNK", "", "NS"), (55, 37, 3, 4, 1))[0]
+        wt = ""
+        if rng.random() < 0.4 and age_cod in ("YR", "DEC"):
+            kg = rng.uniform(40, 130)
+            wt = f"{kg:.0f}" if rng.random() < 0.7 else f"{kg:.2f}"
+            demo["wt_cod"] = "KG" if rng.random() < 0.8 else "LBS"
+            if demo["wt_cod"] == "LBS":
+                wt = f"{kg * 2.2046:.0f}"
+        occp = rng.choices(
+            ("MD", "PH", "OT", "LW", "CN", "HP", "RN", ""), (30, 10, 15, 4, 30, 2, 1, 8)
+        )
+        demo.update(
+            i_f_code="I" if number <= 1 else "F",
+            rept_cod=rept,
+            mfr_num="" if rept == "DIR" else f"{country}-{mfr_code}-{q.year}{rng.randrange(10**6)}",
+            mfr_sndr=("FDA-CTU" if q.source == FAERS else "") if rept == "DIR" else mfr_sndr,
+            age=str(age) if has_age else "",
+            age_cod=age_cod if has_age else "",
+            age_grp=grp if has_age and rng.random() < 0.6 else "",
+            sex=sex,
+            e_sub="Y" if q.source == FAERS or q.year >= 2008 else "N",
+            wt=wt,
+            to_mfr=rng.choice(("Y", "N")) if rept == "DIR" else "",
+            occp_cod=occp[0],
+            reporter_country=country,
+            occr_country=country if rng.random() < 0.9 else "",
+            confid=rng.choice(("N", "Y")) if rept == "DIR" else "",
+        )
+        if q.year >= 2023 and rng.random() < 0.01:
+            demo["occp_cod"] = "SALES"  # junk seen in 23Q1 (DIANA)
+        if q.era == "FB" and rng.random() < 0.04:
+            demo["lit_ref"] = rng.choice(_LIT_REFS)
+        if q.era == "FB" and rng.random() < 0.05:
+            demo["auth_num"] = f"{country}-{mfr_code[:6]}-{rng.randrange(10**8)}"
+        return demo
+
+    def _date_version(self, v: _Version, q: Quarter, initial: bool) -> None:
+        """Set this version's receipt dates inside its quarter; event dates for new cases."""
+        rng = self.rng
+        start, end = _quarter_dates(q)
+        fda = start + timedelta(days=rng.randrange((end - start).days + 1))
+        demo = v.demo
+        demo["fda_dt"] = _ymd(fda)
+        demo["rept_dt"] = _ymd(fda - timedelta(days=rng.randrange(0, 4)))
+        if demo["rept_cod"] != "DIR":
+            demo["mfr_dt"] = _ymd(fda - timedelta(days=rng.randrange(1, 15)))
+        if not demo["event_dt"] and rng.random() < 0.85:
+            event = fda - timedelta(days=rng.randrange(1, 500))
+            demo["event_dt"] = _partial(rng, event, q.source)
+        if initial or not demo["init_fda_dt"]:
+            first = fda if initial else fda - timedelta(days=rng.randrange(90, 2000))
+            demo["init_fda_dt"] = _ymd(first)
+        if not initial:
+            demo["i_f_code"] = "F"
+            if q.source == LAERS and rng.random() < 0.3:
+                demo["foll_seq"] = rng.choice(("1", "2", "3", "A"))
+
+
+def _partial(rng: random.Random, d: date, source: str) -> str:
+    """A date as the FDA writes it: full, or (FAERS) sometimes only YYYYMM or YYYY."""
+    roll = rng.random()
+    if source == FAERS and roll < 0.12:
+        return d.strftime("%Y%m")
+    if source == FAERS and roll < 0.2:
+        return d.strftime("%Y")
+    return _ymd(d)
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Line:
+    """One physical line to be: a record (fields) or a damaged raw text."""
+
+    fields: list[str] | None
+    truth: Row | None = None
+    caseid: int | None = None
+    raw: str = ""
+    kind: str = ""
+    ends_lf: bool = False  # ended by a bare LF (the first part of a split record)
+
+
+@dataclass
+class _Damage:
+    """Caseids whose records each kind of damage destroys in one quarter (None: not planted)."""
+
+    glued: int | None = None
+    split: int | None = None
+    extra_dollar: int | None = None
+    continuation: int | None = None
+    blank: bool = False
+
+
+def _isr_check_digit(isr: str) -> str:
+    return str(sum(int(c) * (i + 2) for i, c in enumerate(reversed(isr))) % 10)
+
+
+def _demo_values(v: _Version) -> dict[str, str]:
+    values = dict(v.demo, primaryid=v.report_id, caseid=str(v.caseid))
+    if v.source == LAERS:
+        values["image"] = f"{v.report_id}-{_isr_check_digit(v.report_id)}"
+        values["reporter_country"] = _COUNTRIES[v.demo["reporter_country"]]
+        if "DE" in v.outc and len(v.demo["event_dt"]) == 8:
+            values["death_dt"] = v.demo["event_dt"]
+    else:
+        values["caseversion"] = str(v.number)
+    return values
+
+
+class _QuarterWriter:
+    """Turns one quarter's planned versions into physical lines, then member bytes and truth."""
+
+    def __init__(self, q: Quarter, versions: list[_Version]) -> None:
+        self.q = q
+        self.lines: dict[str, list[_Line]] = {t: [] for t in TABLES}
+        self.columns = {t: [canonical_name(t, h) for h in HEADERS[q.era][t]] for t in TABLES}
+        for v in sorted(versions, key=lambda v: (v.caseid, v.number, int(v.report_id))):
+            self._add_version(v)
+
+    def _add(self, table: str, values: dict[str, str], caseid: int) -> None:
+        fields = []
+        for col in self.columns[table]:
+            value = values.get(col, "")
+            if self.q.source == LAERS:
+                value = value.upper()
+            if any(c in value for c in "$\r\n"):
+                raise ValueError(f"value would break the line format: {value!r}")
+            fields.append(value)
+        self.lines[table].append(_Line(fields, caseid=caseid))
+
+    def _add_version(self, v: _Version) -> None:
+        keys = {"primaryid": v.report_id, "caseid": str(v.caseid)}
+        self._add("demo", _demo_values(v), v.caseid)
+        for i, d in enumerate(v.drugs, start=1):
+            seq = d.laers_seq if self.q.source == LAERS else str(i)
+            self._add("drug", dict(d.fields, **keys, drug_seq=seq), v.caseid)
+            for ther in d.ther:
+                self._add("ther", dict(ther, **keys, dsg_drug_seq=seq), v.caseid)
+            for pt in d.indi:
+                self._add("indi", dict(keys, indi_drug_seq=seq, indi_pt=pt), v.caseid)
+        for pt, act in v.reac:
+            self._add("reac", dict(keys, pt=pt, drug_rec_act=act), v.caseid)
+        for code in v.outc:
+            self._add("outc", dict(keys, outc_cod=code), v.caseid)
+        for code in v.rpsr:
+            self._add("rpsr", dict(keys, rpsr_cod=code), v.caseid)
+
+    def _text(self, table: str, fields: list[str]) -> str:
+        trailing = self.q.source == LAERS and table != "indi"
+        return "$".join(fields) + ("$" if trailing else "")
+
+    def _first(self, table: str, caseid: int) -> tuple[int, list[str]]:
+        i = next(i for i, ln in enumerate(self.lines[table]) if ln.caseid == caseid)
+        return i, list(self.lines[table][i].fields or [])
+
+    def apply_damage(self, dmg: _Damage, rng: random.Random) -> None:
+        drug, demo = self.lines["drug"], self.lines["demo"]
+        if dmg.glued is not None:  # a missing newline: two records on one line (DRUG11Q3)
+            i, first = self._first("drug", dmg.glued)
+            raw = self._text("drug", first) + self._text("drug", drug[i + 1].fields or [])
+            drug[i : i + 2] = [_Line(None, raw=raw, kind="glued")]
+        if dmg.split is not None:  # an embedded newline inside dose_vbm
+            i, fields = self._first("drug", dmg.split)
+            k = self.columns["drug"].index("dose_vbm")
+            fields[k] = "1 TABLET DAILY" if self.q.source == LAERS else "1 tablet daily"
+            cut = len("$".join(fields[:k])) + 1 + fields[k].index(" ")
+            raw = self._text("drug", fields)
+            drug[i : i + 1] = [
+                _Line(None, raw=raw[:cut], kind="split", ends_lf=True),
+                _Line(None, raw=raw[cut + 1 :], kind="split"),
+            ]
+        if dmg.extra_dollar is not None:  # a '$' inside mfr_num (DEMO12Q1)
+            i, fields = self._first("demo", dmg.extra_dollar)
+            fields[self.columns["demo"].index("mfr_num")] = f"JP-CUBIST-$E2B{dmg.extra_dollar:010d}"
+            demo[i] = _Line(None, raw=self._text("demo", fields), kind="extra_dollar")
+        if dmg.continuation is not None:  # legacy DEMO: the second part starts with '$'
+            i, fields = self._first("demo", dmg.continuation)
+            raw = self._text("demo", fields)
+            cut = [j for j, c in enumerate(raw) if c == "$"][11]
+            demo[i : i + 1] = [
+                _Line(None, raw=raw[:cut], kind="continuation"),
+                _Line(None, raw=raw[cut:], kind="continuation"),
+            ]
+        if dmg.blank:
+            reac = self.lines["reac"]
+            reac.insert(rng.randrange(1, len(reac)), _Line(None, raw="", kind="blank"))
+
+    def member_bytes(
+        self, table: str, member: str, truth: list[Row], quarantine: list[dict]
+    ) -> bytes:
+        """Encode one member; append its truth rows and quarantined lines, numbered from 1."""
+        parts = [_header_bytes(self.q, table), b"\r\n"]
+        for number, ln in enumerate(self.lines[table], start=2):
+            if ln.fields is None:
+                entry = {"source_file": member, "source_line": number, "raw_text": ln.raw}
+                quarantine.append(dict(entry, kind=ln.kind))
+                parts += [ln.raw.encode("latin-1"), b"\n" if ln.ends_lf else b"\r\n"]
+                continue
+            parts += [self._text(table, ln.fields).encode("latin-1"), b"\r\n"]
+            row: Row = dict.fromkeys(CANONICAL[table])
+            row.update(
+                (c, f if f != "" else None)
+                for c, f in zip(self.columns[table], ln.fields, strict=True)
+            )
+            row.update(
+                quarter=str(self.q), source=self.q.source, source_file=member, source_line=number
+            )
+            truth.append(row)
+        return b"".join(parts)
+
+
+def _write_quarter(planner: _Planner, q: Quarter, dmg: _Damage, out_dir: Path) -> QuarterFiles:
+    writer = _QuarterWriter(q, [v for v in planner.versions if q in v.quarters])
+    writer.apply_damage(dmg, planner.rng)
+    truth: dict[str, list[Row]] = {t: [] for t in TABLES}
+    quarantine: list[dict] = []
+    members: dict[str, bytes] = {}
+    for table in TABLES:
+        member = _member(q, table)
+        members[member] = writer.member_bytes(table, member, truth[table], quarantine)
+    deleted: list[dict] = []
+    deleted_member = _deleted_member(q)
+    if deleted_member:
+        caseids = [str(c) for c in planner.deleted.get(q, [])]
+        quarantine.append(
+            {"source_file": deleted_member, "source_line": 1, "raw_text": " ", "kind": "blank"}
+        )
+        deleted = [
+            {"caseid": c, "source_file": deleted_member, "source_line": n}
+            for n, c in enumerate(caseids, start=2)
+        ]
+        members[deleted_member] = "".join(f"{line}\r\n" for line in [" ", *caseids]).encode()
+    extra: dict[str, bytes] = {"README_SYNTHETIC.txt": _README_SYNTHETIC.encode()}
+    extra.update(dict.fromkeys(_doc_members(q), _PLACEHOLDER_DOC))
+    if q.source == LAERS:
+        tables = [m for m in members if not m.startswith("Deleted/")]
+        extra[f"SIZE{q.yyqn}.TXT"] = "".join(
+            f"{m.split('/')[-1]} {len(members[m])}\r\n" for m in tables
+        ).encode()
+        n_lines = {m: members[m].count(b"\n") - 1 for m in tables}
+        extra[f"STAT{q.yyqn}.TXT"] = "".join(
+            f"{m.split('/')[-1]} {n_lines[m]}\r\n" for m in tables
+        ).encode()
+    zip_path = out_dir / _zip_name(q)
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        for name, data in {**extra, **members}.items():
+            zf.writestr(_zipinfo(name, q, 6), data)
+    return QuarterFiles(str(q), zip_path, truth, deleted, quarantine)
+
+
+# --- public API --------------------------------------------------------------------------------
+
+
+def generate_quarter(
+    quarter: str, out_dir: Path, n_cases: int = 300, seed: int = 0, damage: bool = True
+) -> QuarterFiles:
+    """Write one SYNTHETIC quarterly zip of about n_cases reports and return its truth."""
+    return generate_series([quarter], out_dir, n_cases, seed, damage).quarters[0]
+
+
+def generate_series(
+    quarters: list[str], out_dir: Path, n_cases: int = 300, seed: int = 0, damage: bool = True
+) -> Series:
+    """Write SYNTHETIC zips for consecutive or scattered quarters sharing one case history.
+
+    Plants follow-up and skipped versions, republished primaryids, legacy cases followed up in
+    FAERS, deletions of earlier cases, kratom cases and decoys; returns per-quarter truth and the
+    case-level truth after the FDA's latest-version rule and the deleted lists.
+    """
+    qs = [Quarter.parse(q) for q in quarters]
+    if not qs or qs != sorted(set(qs)):
+        raise ValueError(f"quarters must be distinct and in order: {quarters!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    planner = _Planner(qs, n_cases, seed)
+    files, lost = [], set()
+    for q in qs:
+        dmg = planner.plant_quirks(q, damage)
+        lost |= {c for c in (dmg.extra_dollar, dmg.continuation) if c is not None}
+        files.append(_write_quarter(planner, q, dmg, out_dir))
+    return Series(files, planner.case_truth(lost))
+
+
+# --- full-size benchmark quarter ---------------------------------------------------------------
+
+
+def _pick(rng: np.random.Generator, values: np.ndarray, n: int, p: np.ndarray | None = None):
+    return (
+        values[rng.choice(len(values), size=n, p=p)]
+        if p is not None
+        else values[rng.integers(0, len(values), n)]
+    )
+
+
+def _obj(values) -> np.ndarray:
+    return np.array(list(values), dtype=object)
+
+
+def _blank_where(rng: np.random.Generator, values: np.ndarray, p_blank: float) -> np.ndarray:
+    out = values.copy()
+    out[rng.random(len(out)) < p_blank] = ""
+    return out
+
+
+def _lines(columns: dict[str, np.ndarray], header: tuple[str, ...], n: int) -> bytes:
+    empty = [""] * n
+    cols = [columns.get(name, empty) for name in header]
+    return ("\r\n".join(map("$".join, zip(*cols, strict=True))) + "\r\n").encode("latin-1")
+
+
+class _FullSize:
+    """Vectorised column generators for one FB-layout quarter, chunk by chunk of reports."""
+
+    def __init__(self, q: Quarter, n_reports: int, seed: int) -> None:
+        self.q, self.seed = q, seed
+        rng = np.random.default_rng([seed, _quarter_index(q)])
+        caseid = _caseid_base(q) - 3_000_000 + np.cumsum(rng.integers(1, 12, n_reports))
+        version = rng.choice(np.array([1, 1, 1, 2, 2, 3, 4, 6, 12]), n_reports)
+        self.caseid = caseid.astype(str).astype(object)
+        self.version = version.astype(str).astype(object)
+        self.primaryid = _obj(c + v for c, v in zip(self.caseid, self.version, strict=True))
+        self.n_drug = 1 + rng.poisson(4.0, n_reports)
+        self.n_reac = 1 + rng.poisson(2.25, n_reports)
+        self.n_outc = np.minimum(rng.poisson(0.75, n_reports), 3)
+        self.n_rpsr = (rng.random(n_reports) < 0.05).astype(int)
+        start, end = _quarter_dates(q)
+        days = [start - timedelta(days=k) for k in range(3000, -(end - start).days - 1, -1)]
+        self.ymd = _obj(_ymd(d) for d in days)
+        self.ym = _obj(d.strftime("%Y%m") for d in days)
+        self.y = _obj(d.strftime("%Y") for d in days)
+        self.in_quarter = len(days) - (end - start).days - 1  # index of the quarter's first day
+        self.seq = _obj(str(i) for i in range(int(self.n_drug.max()) + 1))
+        names = (
+            [n for n, _ in DRUGS] + [n.title() for n, _ in DRUGS] + [n for n, _ in CO_SUBSTANCES]
+        )
+        ais = [a for _, a in DRUGS] * 2 + [a for _, a in CO_SUBSTANCES]
+        weights = [1.0] * len(names)
+        for extra, ai, w in (
+            (KRATOM_DRUGNAMES, "MITRAGYNA SPECIOSA LEAF", 0.25),
+            (SEVEN_OH_DRUGNAMES, "7-HYDROXYMITRAGYNINE", 0.1),
+            (DECOY_DRUGNAMES, "", 0.3),
+            (_LATIN1_DRUGNAMES, "", 0.05),
+        ):
+            names += extra
+            ais += [ai or n.upper() for n in extra]
+            weights += [w] * len(extra)
+        self.drugnames, self.prod_ai = _obj(names), _obj(ais)
+        self.drug_p = np.array(weights) / sum(weights)
+        self.nda = _obj(f"{k:06d}" for k in rng.integers(10_000, 215_000, 2000))
+
+    def rng(self, table: str, chunk: int) -> np.random.Generator:
+        return np.random.default_rng(
+            [self.seed, _quarter_index(self.q), TABLES.index(table), chunk]
+        )
+
+    def _date(self, rng: np.random.Generator, idx: np.ndarray, p_partial: float) -> np.ndarray:
+        out = self.ymd[idx]
+        roll = rng.random(len(idx))
+        out[roll < p_partial] = self.ym[idx[roll < p_partial]]
+        out[roll < p_partial / 2] = self.y[idx[roll < p_partial / 2]]
+        return out
+
+    def demo(self, a: int, b: int, chunk: int) -> bytes:
+        rng, n = self.rng("demo", chunk), b - a
+        fda = self.in_quarter + rng.integers(0, len(self.ymd) - self.in_quarter, n)
+        maker = rng.integers(0, len(_MANUFACTURERS), n)
+        codes = _obj(code for _, code in _MANUFACTURERS)[maker]
+        country = _pick(rng, _obj(_COUNTRY_CODES), n)
+        serial = rng.integers(0, 10**6, n)
+        mfr = _obj(
+            f"{c}-{m}-{self.q.year}{k}" for c, m, k in zip(country, codes, serial, strict=True)
+        )
+        cols = {
+            "primaryid": self.primaryid[a:b],
+            "caseid": self.caseid[a:b],
+            "caseversion": self.version[a:b],
+            "i_f_code": np.where(self.version[a:b] == "1", "I", "F").astype(object),
+            "event_dt": _blank_where(rng, self._date(rng, fda - rng.integers(1, 700, n), 0.2), 0.2),
+            "mfr_dt": self.ymd[fda - rng.integers(1, 15, n)],
+            "init_fda_dt": self.ymd[fda - rng.integers(0, 2000, n)],
+            "fda_dt": self.ymd[fda],
+            "rept_cod": _pick(rng, _obj(("EXP", "PER", "DIR")), n, np.array([0.6, 0.25, 0.15])),
+            "mfr_num": mfr,
+            "mfr_sndr": _obj(name for name, _ in _MANUFACTURERS)[maker],
+            "lit_ref": _blank_where(rng, _pick(rng, _obj(_LIT_REFS), n), 0.97),
+            "age": _blank_where(rng, rng.integers(1, 95, n).astype(str).astype(object), 0.2),
+            "age_cod": _blank_where(rng, np.full(n, "YR", dtype=object), 0.2),
+            "age_grp": _blank_where(rng, _pick(rng, _obj("NICTAE"), n), 0.5),
+            "sex": _pick(rng, _obj(("F", "M", "UNK", "")), n, np.array([0.55, 0.38, 0.03, 0.04])),
+            "e_sub": np.full(n, "Y", dtype=object),
+            "wt": _blank_where(rng, rng.integers(40, 130, n).astype(str).astype(object), 0.6),
+            "wt_cod": np.full(n, "KG", dtype=object),
+            "rept_dt": self.ymd[fda],
+            "occp_cod": _pick(rng, _obj(("MD", "PH", "OT", "LW", "CN", "")), n),
+            "reporter_country": country,
+        }
+        cols["occr_country"] = cols["reporter_country"]
+        return _lines(cols, HEADERS["FB"]["demo"], n)
+
+    def _drug_rows(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Report index, drug_seq and is-first flag of every drug row of reports a..b."""
+        counts = self.n_drug[a:b]
+        report = np.repeat(np.arange(a, b), counts)
+        starts = np.repeat(np.cumsum(counts) - counts, counts)
+        seq = np.arange(len(report)) - starts + 1
+        return report, seq, seq == 1
+
+    def drug(self, a: int, b: int, chunk: int) -> bytes:
+        rng = self.rng("drug", chunk)
+        report, seq, first = self._drug_rows(a, b)
+        m = len(report)
+        k = rng.choice(len(self.drugnames), size=m, p=self.drug_p)
+        role = _pick(rng, _obj(("SS", "C", "C", "C", "I")), m)
+        role[first] = "PS"
+        amt = _pick(rng, _obj(("", "5", "10", "20", "50", "100", "500")), m)
+        has = amt != ""
+        cols = {
+            "primaryid": self.primaryid[report],
+            "caseid": self.caseid[report],
+            "drug_seq": self.seq[seq],
+            "role_cod": role,
+            "drugname": self.drugnames[k],
+            "prod_ai": self.prod_ai[k],
+            "val_vbm": _pick(rng, _obj("1112"), m),
+            "route": _blank_where(rng, _pick(rng, _obj(_ROUTES), m), 0.2),
+            "dechal": _pick(rng, _obj(("Y", "N", "U", "D", "", "")), m),
+            "rechal": _pick(rng, _obj(("Y", "N", "U", "D", "", "", "")), m),
+            "nda_num": np.where(first & (rng.random(m) < 0.6), _pick(rng, self.nda, m), ""),
+            "dose_amt": amt,
+            "dose_unit": np.where(has, _pick(rng, _obj(_DOSE_UNITS), m), ""),
+            "dose_form": _blank_where(rng, _pick(rng, _obj(_DOSE_FORMS), m), 0.5),
+            "dose_freq": np.where(has, _pick(rng, _obj(_DOSE_FREQS), m), ""),
+        }
+        return _lines(cols, HEADERS["FB"]["drug"], m)
+
+    def ther(self, a: int, b: int, chunk: int) -> bytes:
+        rng = self.rng("ther", chunk)
+        report, seq, _ = self._drug_rows(a, b)
+        keep = rng.random(len(report)) < 0.3
+        report, seq = report[keep], seq[keep]
+        m = len(report)
+        start = rng.integers(0, self.in_quarter - 400, m)
+        dur = rng.integers(0, 400, m)
+        has_dur = rng.random(m) < 0.25
+        cols = {
+            "primaryid": self.primaryid[report],
+            "caseid": self.caseid[report],
+            "dsg_drug_seq": self.seq[seq],
+            "start_dt": self._date(rng, start, 0.2),
+            "end_dt": _blank_where(rng, self._date(rng, start + dur, 0.2), 0.4),
+            "dur": np.where(has_dur, (dur + 1).astype(str).astype(object), ""),
+            "dur_cod": np.where(has_dur, "DAY", "").astype(object),
+        }
+        return _lines(cols, HEADERS["FB"]["ther"], m)
+
+    def indi(self, a: int, b: int, chunk: int) -> bytes:
+        rng = self.rng("indi", chunk)
+        report, seq, _ = self._drug_rows(a, b)
+        keep = rng.random(len(report)) < 0.45
+        report, seq = report[keep], seq[keep]
+        m = len(report)
+        cols = {
+            "primaryid": self.primaryid[report],
+            "caseid": self.caseid[report],
+            "indi_drug_seq": self.seq[seq],
+            "indi_pt": _pick(rng, _obj(_INDICATIONS), m),
+        }
+        return _lines(cols, HEADERS["FB"]["indi"], m)
+
+    def _child(self, table: str, a: int, b: int, chunk: int, values: np.ndarray) -> bytes:
+        counts = {"reac": self.n_reac, "outc": self.n_outc, "rpsr": self.n_rpsr}[table][a:b]
+        rng = self.rng(table, chunk)
+        report = np.repeat(np.arange(a, b), counts)
+        m = len(report)
+        column = {"reac": "pt", "outc": "outc_cod", "rpsr": "rpsr_cod"}[table]
+        cols = {
+            "primaryid": self.primaryid[report],
+            "caseid": self.caseid[report],
+            column: _pick(rng, values, m),
+        }
+        return _lines(cols, HEADERS["FB"][table], m)
+
+    def reac(self, a: int, b: int, chunk: int) -> bytes:
+        return self._child("reac", a, b, chunk, _obj(_EVENT_PTS))
+
+    def outc(self, a: int, b: int, chunk: int) -> bytes:
+        return self._child(
+            "outc", a, b, chunk, _obj(("OT",) * 4 + ("HO",) * 3 + tuple("DE LT DS RI CA".split()))
+        )
+
+    def rpsr(self, a: int, b: int, chunk: int) -> bytes:
+        return self._child("rpsr", a, b, chunk, _obj(_RPSR_CODES))
+
+    def chunks(self, table: str, size: int = 50_000) -> Iterator[bytes]:
+        make = getattr(self, table)
+        n = len(self.caseid)
+        for chunk, a in enumerate(range(0, n, size)):
+            yield make(a, min(n, a + size), chunk)
+
+
+def write_full_size_quarter(
+    quarter: str, out_dir: Path, n_reports: int = 400_000, seed: int = 0
+) -> Path:
+    """Write a benchmark-sized SYNTHETIC FB-layout (2014Q3+) quarter; no damage, no truth.
+
+    400,000 reports give about 5 million rows: DRUG ~2.0M, REAC ~1.3M, INDI ~0.9M, THER ~0.6M,
+    DEMO 0.4M, OUTC ~0.3M, RPSR ~20k.
+    """
+    q = Quarter.parse(quarter)
+    if q.era != "FB":
+        raise ValueError(f"full-size quarters use the 2014Q3+ layout; got {q}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    gen = _FullSize(q, n_reports, seed)
+    path = out_dir / _zip_name(q)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(_zipinfo("README_SYNTHETIC.txt", q, 1), _README_SYNTHETIC)
+        for table in TABLES:
+            with zf.open(_zipinfo(_member(q, table), q, 1), "w") as fh:
+                fh.write(_header_bytes(q, table) + b"\r\n")
+                for data in gen.chunks(table):
+                    fh.write(data)
+        deleted = _deleted_member(q)
+        if deleted:
+            rng = gen.rng("demo", 1 << 20)  # a chunk number no table reaches
+            ids = sorted(set(_caseid_base(q) - 3_500_000 + rng.integers(0, 500_000, 2000)))
+            zf.writestr(_zipinfo(deleted, q, 1), "".join(f"{x}\r\n" for x in [" ", *ids]))
+    return path

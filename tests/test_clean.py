@@ -1,0 +1,193 @@
+"""Generated multi-era series -> load -> clean layer and kratom extraction equal the ground truth:
+versions, republished primaryids, deletions across quarters, legacy-to-FAERS follow-ups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from surveillance.cases import cases
+from surveillance.cli import cli
+from surveillance.db import connect
+from surveillance.extract import resolve
+from surveillance.pipeline import load, rebuild
+from surveillance.synthetic import Series, generate_series
+
+# Crosses the LAERS -> FAERS switch and the start of deleted lists, and reaches 7-OH years.
+SERIES = ["2012Q2", "2012Q3", "2012Q4", "2013Q1", "2018Q4", "2019Q1", "2019Q2", "2023Q1"]
+
+
+@pytest.fixture(scope="module")
+def series_db(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("series")
+    series = generate_series(SERIES, tmp / "zips", n_cases=250, seed=5)
+    con = connect(tmp / "db.duckdb")
+    load(con, [tmp / "zips"])
+    yield series, con, tmp / "db.duckdb"
+    con.close()
+
+
+def _truth(series: Series) -> pd.DataFrame:
+    return series.cases[series.cases["surviving"]].set_index("caseid")
+
+
+def test_surviving_cases_equal_truth(series_db) -> None:
+    series, con, _ = series_db
+    truth = _truth(series)
+    got = con.execute("SELECT caseid, primaryid, quarter, source FROM cases").fetchdf()
+    got = got.set_index("caseid").sort_index()
+    assert sorted(got.index) == sorted(truth.index)
+    assert (got["primaryid"] == truth.loc[got.index, "primaryid_latest"]).all()
+    assert (got["quarter"] == truth.loc[got.index, "quarter_latest"]).all()
+    assert (got["source"] == truth.loc[got.index, "source_of_latest"]).all()
+
+
+def test_the_planted_hard_cases_are_present(series_db) -> None:
+    """The series really contains what the dedup rules are for, so the test above means it."""
+    series, con, _ = series_db
+    republished = con.execute(
+        "SELECT count(*) FROM (SELECT source, primaryid FROM raw_demo "
+        "GROUP BY ALL HAVING count(DISTINCT quarter) > 1)"
+    ).fetchone()
+    assert republished and republished[0] > 0
+    cross_era = con.execute(
+        "SELECT count(*) FROM (SELECT caseid FROM raw_demo GROUP BY caseid "
+        "HAVING count(DISTINCT source) = 2)"
+    ).fetchone()
+    assert cross_era and cross_era[0] > 0
+    deleted_earlier = con.execute(
+        "SELECT count(*) FROM raw_deleted d JOIN raw_demo r USING (caseid) "
+        "WHERE r.quarter < d.quarter"
+    ).fetchone()
+    assert deleted_earlier and deleted_earlier[0] > 0
+    assert (~series.cases["surviving"]).sum() > 0
+    assert (series.cases["is_kratom"] & series.cases["surviving"]).sum() > 20
+
+
+def test_kratom_cases_equal_truth_and_exclude_decoys(series_db) -> None:
+    series, con, _ = series_db
+    truth = _truth(series)
+    got = set(cases(con, resolve("kratom"))["caseid"])
+    assert got == set(truth.index[truth["is_kratom"]])
+    decoy_only = set(truth.index[truth["has_decoy"] & ~truth["is_kratom"]])
+    assert decoy_only and not (got & decoy_only)
+
+
+def test_7oh_cases_equal_truth(series_db) -> None:
+    series, con, _ = series_db
+    truth = _truth(series)
+    got = set(cases(con, resolve("7-oh"))["caseid"])
+    want = set(truth.index[truth["is_7oh"]])
+    assert want and got == want
+
+
+def test_filters_roles_quarters_terms(series_db) -> None:
+    _, con, _ = series_db
+    kratom = resolve("kratom")
+    everything = cases(con, kratom)
+    suspects = cases(con, kratom, roles="PS,SS")
+    assert 0 < len(suspects) < len(everything)
+    assert all(set(r) <= {"PS", "SS"} for r in suspects["roles"])
+    recent = cases(con, kratom, since="2019Q1", until="2019Q4")
+    assert len(recent) and set(recent["quarter"]) <= {"2019Q1", "2019Q2"}
+    withdrawal = cases(con, kratom, term="withdrawal")
+    assert len(withdrawal) and all(
+        any("withdrawal" in pt.lower() for pt in r) for r in withdrawal["reactions"]
+    )
+
+
+def test_rebuild_is_idempotent_and_strict_only_flags(series_db) -> None:
+    _, con, _ = series_db
+    before = con.execute("SELECT * FROM cases ORDER BY caseid").fetchdf()
+    rebuild(con, dedup="fda")
+    pd.testing.assert_frame_equal(
+        con.execute("SELECT * FROM cases ORDER BY caseid").fetchdf(), before
+    )
+    rebuild(con, dedup="strict")
+    strict = con.execute("SELECT * FROM cases ORDER BY caseid").fetchdf()
+    assert len(strict) == len(before)
+    steps = con.execute("SELECT step, dedup_mode FROM dedup_log ORDER BY step_order").fetchall()
+    assert steps[-1][1] == "strict" and "strict" in steps[-1][0]
+    rebuild(con, dedup="fda")
+
+
+def test_strict_flags_a_planted_duplicate(tmp_path: Path) -> None:
+    """Two different caseids with identical keys, drugs and reactions: the later is kept."""
+    series = generate_series(["2024Q1"], tmp_path / "zips", n_cases=60, seed=9, damage=False)
+    with connect(tmp_path / "db.duckdb") as con:
+        load(con, [tmp_path / "zips"])
+        pair = con.execute(
+            "SELECT caseid FROM cases WHERE event_dt IS NOT NULL AND age_years IS NOT NULL "
+            "AND sex <> 'unknown' AND country IS NOT NULL ORDER BY caseid LIMIT 2"
+        ).fetchall()
+        a, b = pair[0][0], pair[1][0]
+        # Make b a copy of a in everything the strict rule compares, as a duplicate report is.
+        for table in ("raw_drug", "raw_reac"):
+            con.execute(f"DELETE FROM {table} WHERE caseid = $b", {"b": b})
+            con.execute(
+                f"INSERT INTO {table} SELECT * REPLACE ($b AS caseid, "
+                f"(SELECT primaryid FROM raw_demo WHERE caseid = $b) AS primaryid) "
+                f"FROM {table} WHERE caseid = $a",
+                {"a": a, "b": b},
+            )
+        con.execute(
+            "UPDATE raw_demo SET event_dt = s.event_dt, age = s.age, age_cod = s.age_cod, "
+            "sex = s.sex, reporter_country = s.reporter_country, fda_dt = '20240101' "
+            "FROM (SELECT * FROM raw_demo WHERE caseid = $a) s WHERE raw_demo.caseid = $b",
+            {"a": a, "b": b},
+        )
+        con.execute("UPDATE raw_demo SET fda_dt = '20240301' WHERE caseid = $a", {"a": a})
+        rebuild(con, dedup="strict")
+        flags = dict(
+            con.execute(
+                "SELECT caseid, strict_duplicate_of FROM cases WHERE caseid IN ($a, $b)",
+                {"a": a, "b": b},
+            ).fetchall()
+        )
+        assert flags == {a: None, b: a}
+        assert len(series.cases) > 0
+
+
+def test_typed_fields(series_db) -> None:
+    _, con, _ = series_db
+    frame = con.execute("SELECT * FROM cases").fetchdf()
+    assert set(frame["sex"]) <= {"M", "F", "unknown"}
+    assert frame["age_years"].dropna().between(0, 120).all()
+    assert set(frame["event_dt_precision"].dropna()) <= {"day", "month", "year"}
+    partial = frame[frame["event_dt_precision"].isin(["month", "year"])]
+    assert len(partial) and partial["event_date"].isna().all()  # never invent days
+    assert frame["country"].dropna().str.fullmatch(r"[A-Z]{2}").all()
+    legacy = frame[frame["source"] == "LAERS"]
+    assert len(legacy) and legacy["country"].notna().any()
+    terms = con.execute("SELECT pt FROM pt_terms").fetchdf()["pt"]
+    assert not terms.str.fullmatch(r"[A-Z .,\-()0-9]+").any()  # no shouting legacy spellings
+
+
+def test_cli_cases_and_case(series_db) -> None:
+    """Runs last: the CLI opens the file itself, so the module's connection is closed first."""
+    series, con, db = series_db
+    con.close()
+    runner = CliRunner()
+    out = runner.invoke(cli, ["cases", "--db", str(db), "--format", "csv"])
+    assert out.exit_code == 0, out.output
+    header = out.output.splitlines()[0].split(",")
+    assert header[:9] == [
+        "caseid",
+        "primaryid",
+        "quarter",
+        "fda_dt",
+        "event_dt",
+        "age_years",
+        "sex",
+        "country",
+        "reporter_type",
+    ]
+    assert {"roles", "matched_strings", "reactions", "outcomes", "co_reported"} <= set(header)
+    some = _truth(series).query("is_kratom").index[0]
+    detail = runner.invoke(cli, ["case", some, "--db", str(db)])
+    assert detail.exit_code == 0 and "== drugs" in detail.output and "versions" in detail.output
+    missing = runner.invoke(cli, ["case", "999999999999", "--db", str(db)])
+    assert missing.exit_code == 1 and "no case 999999999999" in missing.output
