@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import zipfile
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,10 +38,11 @@ SYNTHETIC_MARKER = "README_SYNTHETIC.txt"
 
 # Read every physical line as one VARCHAR: no quoting, no escapes, no type sniffing, latin-1
 # (lossless for any byte). CRLF and bare LF both end a line; blank lines come through as NULL.
-# Read outside the quarter's transaction, so that rowid counts lines from 0 (rows written inside
+# Staged outside the quarter's transaction, so that rowid counts lines from 0 (rows written inside
 # an open transaction get provisional rowids).
+_STAGE = "_surveillance_stage"
 _READ_LINES = """
-CREATE OR REPLACE TEMP TABLE _lines_NAME AS
+CREATE OR REPLACE TABLE STAGE_TABLE AS
 SELECT line FROM read_csv($path, columns = {'line': 'VARCHAR'}, delim = chr(1), header = false,
     quote = '', escape = '', auto_detect = false, strict_mode = false, encoding = 'latin-1')
 """
@@ -56,6 +58,7 @@ class QuarterZip:
     members: dict[str, str]  # FAERS table -> member name
     deleted_member: str | None
     synthetic: bool
+    sizes: dict[str, int]  # table -> uncompressed bytes, to read the largest first
 
 
 @dataclass
@@ -96,6 +99,7 @@ def inspect_zip(path: Path) -> QuarterZip:
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
+            byte_sizes = {i.filename: i.file_size for i in zf.infolist()}
     except zipfile.BadZipFile as e:
         raise InputError(path, f"not a valid zip file ({e})") from e
     except OSError as e:
@@ -121,7 +125,8 @@ def inspect_zip(path: Path) -> QuarterZip:
     if missing:
         raise InputError(path, f"missing FAERS tables: {', '.join(missing)}")
     synthetic = any(n.rsplit("/", 1)[-1] == SYNTHETIC_MARKER for n in names)
-    return QuarterZip(path, quarters.pop(), members, deleted, synthetic)
+    sizes = {t: byte_sizes[m] for t, m in members.items()}
+    return QuarterZip(path, quarters.pop(), members, deleted, synthetic, sizes)
 
 
 def sha256_file(path: Path) -> str:
@@ -156,59 +161,71 @@ def load(
 def load_quarter(con: duckdb.DuckDBPyConnection, qz: QuarterZip) -> QuarterLoad:
     """Replace one quarter in the raw layer inside a single transaction."""
     result = QuarterLoad(str(qz.quarter), qz.path, sha256_file(qz.path))
-    staged = _stage(con, qz)
-    con.execute("BEGIN TRANSACTION")
+    con.execute(f"ATTACH ':memory:' AS {_STAGE}")
     try:
-        _delete_quarter(con, str(qz.quarter))
-        for s in staged:
-            if s.table == "deleted":
-                _insert_deleted(con, qz, s)
-            else:
-                _insert_table(con, qz, s)
-            result.files.append(_count(con, qz, s))
-        _record(con, qz, result)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+        staged = _stage(con, qz)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            _delete_quarter(con, str(qz.quarter))
+            for s in staged:
+                if s.table == "deleted":
+                    _insert_deleted(con, qz, s)
+                else:
+                    _insert_table(con, qz, s)
+                result.files.append(_count(con, qz, s))
+            _record(con, qz, result)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
     finally:
-        for s in staged:
-            con.execute(f"DROP TABLE IF EXISTS {s.lines}")
+        con.execute(f"DETACH {_STAGE}")
     return result
 
 
 @dataclass(frozen=True)
 class _Staged:
-    """One member read into a temporary table of lines, header checked."""
+    """One member read into a staging table of lines, header checked."""
 
     table: str  # a FAERS table, or 'deleted'
     member: str
-    lines: str  # name of the temp table holding its physical lines
+    lines: str  # name of the staging table holding its physical lines
     rows_read: int  # physical lines after the header
     columns: tuple[str, ...]  # canonical names, in header order
 
 
 def _stage(con: duckdb.DuckDBPyConnection, qz: QuarterZip) -> list[_Staged]:
-    """Read every member of the zip before touching the database; fail on any bad member."""
+    """Read every member of the zip before touching the database; fail on any bad member.
+
+    Members are read two at a time (one cursor each) into an in-memory staging database:
+    decompression and parsing then overlap on the two cores."""
+    members = dict(qz.members)
+    if qz.deleted_member:
+        members["deleted"] = qz.deleted_member
     fs = fsspec.filesystem("zip", fo=str(qz.path))
     con.register_filesystem(fs)
-    staged: list[_Staged] = []
     try:
-        for table, member in qz.members.items():
-            n_lines = _read_lines(con, qz, table, member)
-            if n_lines == 0:
-                raise InputError(f"{qz.path}:{member}", "empty file (no header)")
-            columns = _header(con, qz, table, member)
-            staged.append(_Staged(table, member, f"_lines_{table}", n_lines - 1, columns))
-        if qz.deleted_member:
-            n_lines = _read_lines(con, qz, "deleted", qz.deleted_member)
-            staged.append(_Staged("deleted", qz.deleted_member, "_lines_deleted", n_lines, ()))
-    except BaseException:
-        for s in staged:
-            con.execute(f"DROP TABLE IF EXISTS {s.lines}")
-        raise
+        largest_first = sorted(members, key=lambda t: -qz.sizes.get(t, 0))
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            counts = dict(
+                zip(
+                    largest_first,
+                    pool.map(lambda t: _read_lines(con.cursor(), qz, t, members[t]), largest_first),
+                    strict=True,
+                )
+            )
     finally:
         con.unregister_filesystem("zip")
+    staged: list[_Staged] = []
+    for table, member in members.items():
+        lines = f"{_STAGE}.lines_{table}"
+        if table == "deleted":
+            staged.append(_Staged(table, member, lines, counts[table], ()))
+            continue
+        if counts[table] == 0:
+            raise InputError(f"{qz.path}:{member}", "empty file (no header)")
+        columns = _header(con, qz, table, member, lines)
+        staged.append(_Staged(table, member, lines, counts[table] - 1, columns))
     return staged
 
 
@@ -218,16 +235,17 @@ def _delete_quarter(con: duckdb.DuckDBPyConnection, quarter: str) -> None:
         con.execute(f"DELETE FROM {t} WHERE quarter = $q", {"q": quarter})  # noqa: S608 - fixed names
 
 
-def _read_lines(con: duckdb.DuckDBPyConnection, qz: QuarterZip, name: str, member: str) -> int:
+def _read_lines(cursor: duckdb.DuckDBPyConnection, qz: QuarterZip, name: str, member: str) -> int:
+    """Read one member into the staging table lines_<name>; return its number of lines."""
+    table = f"{_STAGE}.lines_{name}"
     try:
-        con.execute(
-            _READ_LINES.replace("_lines_NAME", f"_lines_{name}"), {"path": f"zip://{member}"}
-        )
+        with cursor:
+            cursor.execute(_READ_LINES.replace("STAGE_TABLE", table), {"path": f"zip://{member}"})
+            row = cursor.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608
     except duckdb.Error as e:
         raise InputError(
             f"{qz.path}:{member}", f"cannot read (corrupt or truncated zip?): {_first_line(e)}"
         ) from e
-    row = con.execute(f"SELECT count(*) FROM _lines_{name}").fetchone()  # noqa: S608
     return int(row[0]) if row else 0
 
 
@@ -237,10 +255,10 @@ def _first_line(e: BaseException) -> str:
 
 
 def _header(
-    con: duckdb.DuckDBPyConnection, qz: QuarterZip, table: str, member: str
+    con: duckdb.DuckDBPyConnection, qz: QuarterZip, table: str, member: str, lines: str
 ) -> tuple[str, ...]:
     """Canonical column names of a member's header, or InputError naming unexpected columns."""
-    row = con.execute(f"SELECT line FROM _lines_{table} WHERE rowid = 0").fetchone()  # noqa: S608
+    row = con.execute(f"SELECT line FROM {lines} WHERE rowid = 0").fetchone()  # noqa: S608
     if not row or not row[0] or "$" not in row[0]:
         raise InputError(f"{qz.path}:{member}", "no '$'-delimited header line", line=1)
     names = [canonical_name(table, h) for h in row[0].split("$")]
@@ -260,13 +278,17 @@ def _header(
 def _insert_table(con: duckdb.DuckDBPyConnection, qz: QuarterZip, s: _Staged) -> None:
     """Insert the well-formed lines of one member; quarantine the others with a reason."""
     n = len(s.columns)
+    # The same rule twice: over the split fields (f) for loading, over the line for quarantine.
     if has_trailing_dollar(qz.quarter.source, s.table):
+        ok_f = f"len(f) = {n + 1} AND f[{n + 1}] = ''"
         ok = f"({_FIELD_COUNT} = {n + 1} AND ends_with(line, '$'))"
         expect = f"{n + 1} fields (with the trailing $)"
     elif qz.quarter.source == "LAERS":  # LAERS INDI: trailing '$' seen absent; accept either
+        ok_f = f"(len(f) = {n} OR (len(f) = {n + 1} AND f[{n + 1}] = ''))"
         ok = f"({_FIELD_COUNT} = {n} OR ({_FIELD_COUNT} = {n + 1} AND ends_with(line, '$')))"
         expect = f"{n} fields"
     else:
+        ok_f = f"len(f) = {n}"
         ok = f"{_FIELD_COUNT} = {n}"
         expect = f"{n} fields"
     good = f"line IS NOT NULL AND {ok}"  # a blank line never has the right field count
@@ -279,7 +301,8 @@ def _insert_table(con: duckdb.DuckDBPyConnection, qz: QuarterZip, s: _Staged) ->
         f"""INSERT INTO {raw_table(s.table)} (source, quarter, source_file, source_line, {target})
         SELECT $source, $quarter, $file, source_line, {values}
         FROM (SELECT rowid + 1 AS source_line, string_split(line, '$') AS f
-              FROM {s.lines} WHERE rowid > 0 AND {good} AND {has_key})""",  # noqa: S608
+              FROM {s.lines} WHERE rowid > 0 AND {has_key})
+        WHERE {ok_f}""",  # noqa: S608
         params,
     )
     con.execute(

@@ -30,12 +30,16 @@ from __future__ import annotations
 import re
 import tomllib
 import unicodedata
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, Literal
+
+from ..errors import InputError, SurveillanceError
 
 __all__ = [
     "Match",
@@ -52,58 +56,66 @@ Field = Literal["drugname", "prod_ai"]
 Rule = Literal["term", "token", "pattern"]
 
 
-class SubstanceError(Exception):
+class SubstanceError(InputError):
     """A substance file is missing, malformed, or has a bad rule; the message names the file."""
+
+    def __init__(self, message: str) -> None:
+        SurveillanceError.__init__(self, message)
 
 
 # --- normalisation -------------------------------------------------------------------------
+# Normalised text is ASCII, so ASCII-only \b, \w and \d change no result and scan twice as fast.
+_FLAGS = re.ASCII
 # Dose amounts and dose-form words carry no identity ("KRATOM 500 MG CAPSULES" is kratom), and
 # dropping them lets an exact term match the many ways reporters add them. Leaf, extract, tea and
 # herbal stay: they distinguish products. Bare numbers stay: "MIT 45", "CLUB 13" are brands.
-_UNITS = r"mg|mcg|ug|g|gm|gms|gr|gram|grams|kg|ml|l|oz|lb|lbs|iu|units?|%"
-_DOSE = re.compile(rf"(?<![a-z0-9.,])\d+(?:[.,]\d+)?[^a-z0-9\n]*(?:{_UNITS})(?![a-z0-9])")
-_DOSE_FORMS = re.compile(
-    r"\b(?:tablets?|tabs?|caplets?|capsules?|caps|softgels?|gelcaps?|pills?|powders?|powdered"
-    r"|liquid|shots?|oral|solution|doses?)\b"
+_DOSE = re.compile(
+    r"(?<![a-z0-9])(?:\d+(?:[.,]\d+)?[^a-z0-9\n]*"
+    r"(?:mg|mcg|ug|g|gm|gms|gr|grams?|kg|ml|l|oz|lbs?|iu|units?|%)"
+    r"|tab(?:let)?s?|caplets?|caps(?:ules?)?|softgels?|gelcaps?|pills?|powder(?:s|ed)?"
+    r"|liquid|shots?|oral|solution|doses?)(?![a-z0-9])",
+    _FLAGS,
 )
 # FAERS writes herbal products as HERBALS\NAME; some exports lose the backslash.
-_HERBALS_GLUED = re.compile(r"\bherbals(?=[a-z])")
-_PUNCT = re.compile(r"[^a-z0-9\n]+")
+_HERBALS_GLUED = re.compile(r"(?<![a-z0-9])herbals(?=[a-z])")
+# Upper case to lower, every other byte but letters, digits and newline to a space.
+_BYTE_MAP = bytes(
+    c + 32 if 65 <= c <= 90 else c if (48 <= c <= 57 or 97 <= c <= 122 or c == 10) else 32
+    for c in range(256)
+)
 # "7-OH", "7 OH", "7OH" -> "7oh" and "7-hydroxy X" -> "7hydroxy X", so one rule covers all.
-_NUMBER_HYDROXY = re.compile(r"\b(\d+) (?=oh|hydroxy)")
+_NUMBER_HYDROXY = re.compile(r"(\d) +(?=oh|hydroxy)", _FLAGS)
 _SPACES = re.compile(r" {2,}")
-_EDGE_SPACES = re.compile(r"^ | $", re.MULTILINE)
 
 
 def _to_ascii(text: str) -> str:
     return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
 
 
-def _normalise_pass(blob: str) -> str:
-    blob = _HERBALS_GLUED.sub("herbals ", blob)
-    blob = _DOSE_FORMS.sub(" ", blob)
-    blob = _DOSE.sub(" ", blob)
-    blob = _PUNCT.sub(" ", blob)
-    blob = _NUMBER_HYDROXY.sub(r"\1", blob)
-    blob = _SPACES.sub(" ", blob)
-    return _EDGE_SPACES.sub("", blob)
-
-
-def _normalise_all(texts: Sequence[str | None]) -> list[str]:
-    """Normalise many strings at once: one regex pass over their newline-joined text is far
-    faster than a pass per string, and gives the same result as ``normalise`` on each."""
+def _normalise_blob(texts: Sequence[str | None]) -> str:
+    """Normalise many strings as one newline-joined text: a regex pass over it is far faster
+    than a pass per string, and line i is exactly ``normalise(texts[i])``."""
     parts = []
     for text in texts:
         text = (text or "").replace("\n", " ").replace("\r", " ")
         parts.append(text if text.isascii() else _to_ascii(text))
     blob = "\n".join(parts).lower()
-    # Removing a word can bring a number next to a unit ("500 capsule mg"), so repeat to a
-    # fixed point; each pass only shortens the text, so this ends, and normalise is idempotent.
-    while True:
-        new = _normalise_pass(blob)
-        if new == blob:
-            return blob.split("\n")
-        blob = new
+    if "herbals" in blob:
+        blob = _HERBALS_GLUED.sub("herbals ", blob)
+    # Removing a dose word can bring a number next to a unit ("500 capsule mg"): repeat until
+    # nothing is removed. No later step can create a dose match (the regex treats punctuation
+    # like the spaces it becomes), which is what makes normalise idempotent.
+    removed = 1
+    while removed:
+        blob, removed = _DOSE.subn(" ", blob)
+    blob = blob.encode("ascii").translate(_BYTE_MAP).decode("ascii")
+    blob = _NUMBER_HYDROXY.sub(r"\1", blob)
+    blob = _SPACES.sub(" ", blob).replace(" \n", "\n").replace("\n ", "\n")
+    return blob.strip(" ")
+
+
+def _normalise_many(texts: Sequence[str | None]) -> list[str]:
+    return _normalise_blob(texts).split("\n") if texts else []
 
 
 def normalise(text: str | None) -> str:
@@ -113,7 +125,7 @@ def normalise(text: str | None) -> str:
     amounts ("500 MG", "90GM") and dose-form words (tablet, capsule, powder, liquid, shot...) are
     dropped; "7-OH"/"7 OH"/"7OH" become "7oh"; whitespace is collapsed.
     """
-    return _normalise_all([text])[0]
+    return _normalise_blob([text])
 
 
 # --- substances and matching ---------------------------------------------------------------
@@ -159,19 +171,20 @@ class Substance:
             return None
         # Longest first so a phrase wins over a word it starts with.
         alternatives = sorted(self.tokens, key=lambda t: (-len(t), t))
-        return re.compile(r"\b(?:" + "|".join(map(re.escape, alternatives)) + r")\b")
+        return re.compile(r"\b(?:" + "|".join(map(re.escape, alternatives)) + r")\b", _FLAGS)
 
     @cached_property
     def _pattern_re(self) -> re.Pattern[str] | None:
         if not self.patterns:
             return None
-        return re.compile("|".join(f"(?P<p{i}>{p})" for i, p in enumerate(self.patterns)))
+        alternatives = (f"(?P<p{i}>{p})" for i, p in enumerate(self.patterns))
+        return re.compile("|".join(alternatives), _FLAGS)
 
     @cached_property
     def _exclusion_re(self) -> re.Pattern[str] | None:
         if not self.exclusions:
             return None
-        return re.compile("|".join(f"(?:{p})" for p in self.exclusions))
+        return re.compile("|".join(f"(?:{p})" for p in self.exclusions), _FLAGS)
 
     @cached_property
     def _term_set(self) -> frozenset[str]:
@@ -199,27 +212,51 @@ class Substance:
 
     def match(self, drugname: str | None, prod_ai: str | None = None) -> Match | None:
         """Match one drug row: ``drugname`` first, then ``prod_ai``; None when neither matches."""
-        fields: tuple[tuple[Field, str | None], ...] = (("drugname", drugname), ("prod_ai", prod_ai))
+        fields: tuple[tuple[Field, str | None], ...] = (
+            ("drugname", drugname),
+            ("prod_ai", prod_ai),
+        )
         for name, value in fields:
             if value and (hit := self.match_normalised(normalise(value))):
                 return Match(self.name, value, name, hit[0], hit[1])
         return None
 
+    @cached_property
+    def _blob_res(self) -> tuple[re.Pattern[str], ...]:
+        # One regex each: over a long text, separate scans beat one big alternation.
+        sources = [self._token_re.pattern] if self._token_re else []
+        sources += [*self.patterns, *self.exclusions]
+        return tuple(re.compile(source, _FLAGS | re.MULTILINE) for source in sources)
+
     def match_many(self, strings: Iterable[str], field: Field = "drugname") -> dict[str, Match]:
-        """Match many distinct strings (a database's drug names) fast; returns only the hits."""
+        """Match many distinct strings (a database's drug names) fast; returns only the hits.
+
+        The rule and exclusion regexes run once over all normalised strings joined by newlines;
+        only the lines they touch (and exact terms) are then matched one by one. A regex match
+        that runs across a newline marks every line it spans, so no line is missed.
+        """
         raw = list(strings)
+        lines = _normalise_many(raw)
+        blob = "\n".join(lines)
+        starts = list(accumulate((len(line) + 1 for line in lines), initial=0))
+        candidates = {i for i, line in enumerate(lines) if line in self._term_set}
+        for regex in self._blob_res:
+            for m in regex.finditer(blob):
+                first = bisect_right(starts, m.start()) - 1
+                candidates.update(range(first, bisect_right(starts, m.end())))
         hits: dict[str, Match] = {}
-        for value, text in zip(raw, _normalise_all(raw), strict=True):
-            if text and (hit := self.match_normalised(text)):
-                hits[value] = Match(self.name, value, field, hit[0], hit[1])
+        for i in sorted(candidates):
+            if lines[i] and (hit := self.match_normalised(lines[i])):
+                hits[raw[i]] = Match(self.name, raw[i], field, hit[0], hit[1])
         return hits
 
 
 # --- loading -------------------------------------------------------------------------------
 _SUBSTANCE_KEYS = {"name", "version", "description", "sources"}
 _RULE_KEYS = ("terms", "tokens", "patterns", "exclusions", "fuzzy")
-# Group numbers shift when patterns are combined into one regex; named groups would clash.
-_BACKREFERENCE = re.compile(r"\\[1-9]|\(\?P[=<]")
+# Patterns are combined into one regex (group numbers shift, our group names could clash) and run
+# over many strings joined by newlines (where \A and \Z would mean the whole text).
+_UNSUPPORTED = re.compile(r"\\[1-9AZ]|\(\?P[=<]")
 
 
 def _string_list(doc: dict[str, Any], key: str, where: str) -> list[str]:
@@ -260,15 +297,16 @@ def _parse(doc: dict[str, Any], where: str) -> Substance:
         literal[key] = tuple(dict.fromkeys(normalised))
     for key in ("patterns", "exclusions"):
         for pattern in lists[key]:
-            if _BACKREFERENCE.search(pattern):
+            if _UNSUPPORTED.search(pattern):
                 raise SubstanceError(
-                    f"{where}: {key} entry {pattern!r} uses a backreference or named group"
+                    f"{where}: {key} entry {pattern!r} uses a backreference, named group, "
+                    r"\A or \Z (use ^ and $)"
                 )
             try:
-                compiled = re.compile(pattern)
+                compiled = re.compile(pattern, _FLAGS)
             except re.error as e:
                 raise SubstanceError(f"{where}: bad regex in {key}: {pattern!r}: {e}") from e
-            if compiled.search(""):
+            if any((m := compiled.search(probe)) and not m.group() for probe in ("", " x ")):
                 raise SubstanceError(f"{where}: {key} entry {pattern!r} matches empty text")
     fuzzy = literal["fuzzy"] or tuple(t for t in literal["tokens"] if " " not in t)
     return Substance(
@@ -296,7 +334,9 @@ def _parse_text(text: str, where: str) -> Substance:
 def builtin_substances() -> list[str]:
     """Names of the substances that ship with the package (their TOML files in this folder)."""
     folder = resources.files(__name__)
-    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+    return sorted(
+        p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
+    )
 
 
 def load_substance(name_or_path: str | Path) -> Substance:
@@ -336,7 +376,9 @@ def discover(
     from rapidfuzz.distance import Levenshtein
 
     pairs = list(candidates)
-    texts = _normalise_all([s for s, _ in pairs])
+    if not pairs:
+        return []
+    texts = _normalise_many([s for s, _ in pairs])
     rows: list[tuple[str, int, str]] = []
     for (string, n_cases), text in zip(pairs, texts, strict=True):
         masked = substance.mask(text)
@@ -360,9 +402,7 @@ def discover(
     fuzzy = [w for w in substance.fuzzy if len(w) >= 5]
     words = sorted({w for _, _, masked in rows for w in masked.split() if len(w) >= 4})
     if fuzzy and words:
-        scores = process.cdist(
-            words, fuzzy, scorer=Levenshtein.normalized_similarity, workers=-1
-        )
+        scores = process.cdist(words, fuzzy, scorer=Levenshtein.normalized_similarity, workers=-1)
         word_best = {
             w: (float(scores[i, j]) * 100, fuzzy[j])
             for i, (w, j) in enumerate(zip(words, scores.argmax(axis=1), strict=True))
