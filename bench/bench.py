@@ -50,6 +50,18 @@ print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrs
 """
 
 
+REBUILD = """
+import sys, time, resource
+from surveillance.db import connect
+from surveillance.pipeline import rebuild
+con = connect(sys.argv[1])
+t = time.perf_counter()
+rebuild(con, dedup=sys.argv[2])
+con.close()
+print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
 def run_measured(code: str, *args: str) -> tuple[float, float]:
     """Run Python code in a child; return (seconds, peak RSS in MB), as the child prints them."""
     out = subprocess.run(
@@ -91,11 +103,18 @@ def bench_load(zip_path: Path) -> None:
             n_lines = sum(sum(1 for _ in zf.open(m)) for m in members)
         floor_s, floor_rss = run_measured(FLOOR, str(tmpdir / "floor.duckdb"), *files)
         load_s, load_rss = run_measured(LOAD, str(tmpdir / "load.duckdb"), str(zip_path))
+        rebuild_s, rebuild_rss = run_measured(REBUILD, str(tmpdir / "load.duckdb"), "fda")
+        strict_s, strict_rss = run_measured(REBUILD, str(tmpdir / "load.duckdb"), "strict")
     print(
         f"load: {zip_path.name}: {n_lines:,} lines, {text_mb:,.0f} MB text; "
         f"load {load_s:.1f} s ({text_mb / load_s:,.0f} MB/s), peak RSS {load_rss:,.0f} MB; "
         f"floor read_csv {floor_s:.1f} s (peak RSS {floor_rss:,.0f} MB); "
         f"ratio {load_s / floor_s:.2f} (target <= 1.5, peak <= 3000 MB)"
+    )
+    print(
+        f"clean: rebuild of the clean layer + kratom and 7-oh extraction: {rebuild_s:.1f} s, "
+        f"peak RSS {rebuild_rss:,.0f} MB; with --dedup strict {strict_s:.1f} s, "
+        f"peak RSS {strict_rss:,.0f} MB (target < 30 s)"
     )
 
 

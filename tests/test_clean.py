@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from click.testing import CliRunner
 
 from surveillance.cases import cases
@@ -16,26 +15,13 @@ from surveillance.extract import resolve
 from surveillance.pipeline import load, rebuild
 from surveillance.synthetic import Series, generate_series
 
-# Crosses the LAERS -> FAERS switch and the start of deleted lists, and reaches 7-OH years.
-SERIES = ["2012Q2", "2012Q3", "2012Q4", "2013Q1", "2018Q4", "2019Q1", "2019Q2", "2023Q1"]
-
-
-@pytest.fixture(scope="module")
-def series_db(tmp_path_factory: pytest.TempPathFactory):
-    tmp = tmp_path_factory.mktemp("series")
-    series = generate_series(SERIES, tmp / "zips", n_cases=250, seed=5)
-    con = connect(tmp / "db.duckdb")
-    load(con, [tmp / "zips"])
-    yield series, con, tmp / "db.duckdb"
-    con.close()
-
 
 def _truth(series: Series) -> pd.DataFrame:
     return series.cases[series.cases["surviving"]].set_index("caseid")
 
 
-def test_surviving_cases_equal_truth(series_db) -> None:
-    series, con, _ = series_db
+def test_surviving_cases_equal_truth(series_db, series_con) -> None:
+    series, con = series_db[0], series_con
     truth = _truth(series)
     got = con.execute("SELECT caseid, primaryid, quarter, source FROM cases").fetchdf()
     got = got.set_index("caseid").sort_index()
@@ -45,9 +31,9 @@ def test_surviving_cases_equal_truth(series_db) -> None:
     assert (got["source"] == truth.loc[got.index, "source_of_latest"]).all()
 
 
-def test_the_planted_hard_cases_are_present(series_db) -> None:
+def test_the_planted_hard_cases_are_present(series_db, series_con) -> None:
     """The series really contains what the dedup rules are for, so the test above means it."""
-    series, con, _ = series_db
+    series, con = series_db[0], series_con
     republished = con.execute(
         "SELECT count(*) FROM (SELECT source, primaryid FROM raw_demo "
         "GROUP BY ALL HAVING count(DISTINCT quarter) > 1)"
@@ -67,8 +53,8 @@ def test_the_planted_hard_cases_are_present(series_db) -> None:
     assert (series.cases["is_kratom"] & series.cases["surviving"]).sum() > 20
 
 
-def test_kratom_cases_equal_truth_and_exclude_decoys(series_db) -> None:
-    series, con, _ = series_db
+def test_kratom_cases_equal_truth_and_exclude_decoys(series_db, series_con) -> None:
+    series, con = series_db[0], series_con
     truth = _truth(series)
     got = set(cases(con, resolve("kratom"))["caseid"])
     assert got == set(truth.index[truth["is_kratom"]])
@@ -76,16 +62,16 @@ def test_kratom_cases_equal_truth_and_exclude_decoys(series_db) -> None:
     assert decoy_only and not (got & decoy_only)
 
 
-def test_7oh_cases_equal_truth(series_db) -> None:
-    series, con, _ = series_db
+def test_7oh_cases_equal_truth(series_db, series_con) -> None:
+    series, con = series_db[0], series_con
     truth = _truth(series)
     got = set(cases(con, resolve("7-oh"))["caseid"])
     want = set(truth.index[truth["is_7oh"]])
     assert want and got == want
 
 
-def test_filters_roles_quarters_terms(series_db) -> None:
-    _, con, _ = series_db
+def test_filters_roles_quarters_terms(series_con) -> None:
+    con = series_con
     kratom = resolve("kratom")
     everything = cases(con, kratom)
     suspects = cases(con, kratom, roles="PS,SS")
@@ -99,8 +85,8 @@ def test_filters_roles_quarters_terms(series_db) -> None:
     )
 
 
-def test_rebuild_is_idempotent_and_strict_only_flags(series_db) -> None:
-    _, con, _ = series_db
+def test_rebuild_is_idempotent_and_strict_only_flags(series_con) -> None:
+    con = series_con
     before = con.execute("SELECT * FROM cases ORDER BY caseid").fetchdf()
     rebuild(con, dedup="fda")
     pd.testing.assert_frame_equal(
@@ -151,8 +137,8 @@ def test_strict_flags_a_planted_duplicate(tmp_path: Path) -> None:
         assert len(series.cases) > 0
 
 
-def test_typed_fields(series_db) -> None:
-    _, con, _ = series_db
+def test_typed_fields(series_con) -> None:
+    con = series_con
     frame = con.execute("SELECT * FROM cases").fetchdf()
     assert set(frame["sex"]) <= {"M", "F", "unknown"}
     assert frame["age_years"].dropna().between(0, 120).all()
@@ -167,9 +153,7 @@ def test_typed_fields(series_db) -> None:
 
 
 def test_cli_cases_and_case(series_db) -> None:
-    """Runs last: the CLI opens the file itself, so the module's connection is closed first."""
-    series, con, db = series_db
-    con.close()
+    series, db = series_db
     runner = CliRunner()
     out = runner.invoke(cli, ["cases", "--db", str(db), "--format", "csv"])
     assert out.exit_code == 0, out.output

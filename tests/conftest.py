@@ -1,0 +1,34 @@
+"""Shared fixtures: one generated multi-era series, loaded once per test session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from surveillance.db import connect
+from surveillance.pipeline import load
+from surveillance.synthetic import Series, generate_series
+
+# Crosses the LAERS -> FAERS switch and the start of deleted lists, and reaches 7-OH years.
+SERIES = ["2012Q2", "2012Q3", "2012Q4", "2013Q1", "2018Q4", "2019Q1", "2019Q2", "2023Q1"]
+
+
+@pytest.fixture(scope="session")
+def series_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Series, Path]:
+    """The generated series and the database it was loaded into (clean layer built)."""
+    tmp = tmp_path_factory.mktemp("series")
+    series = generate_series(SERIES, tmp / "zips", n_cases=250, seed=5)
+    db = tmp / "db.duckdb"
+    with connect(db) as con:
+        load(con, [tmp / "zips"])
+    return series, db
+
+
+@pytest.fixture
+def series_con(series_db: tuple[Series, Path]) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to the series database, closed after the test (so CLI runs can open it)."""
+    with connect(series_db[1]) as con:
+        yield con
