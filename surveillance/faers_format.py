@@ -81,7 +81,7 @@ _RENAMES_TABLE = {"ther": {"drug_seq": "dsg_drug_seq"}, "indi": {"drug_seq": "in
 
 # Canonical column sets: the union of every era's columns, after renaming.
 CANONICAL: dict[str, tuple[str, ...]] = {
-    "demo": (
+    "demo": tuple(
         "primaryid caseid caseversion i_f_code foll_seq image event_dt mfr_dt init_fda_dt fda_dt "
         "rept_cod auth_num mfr_num mfr_sndr lit_ref age age_cod age_grp sex e_sub wt wt_cod "
         "rept_dt to_mfr occp_cod death_dt confid reporter_country occr_country".split()
