@@ -9,9 +9,11 @@ The cells of a table are always named, keyword-only arguments so they cannot be 
 Zero-cell rule (the only one in this module): when any of a, b, c, d of a table is 0, the
 PRR and the ROR of that table and their confidence intervals are computed after adding 0.5 to
 all four cells (the Haldane-Anscombe correction; statsmodels' ``Table2x2(shift_zeros=True)``
-does the same), and the table is flagged in ``zero_corrected``. The chi-square, the IC, the
-expected count and the EBGM use the raw counts; they need no correction, and a chi-square whose
-table has an empty margin is 0 (nothing can be tested). Counts must be finite, non-negative
+differs: it replaces only the zero cells by 0.5), and the table is flagged in
+``zero_corrected``. The chi-square, the IC, the
+expected count and the EBGM use the raw counts; they need no correction. A table with an empty
+margin has a chi-square of 0 (nothing can be tested) and E = 0, whose EBGM posterior is the
+prior itself. Counts must be finite, non-negative
 whole numbers with N > 0; anything else raises ``ValueError``. For valid counts no output holds
 an infinity or a NaN.
 """
@@ -306,12 +308,15 @@ def bh_adjust(p: ArrayLike) -> FloatArray:
 
 
 def _pairs(n: ArrayLike, e: ArrayLike) -> tuple[FloatArray, FloatArray]:
-    """Broadcast and check observed counts n (whole, >= 0) and expected counts e (> 0)."""
+    """Broadcast and check observed counts n (whole, >= 0) and expected counts e (>= 0).
+
+    E = 0 (a table with an empty margin) is allowed only with n = 0; its posterior is the prior.
+    """
     fn, fe = (np.array(x) for x in np.broadcast_arrays(np.asarray(n, float), np.asarray(e, float)))
     if not np.all(np.isfinite(fn)) or np.any(fn < 0) or np.any(fn != np.floor(fn)):
         raise ValueError("n must hold finite, non-negative whole numbers")
-    if not np.all(np.isfinite(fe)) or np.any(fe <= 0):
-        raise ValueError("e must hold finite, positive expected counts")
+    if not np.all(np.isfinite(fe)) or np.any(fe < 0) or np.any((fe == 0) & (fn > 0)):
+        raise ValueError("e must hold finite expected counts, > 0 wherever n > 0")
     return fn, fe
 
 
@@ -326,7 +331,7 @@ def _nb_logpmf(n: FloatArray, e: FloatArray, alpha: float, beta: float) -> Float
         - special.gammaln(alpha)
         - special.gammaln(n + 1)
         - alpha * np.log1p(e / beta)
-        + n * (np.log(e) - np.log(beta + e))
+        + n * (np.log(np.where(n > 0, e, 1.0)) - np.log(beta + e))
     )
 
 
@@ -347,7 +352,9 @@ def _component(
     dtail_beta = np.zeros_like(e)
     for k in range(min_count):
         fk = np.exp(_nb_logpmf(np.full_like(e, k), e, alpha, beta))
-        dtail_alpha -= fk * (special.digamma(alpha + k) - special.digamma(alpha) - np.log1p(e / beta))
+        dtail_alpha -= fk * (
+            special.digamma(alpha + k) - special.digamma(alpha) - np.log1p(e / beta)
+        )
         dtail_beta -= fk * (alpha / beta - (alpha + k) / (beta + e))
     return logf, dlogf_alpha, dlogf_beta, np.log(tail), dtail_alpha / tail, dtail_beta / tail
 
@@ -417,7 +424,7 @@ def squash_pairs(n: ArrayLike, e: ArrayLike) -> tuple[FloatArray, FloatArray, Fl
     """Data squashing for the prior fit: returns (n, e, weight) with far fewer points.
 
     After DuMouchel & Pregibon 2001 as openEBGM ``squashData`` does it: identical (n, E) pairs are
-    merged first (lossless); then, for each count n with at least 500 pairs, pairs sorted by E
+    merged first (lossless); then, for each count n with at least 500 distinct E, points sorted by E
     are binned in runs of max(2, 50 // n), each bin replaced by its mean E weighted by its size,
     and the largest 2 bins of E are kept unsquashed (they carry the most information).
     """
@@ -443,10 +450,9 @@ def squash_pairs(n: ArrayLike, e: ArrayLike) -> tuple[FloatArray, FloatArray, Fl
     bin_index = np.where(squashable, rank // bin_size, -1 - rank)
     key = np.r_[True, (group_of[1:] != group_of[:-1]) | (bin_index[1:] != bin_index[:-1])]
     bin_id = np.cumsum(key) - 1
-    out_w = np.bincount(bin_id, weights=weight)
+    out_w = np.bincount(bin_id, weights=weight).astype(np.float64)
     out_e = np.bincount(bin_id, weights=weight * ue) / out_w
-    out_n = un[key]
-    return out_n, out_e, out_w
+    return un[key], out_e, out_w
 
 
 def fit_prior(
@@ -461,8 +467,9 @@ def fit_prior(
 
     ``n`` are observed counts and ``e`` expected counts of every drug-term pair of the database.
     Zero counts: only pairs with n >= min_count (default 1) enter, with the likelihood truncated
-    accordingly (openEBGM ``autoHyper(zeroes = FALSE, N_star = 1)``); pairs below it are
-    dropped, so passing the zero pairs or not gives the same prior. L-BFGS-B with an analytic
+    accordingly (see ``prior_neg_loglik``; the choice of openEBGM ``autoHyper(zeroes = FALSE,
+    N_star = 1)``); pairs below it are dropped, so passing the zero pairs or not gives the same
+    prior. L-BFGS-B with an analytic
     gradient runs from each start on the log/logit scale with bounds; the best optimum is
     ``converged`` when the optimiser says so, no parameter is on a bound and (given several
     starts) another start reached the same log-likelihood (relative 1e-6), as autoHyper checks.
@@ -580,7 +587,7 @@ def _mixture_quantile(
         f = cdf - prob
         lo_a = np.where(f < 0, ta, lo[active])
         hi_a = np.where(f < 0, hi[active], ta)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             newton = ta - f / dens
         inside = np.isfinite(newton) & (newton > lo_a) & (newton < hi_a)
         step = np.where(inside, newton, (lo_a + hi_a) / 2)
