@@ -43,10 +43,10 @@ SYNTHETIC_MARKER = "README_SYNTHETIC.txt"
 _STAGE = "_surveillance_stage"
 _READ_LINES = """
 CREATE OR REPLACE TABLE STAGE_TABLE AS
-SELECT line FROM read_csv($path, columns = {'line': 'VARCHAR'}, delim = chr(1), header = false,
+SELECT line, length(line) - length(replace(line, '$', '')) + 1 AS n_fields
+FROM read_csv($path, columns = {'line': 'VARCHAR'}, delim = chr(1), header = false,
     quote = '', escape = '', auto_detect = false, strict_mode = false, encoding = 'latin-1')
 """
-_FIELD_COUNT = "(length(line) - length(replace(line, '$', '')) + 1)"
 
 
 @dataclass(frozen=True)
@@ -278,18 +278,15 @@ def _header(
 def _insert_table(con: duckdb.DuckDBPyConnection, qz: QuarterZip, s: _Staged) -> None:
     """Insert the well-formed lines of one member; quarantine the others with a reason."""
     n = len(s.columns)
-    # The same rule twice: over the split fields (f) for loading, over the line for quarantine.
+    # n_fields was counted while staging (count of '$' + 1).
     if has_trailing_dollar(qz.quarter.source, s.table):
-        ok_f = f"len(f) = {n + 1} AND f[{n + 1}] = ''"
-        ok = f"({_FIELD_COUNT} = {n + 1} AND ends_with(line, '$'))"
+        ok = f"(n_fields = {n + 1} AND ends_with(line, '$'))"
         expect = f"{n + 1} fields (with the trailing $)"
     elif qz.quarter.source == "LAERS":  # LAERS INDI: trailing '$' seen absent; accept either
-        ok_f = f"(len(f) = {n} OR (len(f) = {n + 1} AND f[{n + 1}] = ''))"
-        ok = f"({_FIELD_COUNT} = {n} OR ({_FIELD_COUNT} = {n + 1} AND ends_with(line, '$')))"
+        ok = f"(n_fields = {n} OR (n_fields = {n + 1} AND ends_with(line, '$')))"
         expect = f"{n} fields"
     else:
-        ok_f = f"len(f) = {n}"
-        ok = f"{_FIELD_COUNT} = {n}"
+        ok = f"n_fields = {n}"
         expect = f"{n} fields"
     good = f"line IS NOT NULL AND {ok}"  # a blank line never has the right field count
     has_key = "NOT starts_with(line, '$')"  # primaryid/ISR is the first column of every layout
@@ -301,8 +298,7 @@ def _insert_table(con: duckdb.DuckDBPyConnection, qz: QuarterZip, s: _Staged) ->
         f"""INSERT INTO {raw_table(s.table)} (source, quarter, source_file, source_line, {target})
         SELECT $source, $quarter, $file, source_line, {values}
         FROM (SELECT rowid + 1 AS source_line, string_split(line, '$') AS f
-              FROM {s.lines} WHERE rowid > 0 AND {has_key})
-        WHERE {ok_f}""",  # noqa: S608
+              FROM {s.lines} WHERE rowid > 0 AND {good} AND {has_key})""",  # noqa: S608
         params,
     )
     con.execute(
@@ -310,7 +306,7 @@ def _insert_table(con: duckdb.DuckDBPyConnection, qz: QuarterZip, s: _Staged) ->
             (quarter, source, file, table_name, line_number, raw_text, reason)
         SELECT $quarter, $source, $file, $table, rowid + 1, coalesce(line, ''),
             CASE WHEN line IS NULL OR trim(line) = '' THEN 'blank line'
-                 WHEN NOT ({ok}) THEN 'expected {expect}, found ' || {_FIELD_COUNT}
+                 WHEN NOT ({ok}) THEN 'expected {expect}, found ' || n_fields
                  ELSE 'empty primaryid' END
         FROM {s.lines}
         WHERE rowid > 0 AND NOT ({good} AND {has_key})""",  # noqa: S608
