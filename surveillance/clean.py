@@ -34,16 +34,6 @@ CREATE OR REPLACE MACRO date_precision(t) AS CASE
     WHEN regexp_full_match(t, '[0-9]{4}') AND t::INT BETWEEN 1900 AND 2100 THEN 'year'
     END
 """
-_MACROS = (
-    _DATE_PARTS,
-    "CREATE OR REPLACE MACRO date_day(t) AS CASE WHEN date_precision(t) = 'day' "
-    "THEN CAST(strptime(t, '%Y%m%d') AS DATE) END",
-    "CREATE OR REPLACE MACRO date_year(t) AS CASE WHEN date_precision(t) IS NOT NULL "
-    "THEN substr(t, 1, 4)::INT END",
-    "CREATE OR REPLACE MACRO date_month(t) AS CASE WHEN date_precision(t) IN ('day', 'month') "
-    "THEN substr(t, 5, 2)::INT END",
-)
-
 # Age units to years (faers-format §4: DEC, YR, MON, WK, DY, HR; long forms seen in RFAERS).
 # Ages outside 0..120 years are implausible and nulled (DIANA treats > 122 as entry errors).
 AGE_UNIT_YEARS = {
@@ -59,6 +49,52 @@ AGE_UNIT_YEARS = {
     "HOUR": 1 / 8766,
 }
 MAX_AGE_YEARS = 120.0
+# The unit factors as one SQL CASE, built from the constants above (never from data).
+_YEARS_PER_UNIT = "CASE upper(trim(age_cod)) {} END".format(
+    " ".join(f"WHEN '{unit}' THEN {factor!r}" for unit, factor in AGE_UNIT_YEARS.items())
+)
+
+_MACROS = (
+    _DATE_PARTS,
+    # Age in years from age and age_cod (AGE_UNIT_YEARS); outside 0..MAX_AGE_YEARS -> NULL.
+    "CREATE OR REPLACE MACRO age_in_years(age, age_cod) AS "
+    f"CASE WHEN try_cast(age AS DOUBLE) * {_YEARS_PER_UNIT} BETWEEN 0 AND {MAX_AGE_YEARS!r} "
+    f"THEN round(try_cast(age AS DOUBLE) * {_YEARS_PER_UNIT}, 2) END",
+    "CREATE OR REPLACE MACRO sex_code(x) AS "
+    "CASE upper(trim(x)) WHEN 'M' THEN 'M' WHEN 'F' THEN 'F' ELSE 'unknown' END",
+    # Every distinct report version known through a quarter (NULL = all): a primaryid
+    # republished in later quarters counts once, in its latest quarter.
+    """CREATE OR REPLACE MACRO report_versions(through) AS TABLE
+    SELECT * EXCLUDE (rn) FROM (
+        SELECT d.*, row_number() OVER (
+            PARTITION BY source, primaryid ORDER BY quarter DESC, source_line DESC) AS rn
+        FROM raw_demo d
+        WHERE caseid IS NOT NULL AND (through IS NULL OR quarter <= through))
+    WHERE rn = 1""",
+    # The FDA rule: one report per caseid; FAERS beats LAERS; FAERS by caseversion, fda_dt,
+    # quarter; LAERS by FDA_DT then ISR. version_rank 1 is the case's current report.
+    """CREATE OR REPLACE MACRO ranked_reports(through) AS TABLE
+    SELECT source, primaryid, caseid, quarter, row_number() OVER (
+        PARTITION BY caseid ORDER BY
+            (source = 'FAERS') DESC,
+            try_cast(caseversion AS BIGINT) DESC NULLS LAST,
+            fda_dt DESC NULLS LAST,
+            quarter DESC,
+            try_cast(primaryid AS BIGINT) DESC) AS version_rank,
+        count(*) OVER (PARTITION BY caseid) AS n_versions
+    FROM report_versions(through)""",
+    # Cases as the data stood at the end of a quarter: deleted lists published by then apply.
+    """CREATE OR REPLACE MACRO surviving_reports(through) AS TABLE
+    SELECT * FROM ranked_reports(through)
+    WHERE version_rank = 1 AND caseid NOT IN (
+        SELECT caseid FROM raw_deleted WHERE through IS NULL OR quarter <= through)""",
+    "CREATE OR REPLACE MACRO date_day(t) AS CASE WHEN date_precision(t) = 'day' "
+    "THEN CAST(strptime(t, '%Y%m%d') AS DATE) END",
+    "CREATE OR REPLACE MACRO date_year(t) AS CASE WHEN date_precision(t) IS NOT NULL "
+    "THEN substr(t, 1, 4)::INT END",
+    "CREATE OR REPLACE MACRO date_month(t) AS CASE WHEN date_precision(t) IN ('day', 'month') "
+    "THEN substr(t, 5, 2)::INT END",
+)
 
 REPORTER_TYPES = {
     "MD": "Physician",
@@ -131,11 +167,8 @@ def _lookups(con: duckdb.DuckDBPyConnection) -> None:
         ).fetchall()
     ]
     countries = pd.DataFrame({"raw": names, "iso": [country_code(n) for n in names]})
-    ages = pd.DataFrame(
-        {"unit": list(AGE_UNIT_YEARS), "years_per_unit": list(AGE_UNIT_YEARS.values())}
-    )
     reporters = pd.DataFrame({"code": list(REPORTER_TYPES), "label": list(REPORTER_TYPES.values())})
-    for name, frame in (("_country", countries), ("_age_unit", ages), ("_reporter", reporters)):
+    for name, frame in (("_country", countries), ("_reporter", reporters)):
         con.register(f"{name}_frame", frame)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {name}_frame")  # noqa: S608
         con.unregister(f"{name}_frame")
@@ -147,31 +180,9 @@ _OUTCOME_COLUMNS = ",\n        ".join(
 
 # The ordered rebuild; each statement replaces its table whole.
 REBUILD: tuple[str, ...] = (
-    # Every distinct report version: a primaryid republished in later quarters counts once,
-    # in its latest quarter.
-    """CREATE OR REPLACE TABLE reports AS
-    SELECT * EXCLUDE (rn) FROM (
-        SELECT d.*, row_number() OVER (
-            PARTITION BY source, primaryid ORDER BY quarter DESC, source_line DESC) AS rn
-        FROM raw_demo d WHERE caseid IS NOT NULL)
-    WHERE rn = 1""",
-    # One report per caseid: FAERS beats LAERS; FAERS by caseversion, fda_dt, quarter;
-    # LAERS by FDA_DT then ISR.
-    """CREATE OR REPLACE TEMP TABLE _ranked AS
-    SELECT source, primaryid, caseid, quarter, row_number() OVER (
-        PARTITION BY caseid ORDER BY
-            (source = 'FAERS') DESC,
-            try_cast(caseversion AS BIGINT) DESC NULLS LAST,
-            fda_dt DESC NULLS LAST,
-            quarter DESC,
-            try_cast(primaryid AS BIGINT) DESC) AS version_rank,
-        count(*) OVER (PARTITION BY caseid) AS n_versions
-    FROM reports""",
-    """CREATE OR REPLACE TEMP TABLE _deleted AS
-    SELECT caseid, min(quarter) AS first_deleted_in FROM raw_deleted GROUP BY caseid""",
-    """CREATE OR REPLACE TEMP TABLE _surviving AS
-    SELECT r.* FROM _ranked r
-    WHERE version_rank = 1 AND caseid NOT IN (SELECT caseid FROM _deleted)""",
+    "CREATE OR REPLACE TABLE reports AS SELECT * FROM report_versions(NULL)",
+    "CREATE OR REPLACE TEMP TABLE _ranked AS SELECT * FROM ranked_reports(NULL)",
+    "CREATE OR REPLACE TEMP TABLE _surviving AS SELECT * FROM surviving_reports(NULL)",
     """CREATE OR REPLACE TABLE case_outcomes AS
     SELECT DISTINCT s.caseid, s.primaryid, s.source, upper(trim(o.outc_cod)) AS outc_cod
     FROM _surviving s JOIN raw_outc o
@@ -189,10 +200,9 @@ REBUILD: tuple[str, ...] = (
         d.init_fda_dt, date_day(d.init_fda_dt) AS init_fda_date,
         d.event_dt, date_day(d.event_dt) AS event_date, date_year(d.event_dt) AS event_year,
         date_month(d.event_dt) AS event_month, date_precision(d.event_dt) AS event_dt_precision,
-        CASE WHEN try_cast(d.age AS DOUBLE) * a.years_per_unit BETWEEN 0 AND $max_age
-             THEN round(try_cast(d.age AS DOUBLE) * a.years_per_unit, 2) END AS age_years,
+        age_in_years(d.age, d.age_cod) AS age_years,
         d.age AS age_raw, d.age_cod AS age_cod_raw, d.age_grp,
-        CASE upper(trim(d.sex)) WHEN 'M' THEN 'M' WHEN 'F' THEN 'F' ELSE 'unknown' END AS sex,
+        sex_code(d.sex) AS sex,
         coalesce(rc.iso, oc.iso) AS country,
         rc.iso AS reporter_country, oc.iso AS occr_country,
         d.reporter_country AS reporter_country_raw,
@@ -211,7 +221,6 @@ REBUILD: tuple[str, ...] = (
         CAST(NULL AS VARCHAR) AS strict_duplicate_of
     FROM _surviving s
     JOIN reports d ON d.source = s.source AND d.primaryid = s.primaryid
-    LEFT JOIN _age_unit a ON a.unit = upper(trim(d.age_cod))
     LEFT JOIN _country rc ON rc.raw = d.reporter_country
     LEFT JOIN _country oc ON oc.raw = d.occr_country
     LEFT JOIN _reporter rt ON rt.code = upper(trim(d.occp_cod))
@@ -303,6 +312,12 @@ _STRICT_COUNT = (
 )
 
 
+def ensure_macros(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the SQL macros the clean layer and the as-of analyses share (safe to repeat)."""
+    for macro in _MACROS:
+        con.execute(macro)
+
+
 def rebuild(con: duckdb.DuckDBPyConnection, dedup: str = "fda") -> pd.DataFrame:
     """Rebuild the clean layer from the raw layer in one transaction; return the step counts."""
     if dedup not in DEDUP_MODES:
@@ -310,10 +325,9 @@ def rebuild(con: duckdb.DuckDBPyConnection, dedup: str = "fda") -> pd.DataFrame:
     con.execute("BEGIN TRANSACTION")
     try:
         _lookups(con)
-        for macro in _MACROS:
-            con.execute(macro)
+        ensure_macros(con)
         for statement in REBUILD:
-            con.execute(statement, {"max_age": MAX_AGE_YEARS} if "$max_age" in statement else {})
+            con.execute(statement)
         steps = list(_STEP_COUNTS)
         if dedup == "strict":
             for statement in STRICT:
