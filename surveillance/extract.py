@@ -1,8 +1,10 @@
 """Apply a substance's term file to the clean layer: which drug rows of which cases name it.
 
-Reads `case_drugs`; writes `substance_hits` (one row per matching drug row of a surviving case)
-and `substance_runs` (the term file's name, version and path behind those rows, so every count
-can be traced to the rules that produced it). Matching runs once per distinct string.
+Reads `raw_drug` and `case_drugs`; writes `substance_strings` (every distinct drugname/prod_ai
+string of any report version that the rules match, with rule and term: the as-of analyses of
+older versions need those too), `substance_hits` (one row per matching drug row of a surviving
+case) and `substance_runs` (the term file's name, version and path behind those rows, so every
+count can be traced to the rules that produced it). Matching runs once per distinct string.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import pandas as pd
 from .substances import Substance, builtin_substances, discover, load_substance
 
 _DDL = (
+    """CREATE TABLE IF NOT EXISTS substance_strings (
+        substance VARCHAR, field VARCHAR, string VARCHAR, rule VARCHAR, term VARCHAR)""",
     """CREATE TABLE IF NOT EXISTS substance_hits (
         substance VARCHAR, caseid VARCHAR, primaryid VARCHAR, source VARCHAR, drug_seq VARCHAR,
         role_cod VARCHAR, field VARCHAR, matched_string VARCHAR, rule VARCHAR, term VARCHAR)""",
@@ -36,8 +40,8 @@ def extract(con: duckdb.DuckDBPyConnection, substance: Substance) -> int:
     """Replace `substance_hits` for one substance from the current clean layer; return n_cases."""
     for ddl in _DDL:
         con.execute(ddl)
-    names = [r[0] for r in con.execute("SELECT DISTINCT drugname FROM case_drugs").fetchall()]
-    ais = [r[0] for r in con.execute("SELECT DISTINCT prod_ai FROM case_drugs").fetchall()]
+    names = [r[0] for r in con.execute("SELECT DISTINCT drugname FROM raw_drug").fetchall()]
+    ais = [r[0] for r in con.execute("SELECT DISTINCT prod_ai FROM raw_drug").fetchall()]
     hits = [
         *substance.match_many([n for n in names if n], field="drugname").values(),
         *substance.match_many([a for a in ais if a], field="prod_ai").values(),
@@ -54,8 +58,13 @@ def extract(con: duckdb.DuckDBPyConnection, substance: Substance) -> int:
     con.register("_matches_frame", matches)
     try:
         con.execute("BEGIN TRANSACTION")
-        con.execute("DELETE FROM substance_hits WHERE substance = $s", {"s": substance.name})
-        con.execute("DELETE FROM substance_runs WHERE substance = $s", {"s": substance.name})
+        for table in ("substance_strings", "substance_hits", "substance_runs"):
+            con.execute(f"DELETE FROM {table} WHERE substance = $s", {"s": substance.name})  # noqa: S608
+        con.execute(
+            "INSERT INTO substance_strings SELECT $s, field, string, rule, term "
+            "FROM _matches_frame",
+            {"s": substance.name},
+        )
         # A drug row counts once: by its drugname when that matches, else by its prod_ai.
         con.execute(
             """INSERT INTO substance_hits
@@ -63,8 +72,10 @@ def extract(con: duckdb.DuckDBPyConnection, substance: Substance) -> int:
                 coalesce(n.field, a.field), coalesce(n.string, a.string),
                 coalesce(n.rule, a.rule), coalesce(n.term, a.term)
             FROM case_drugs d
-            LEFT JOIN _matches_frame n ON n.field = 'drugname' AND n.string = d.drugname
-            LEFT JOIN _matches_frame a ON a.field = 'prod_ai' AND a.string = d.prod_ai
+            LEFT JOIN substance_strings n
+                ON n.substance = $s AND n.field = 'drugname' AND n.string = d.drugname
+            LEFT JOIN substance_strings a
+                ON a.substance = $s AND a.field = 'prod_ai' AND a.string = d.prod_ai
             WHERE n.string IS NOT NULL OR a.string IS NOT NULL""",
             {"s": substance.name},
         )
