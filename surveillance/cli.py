@@ -4,6 +4,7 @@ with exit status 1; usage errors exit 2 (click's convention)."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +235,94 @@ def _plain(value: Any) -> Any:
 
         return json.loads(value.to_json(orient="records", date_format="iso"))
     return value
+
+
+@cli.command(name="signals")
+@_db_option
+@_substance_options
+@click.option("--through", default=None, help="Last quarter of data (default: the latest).")
+@click.option("--roles", default=None, help="Drug roles that count, e.g. PS,SS (default: any).")
+@click.option("--min-cases", type=int, default=3, show_default=True, help="Minimum a.")
+@click.option("--stratify", default=None, help="Strata, any of sex,age,year.")
+@click.option(
+    "--sort",
+    type=click.Choice(["ebgm", "eb05", "ror", "ror_lower", "prr", "ic", "ic025", "a", "p_adj"]),
+    default="ebgm",
+    show_default=True,
+)
+@click.option("--show-prior", is_flag=True, help="Print the fitted EBGM prior and its fit.")
+@_format_option
+def signals_command(
+    db_path: Path | None,
+    substance: str,
+    substance_file: Path | None,
+    through: str | None,
+    roles: str | None,
+    min_cases: int,
+    stratify: str | None,
+    sort: str,
+    show_prior: bool,
+    fmt: str | None,
+) -> None:
+    """Disproportionality of a substance against every reaction term: PRR, ROR, IC, EBGM.
+
+    Example: surveillance signals --substance kratom --through 2024Q4 --roles PS,SS --sort eb05
+    """
+    from .db import connect
+    from .extract import resolve
+    from .output import default_format
+    from .signals import CAVEATS, signals
+
+    with connect(_db(db_path)) as con:
+        run = signals(
+            con, resolve(substance, substance_file), through, roles, min_cases, stratify, sort
+        )
+    fmt = fmt or default_format()
+    if show_prior:
+        p = run.prior
+        _echo_err(
+            f"EBGM prior: alpha1={p.alpha1:.4g} beta1={p.beta1:.4g} alpha2={p.alpha2:.4g} "
+            f"beta2={p.beta2:.4g} P={p.p:.4g}; log-likelihood {p.loglik:.6g} over "
+            f"{p.n_pairs:,} drug-term pairs ({p.n_points:,} points); "
+            f"{'converged' if p.converged else 'NOT converged'}; {p.method}"
+        )
+    if fmt != "table":
+        click.echo(render(run.table, fmt), nl=False)
+        return
+    click.echo(
+        f"{run.substance} {run.substance_version}: {run.n_substance_cases:,} of "
+        f"{run.n_cases:,} cases through {run.through}"
+        f"{'; roles ' + run.roles if run.roles else ''}"
+        f"{'; stratified by ' + ','.join(run.stratify) if run.stratify else ''}; "
+        f"{len(run.table)} terms with a >= {run.min_cases} (all columns: --format csv)"
+    )
+    click.echo(render(compact_signals(run.table), "table", max_rows=40), nl=False)
+    click.echo("PRIE: signal by PRR (Evans), ROR (lower > 1), IC (IC025 > 0), EBGM (EB05 >= 2)")
+    if not run.prior.converged:
+        click.echo("note: the EBGM prior fit did not converge; read EBGM with care.")
+    click.echo(textwrap.fill("Caveat: " + CAVEATS, width=78))
+
+
+def compact_signals(table: Any) -> Any:
+    """The columns an analyst scans first, rounded, to fit an 80-column terminal."""
+    import pandas as pd
+
+    flags = table[["signal_prr", "signal_ror", "signal_ic", "signal_ebgm"]].to_numpy()
+    return pd.DataFrame(
+        {
+            "term": table["term"].str.slice(0, 26),
+            "a": table["a"],
+            "E": table["expected"].round(1),
+            "PRR": table["prr"].round(1),
+            "ROR_lo": table["ror_lower"].round(1),
+            "IC025": table["ic025"].round(2),
+            "EBGM": table["ebgm"].round(1),
+            "EB05": table["eb05"].round(1),
+            "PRIE": [
+                "".join(c if f else "." for c, f in zip("PRIE", row, strict=True)) for row in flags
+            ],
+        }
+    )
 
 
 @cli.group(invoke_without_command=True)

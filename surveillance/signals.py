@@ -1,0 +1,396 @@
+"""Disproportionality signals of one substance against every reaction term.
+
+Reads the raw layer through the clean layer's as-of macros (`surviving_reports(through)`: the
+cases as they stood at the end of the `through` quarter, deleted lists published by then
+applied), `substance_strings` and `pt_terms`. Case-level counts are made in SQL; the statistics
+come from `stats`. Writes `signal_runs` (options, data fingerprint, the prior used),
+`signals` (one row per term and run) and `signal_priors` (EBGM priors fitted on the full
+drug-by-term table, reused while the data and options are unchanged, because the fit is the
+slow part).
+
+The 2x2 table for substance S and term R counts deduplicated cases: a = with S and R, b = with S
+without R, c = without S with R, d = neither. A case "has" S when one of its drug rows matches S
+in one of the counted roles (any role by default). Drugs enter the prior's drug-by-term table
+as their active ingredient (prod_ai, else drugname, upper-cased), S's matching rows as S itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from . import __version__, stats
+from .clean import ensure_macros
+from .errors import UsageError
+from .extract import extract
+from .faers_format import Quarter
+from .substances import Substance
+
+STRATA = ("sex", "age", "year")
+SORT_KEYS = ("ebgm", "eb05", "ror", "ror_lower", "prr", "ic", "ic025", "a", "p_adj", "term")
+OUTPUT_COLUMNS = (
+    "term a b c d expected prr prr_lower prr_upper chi2 ror ror_lower ror_upper ic ic025 ic975 "
+    "ebgm eb05 eb95 p_adj signal_prr signal_ror signal_ic signal_ebgm"
+).split()
+ROLES = ("PS", "SS", "C", "I")
+
+CAVEATS = (
+    "FAERS is a spontaneous reporting system: there are no denominators (exposure is unknown), "
+    "reports can be duplicated, incomplete or stimulated by publicity and regulatory action, and "
+    "reporting ratios are not incidence. A signal of disproportionate reporting is a reason to "
+    "look closer at the cases, not evidence that the substance causes the reaction."
+)
+
+_AGE_GROUP = """CASE WHEN age_in_years(age, age_cod) IS NULL THEN 'unknown'
+    WHEN age_in_years(age, age_cod) < 18 THEN '0-17'
+    WHEN age_in_years(age, age_cod) < 45 THEN '18-44'
+    WHEN age_in_years(age, age_cod) < 65 THEN '45-64' ELSE '65+' END"""
+_STRATUM_SQL = {"sex": "sex_code(sex)", "age": _AGE_GROUP, "year": "left(quarter, 4)"}
+
+_ROLE_FILTER = (
+    "($roles IS NULL OR list_contains(string_split($roles, ','), upper(trim(g.role_cod))))"
+)
+
+_DDL = (
+    """CREATE TABLE IF NOT EXISTS signal_priors (
+        fingerprint VARCHAR PRIMARY KEY, alpha1 DOUBLE, beta1 DOUBLE, alpha2 DOUBLE,
+        beta2 DOUBLE, p DOUBLE, loglik DOUBLE, converged BOOLEAN, n_pairs BIGINT,
+        n_points BIGINT, method VARCHAR, fit_seconds DOUBLE, fitted_at TIMESTAMP)""",
+    """CREATE TABLE IF NOT EXISTS signal_runs (
+        run_id VARCHAR PRIMARY KEY, substance VARCHAR, substance_version VARCHAR,
+        through VARCHAR, roles VARCHAR, stratify VARCHAR, min_cases INTEGER,
+        n_cases BIGINT, n_substance_cases BIGINT, n_terms BIGINT, prior_fingerprint VARCHAR,
+        data_fingerprint VARCHAR, tool_version VARCHAR, created_at TIMESTAMP)""",
+    f"""CREATE TABLE IF NOT EXISTS signals (run_id VARCHAR, substance VARCHAR, through VARCHAR,
+        term VARCHAR, a BIGINT, b BIGINT, c BIGINT, d BIGINT,
+        {", ".join(f"{c} DOUBLE" for c in OUTPUT_COLUMNS[5:20])},
+        {", ".join(f"{c} BOOLEAN" for c in OUTPUT_COLUMNS[20:])})""",
+)
+
+
+@dataclass(frozen=True)
+class SignalRun:
+    """One signals computation: the table, the prior behind its EBGM, and what produced it."""
+
+    table: pd.DataFrame
+    prior: stats.Prior
+    run_id: str
+    substance: str
+    substance_version: str
+    through: str
+    roles: str | None
+    stratify: tuple[str, ...]
+    min_cases: int
+    n_cases: int
+    n_substance_cases: int
+
+
+def _roles(roles: str | None) -> str | None:
+    if roles is None:
+        return None
+    parsed = [r.strip().upper() for r in roles.split(",") if r.strip()]
+    bad = sorted(set(parsed) - set(ROLES))
+    if bad or not parsed:
+        raise UsageError(f"--roles: unknown role(s) {', '.join(bad) or roles!r}; use PS,SS,C,I")
+    return ",".join(sorted(set(parsed), key=ROLES.index))
+
+
+def _stratify(stratify: Sequence[str] | str | None) -> tuple[str, ...]:
+    if not stratify:
+        return ()
+    items = stratify.split(",") if isinstance(stratify, str) else list(stratify)
+    parsed = tuple(dict.fromkeys(s.strip().lower() for s in items if s.strip()))
+    bad = sorted(set(parsed) - set(STRATA))
+    if bad:
+        raise UsageError(f"--stratify: unknown stratum {', '.join(bad)}; use sex, age, year")
+    return parsed
+
+
+def _through(con: duckdb.DuckDBPyConnection, through: str | None) -> str:
+    loaded = [r[0] for r in con.execute("SELECT quarter FROM quarters ORDER BY quarter").fetchall()]
+    if not loaded:
+        raise UsageError("no quarters loaded; run 'surveillance load' first")
+    if through is None:
+        return str(loaded[-1])
+    try:
+        q = str(Quarter.parse(through))
+    except ValueError as e:
+        raise UsageError(f"--through: {e}") from e
+    if q < loaded[0]:
+        raise UsageError(f"--through {q} is before the first loaded quarter ({loaded[0]})")
+    return q
+
+
+def data_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
+    """sha256 over the loaded quarters' zip checksums and the dedup mode: the data vintage."""
+    rows = con.execute("SELECT quarter, zip_sha256 FROM quarters ORDER BY quarter").fetchall()
+    mode = con.execute("SELECT any_value(dedup_mode) FROM dedup_log").fetchone()
+    text = json.dumps([rows, mode[0] if mode else None])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _build_case_tables(
+    con: duckdb.DuckDBPyConnection,
+    substance: Substance,
+    through: str,
+    roles: str | None,
+    stratify: tuple[str, ...],
+) -> None:
+    """Temp tables of the as-of cases (with their stratum), drugs and reaction terms."""
+    stratum = " || '|' || ".join(_STRATUM_SQL[s] for s in stratify) if stratify else "'all'"
+    # The stratum expression is built from the constants in _STRATUM_SQL, never from input.
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _sig_cases AS
+        SELECT caseid, source, primaryid, quarter, {stratum} AS stratum
+        FROM surviving_reports($through)""",  # noqa: S608
+        {"through": through},
+    )
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _sig_drugs AS
+        SELECT DISTINCT c.caseid,
+            CASE WHEN sn.string IS NOT NULL OR sa.string IS NOT NULL THEN $label
+                 ELSE upper(trim(coalesce(g.prod_ai, g.drugname))) END AS drug,
+            sn.string IS NOT NULL OR sa.string IS NOT NULL AS is_substance
+        FROM _sig_cases c
+        JOIN raw_drug g
+          ON g.source = c.source AND g.primaryid = c.primaryid AND g.quarter = c.quarter
+        LEFT JOIN substance_strings sn
+          ON sn.substance = $substance AND sn.field = 'drugname' AND sn.string = g.drugname
+        LEFT JOIN substance_strings sa
+          ON sa.substance = $substance AND sa.field = 'prod_ai' AND sa.string = g.prod_ai
+        WHERE {_ROLE_FILTER} AND coalesce(g.prod_ai, g.drugname) IS NOT NULL""",  # noqa: S608
+        {"substance": substance.name, "label": f"[{substance.name}]", "roles": roles},
+    )
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE _sig_reac AS
+        SELECT DISTINCT c.caseid, c.stratum, upper(trim(r.pt)) AS pt_key
+        FROM _sig_cases c
+        JOIN raw_reac r
+          ON r.source = c.source AND r.primaryid = c.primaryid AND r.quarter = c.quarter
+        WHERE r.pt IS NOT NULL AND trim(r.pt) <> ''"""
+    )
+
+
+def _substance_tables(con: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, np.ndarray]:
+    """Per term and stratum the cells a, b, c, d (terms x strata arrays), terms with a >= 1."""
+    strata = con.execute(
+        """SELECT c.stratum, count(*) AS n, count(e.caseid) AS n_exposed
+        FROM _sig_cases c
+        LEFT JOIN (SELECT DISTINCT caseid FROM _sig_drugs WHERE is_substance) e USING (caseid)
+        GROUP BY c.stratum ORDER BY c.stratum"""
+    ).fetchdf()
+    cells = con.execute(
+        """WITH exposed AS (SELECT DISTINCT caseid FROM _sig_drugs WHERE is_substance),
+        terms AS (
+            SELECT r.pt_key FROM _sig_reac r JOIN exposed USING (caseid) GROUP BY r.pt_key)
+        SELECT r.pt_key, r.stratum, count(*) AS n_term, count(e.caseid) AS a
+        FROM _sig_reac r JOIN terms USING (pt_key) LEFT JOIN exposed e USING (caseid)
+        GROUP BY ALL ORDER BY r.pt_key, r.stratum"""
+    ).fetchdf()
+    return strata, _cells(strata, cells)
+
+
+def _cells(strata: pd.DataFrame, cells: pd.DataFrame) -> Any:
+    terms = sorted(cells["pt_key"].unique())
+    order = {s: i for i, s in enumerate(strata["stratum"])}
+    t_index = {t: i for i, t in enumerate(terms)}
+    shape = (len(terms), len(order))
+    a = np.zeros(shape)
+    n_term = np.zeros(shape)
+    rows = cells["pt_key"].map(t_index).to_numpy()
+    cols = cells["stratum"].map(order).to_numpy()
+    a[rows, cols] = cells["a"].to_numpy()
+    n_term[rows, cols] = cells["n_term"].to_numpy()
+    n = strata["n"].to_numpy(dtype=float)[None, :]
+    exposed = strata["n_exposed"].to_numpy(dtype=float)[None, :]
+    b = exposed - a
+    c = n_term - a
+    d = n - exposed - c
+    return terms, a, b, c, d
+
+
+def _pair_counts(con: duckdb.DuckDBPyConnection, stratified: bool) -> tuple[Any, Any]:
+    """Observed n and expected E of every drug-term pair with n >= 1 (stratified E if asked)."""
+    if not stratified:
+        frame = con.execute(
+            """WITH pairs AS (
+                SELECT d.drug, r.pt_key, count(*) AS n
+                FROM _sig_drugs d JOIN _sig_reac r USING (caseid) GROUP BY ALL),
+            drug_tot AS (SELECT drug, count(DISTINCT caseid) AS n_i FROM _sig_drugs GROUP BY drug),
+            term_tot AS (SELECT pt_key, count(*) AS n_j FROM _sig_reac GROUP BY pt_key)
+            SELECT p.n, i.n_i * j.n_j / (SELECT count(*) FROM _sig_cases) AS e
+            FROM pairs p JOIN drug_tot i USING (drug) JOIN term_tot j USING (pt_key)"""
+        ).fetchnumpy()
+        return frame["n"], frame["e"]
+    frame = con.execute(
+        """WITH dk AS (
+            SELECT d.drug, c.stratum, count(DISTINCT d.caseid) AS n_ik
+            FROM _sig_drugs d JOIN _sig_cases c USING (caseid) GROUP BY ALL),
+        tk AS (SELECT pt_key, stratum, count(*) AS n_jk FROM _sig_reac GROUP BY ALL),
+        nk AS (SELECT stratum, count(*) AS n_k FROM _sig_cases GROUP BY ALL),
+        pairs AS (
+            SELECT d.drug, r.pt_key, count(*) AS n
+            FROM _sig_drugs d JOIN _sig_reac r USING (caseid) GROUP BY ALL)
+        SELECT p.n, sum(dk.n_ik * tk.n_jk / nk.n_k) AS e
+        FROM pairs p JOIN dk USING (drug) JOIN tk USING (pt_key, stratum) JOIN nk USING (stratum)
+        GROUP BY p.drug, p.pt_key, p.n"""
+    ).fetchnumpy()
+    return frame["n"], frame["e"]
+
+
+def fitted_prior(con: duckdb.DuckDBPyConnection, fingerprint: str, stratified: bool) -> stats.Prior:
+    """The EBGM prior for these data and options: stored, or fitted now and stored."""
+    row = con.execute(
+        "SELECT alpha1, beta1, alpha2, beta2, p, loglik, converged, n_pairs, n_points, method "
+        "FROM signal_priors WHERE fingerprint = $f",
+        {"f": fingerprint},
+    ).fetchone()
+    if row:
+        return stats.Prior(*row)
+    n, e = _pair_counts(con, stratified)
+    start = time.perf_counter()
+    prior = stats.fit_prior(np.asarray(n, dtype=float), np.asarray(e, dtype=float))
+    seconds = time.perf_counter() - start
+    con.execute(
+        "INSERT OR REPLACE INTO signal_priors VALUES ($f, $alpha1, $beta1, $alpha2, $beta2, $p, "
+        "$loglik, $converged, $n_pairs, $n_points, $method, $seconds, $now)",
+        {"f": fingerprint, **asdict(prior), "seconds": seconds, "now": _now()},
+    )
+    return prior
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _ensure_extracted(con: duckdb.DuckDBPyConnection, substance: Substance) -> None:
+    row = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'substance_runs'"
+    ).fetchone()
+    current = (
+        con.execute(
+            "SELECT version, source_path FROM substance_runs WHERE substance = $s",
+            {"s": substance.name},
+        ).fetchone()
+        if row and row[0]
+        else None
+    )
+    if current != (substance.version, substance.source_path):
+        extract(con, substance)
+
+
+def signals(
+    con: duckdb.DuckDBPyConnection,
+    substance: Substance,
+    through: str | None = None,
+    roles: str | None = None,
+    min_cases: int = 3,
+    stratify: Sequence[str] | str | None = None,
+    sort: str = "ebgm",
+) -> SignalRun:
+    """Every reaction term co-reported with the substance, with PRR, ROR, IC and EBGM.
+
+    Cases are as of the end of `through` (default: the last loaded quarter). Terms with fewer
+    than `min_cases` substance cases are left out of the table (p_adj is over all terms with
+    a >= 1). The run is stored in `signal_runs`/`signals`.
+    """
+    if min_cases < 1:
+        raise UsageError("--min-cases must be at least 1")
+    if sort not in SORT_KEYS:
+        raise UsageError(f"--sort: one of {', '.join(SORT_KEYS)}")
+    for ddl in _DDL:
+        con.execute(ddl)
+    ensure_macros(con)
+    _ensure_extracted(con, substance)
+    roles = _roles(roles)
+    strata_keys = _stratify(stratify)
+    through = _through(con, through)
+    _build_case_tables(con, substance, through, roles, strata_keys)
+    strata, (terms, a, b, c, d) = _substance_tables(con)
+    data = data_fingerprint(con)
+    options = [data, substance.name, substance.version, through, roles, strata_keys]
+    prior_key = hashlib.sha256(json.dumps([*options, __version__]).encode()).hexdigest()
+    prior = fitted_prior(con, prior_key, stratified=bool(strata_keys))
+    n_cases = int(strata["n"].sum())
+    n_exposed = int(strata["n_exposed"].sum())
+    if len(terms) == 0:
+        table = pd.DataFrame({c: pd.Series([], dtype=object) for c in OUTPUT_COLUMNS})
+    else:
+        if strata_keys:
+            columns = stats.stratified_signal_table(a=a, b=b, c=c, d=d, prior=prior)
+        else:
+            columns = stats.signal_table(a=a[:, 0], b=b[:, 0], c=c[:, 0], d=d[:, 0], prior=prior)
+        table = pd.DataFrame(columns)
+        names = dict(con.execute("SELECT pt_key, pt FROM pt_terms").fetchall())
+        table.insert(0, "term", [names.get(t, t) for t in terms])
+    table = table[OUTPUT_COLUMNS]
+    for cell in "abcd":
+        table[cell] = table[cell].astype("int64")
+    table = table[table["a"] >= min_cases]
+    ascending = sort in ("p_adj", "term")
+    table = table.sort_values([sort, "term"], ascending=[ascending, True], kind="mergesort")
+    table = table.reset_index(drop=True)
+    run_id = hashlib.sha256(json.dumps([*options, min_cases]).encode()).hexdigest()[:16]
+    run = SignalRun(
+        table,
+        prior,
+        run_id,
+        substance.name,
+        substance.version,
+        through,
+        roles,
+        strata_keys,
+        min_cases,
+        n_cases,
+        n_exposed,
+    )
+    _store(con, run, prior_key, data)
+    return run
+
+
+def _store(con: duckdb.DuckDBPyConnection, run: SignalRun, prior_key: str, data: str) -> None:
+    """Replace the stored run with the same inputs (same run_id) by this one."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("DELETE FROM signals WHERE run_id = $r", {"r": run.run_id})
+        con.execute("DELETE FROM signal_runs WHERE run_id = $r", {"r": run.run_id})
+        con.execute(
+            "INSERT INTO signal_runs VALUES ($r, $s, $v, $through, $roles, $stratify, $min, "
+            "$n, $ns, $nt, $prior, $data, $tool, $now)",
+            {
+                "r": run.run_id,
+                "s": run.substance,
+                "v": run.substance_version,
+                "through": run.through,
+                "roles": run.roles,
+                "stratify": ",".join(run.stratify) or None,
+                "min": run.min_cases,
+                "n": run.n_cases,
+                "ns": run.n_substance_cases,
+                "nt": len(run.table),
+                "prior": prior_key,
+                "data": data,
+                "tool": __version__,
+                "now": _now(),
+            },
+        )
+        con.register("_signals_frame", run.table)
+        con.execute(
+            f"INSERT INTO signals SELECT $r, $s, $through, {', '.join(OUTPUT_COLUMNS)} "  # noqa: S608
+            "FROM _signals_frame",
+            {"r": run.run_id, "s": run.substance, "through": run.through},
+        )
+        con.unregister("_signals_frame")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
