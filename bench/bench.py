@@ -62,6 +62,45 @@ print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrs
 """
 
 
+SIGNALS = """
+import sys, time, resource
+from surveillance.db import connect
+from surveillance.extract import resolve
+from surveillance.signals import signals
+con = connect(sys.argv[1])
+t = time.perf_counter()
+run = signals(con, resolve("kratom"))
+first = time.perf_counter() - t
+t = time.perf_counter()
+signals(con, resolve("kratom"))
+again = time.perf_counter() - t
+con.close()
+print(first, again, run.n_cases, run.prior.n_pairs,
+      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+PRIOR = """
+import sys, time, resource
+import numpy as np
+from surveillance import stats
+rng = np.random.default_rng(7)
+n_pairs, squash = int(sys.argv[1]), sys.argv[2] == "squash"
+# A drug-by-term table simulated from a known prior (openEBGM's CAERS estimates) with
+# lognormal expected counts; pairs with n = 0 are dropped, as the fit uses n >= 1 only.
+m = n_pairs * 4
+e = rng.lognormal(-2.0, 1.5, m)
+lam = np.where(rng.random(m) < 0.0653, rng.gamma(3.254, 1 / 0.400, m),
+               rng.gamma(2.026, 1 / 1.908, m))
+n = rng.poisson(lam * e)
+keep = np.flatnonzero(n >= 1)[:n_pairs]
+t = time.perf_counter()
+prior = stats.fit_prior(n[keep].astype(float), e[keep], squash=squash)
+seconds = time.perf_counter() - t
+print(seconds, len(keep), prior.alpha1, prior.beta1, prior.alpha2, prior.beta2, prior.p,
+      prior.converged, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
 def run_measured(code: str, *args: str) -> tuple[float, float]:
     """Run Python code in a child; return (seconds, peak RSS in MB), as the child prints them."""
     out = subprocess.run(
@@ -88,6 +127,67 @@ def full_size_zip(n_reports: int) -> Path:
     print(f"generated {path.name} ({n_reports} reports) in {time.perf_counter() - t:.1f} s")
     marker.write_text(json.dumps({"zip": str(path)}))
     return path
+
+
+def run_child(code: str, *args: str) -> list[str]:
+    """Run Python code in a child and return the fields of its last output line."""
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], check=True, capture_output=True, text=True
+    )
+    return out.stdout.strip().splitlines()[-1].split()
+
+
+def eight_quarter_db() -> Path:
+    """A database of 8 full-size SYNTHETIC quarters (2024Q1-2025Q4), built once and cached."""
+    db = CACHE / "eight_quarters.duckdb"
+    marker = CACHE / "eight_quarters.done"
+    if marker.exists() and db.exists():
+        return db
+    from surveillance.db import connect
+    from surveillance.faers_format import Quarter
+    from surveillance.pipeline import load
+    from surveillance.synthetic import write_full_size_quarter
+
+    t = time.perf_counter()
+    folder = CACHE / "eight"
+    folder.mkdir(parents=True, exist_ok=True)
+    q = Quarter(2024, 1)
+    zips = []
+    for i in range(8):
+        out = folder / str(q)
+        out.mkdir(exist_ok=True)
+        zips.append(write_full_size_quarter(str(q), out, n_reports=400_000, seed=100 + i))
+        q = q.next()
+    db.unlink(missing_ok=True)
+    with connect(db) as con:
+        load(con, zips)
+    marker.write_text("ok")
+    print(f"built {db.name} from 8 full-size quarters in {time.perf_counter() - t:.0f} s")
+    return db
+
+
+def bench_signals() -> None:
+    """Signals for kratom on 8 full-size quarters: first run (fits the prior) and cached."""
+    first, again, n_cases, n_pairs, rss = run_child(SIGNALS, str(eight_quarter_db()))
+    print(
+        f"signals: kratom on 8 full-size quarters ({int(n_cases):,} cases, "
+        f"{int(n_pairs):,} drug-term pairs with n >= 1): first run {float(first):.1f} s "
+        f"(includes the prior fit), again {float(again):.1f} s (prior reused); "
+        f"peak RSS {float(rss):,.0f} MB (target < 5 s)"
+    )
+
+
+def bench_prior(n_pairs: int) -> None:
+    """EBGM hyperparameter fit on a simulated drug-by-term table: squashed vs plain."""
+    for mode in ("squash", "plain"):
+        seconds, n, a1, b1, a2, b2, p, converged, rss = run_child(PRIOR, str(n_pairs), mode)
+        print(
+            f"prior ({mode}{' scipy L-BFGS-B baseline' if mode == 'plain' else ''}): "
+            f"{int(n):,} pairs in {float(seconds):.1f} s, peak RSS {float(rss):,.0f} MB; "
+            f"alpha1={float(a1):.3f} beta1={float(b1):.3f} alpha2={float(a2):.3f} "
+            f"beta2={float(b2):.3f} P={float(p):.4f} converged={converged} "
+            f"(true 3.254, 0.400, 2.026, 1.908, 0.0653; target < 60 s, < 4000 MB)"
+        )
 
 
 def bench_load(zip_path: Path) -> None:
@@ -121,9 +221,18 @@ def bench_load(zip_path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--reports", type=int, default=400_000, help="reports in the quarter")
+    parser.add_argument("--pairs", type=int, default=2_000_000, help="pairs for the prior fit")
+    parser.add_argument(
+        "--only", choices=["load", "signals", "prior"], default=None, help="run one benchmark"
+    )
     args = parser.parse_args()
     print("benchmark on SYNTHETIC data generated by surveillance.synthetic")
-    bench_load(full_size_zip(args.reports))
+    if args.only in (None, "load"):
+        bench_load(full_size_zip(args.reports))
+    if args.only in (None, "signals"):
+        bench_signals()
+    if args.only in (None, "prior"):
+        bench_prior(args.pairs)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,17 @@ margin has a chi-square of 0 (nothing can be tested) and E = 0, whose EBGM poste
 prior itself. Counts must be finite, non-negative
 whole numbers with N > 0; anything else raises ``ValueError``. For valid counts no output holds
 an infinity or a NaN.
+
+Stratified tables (strata such as sex, age group or report year) are 2-D arrays shaped
+(n_tables, n_strata), cell by cell as above. A stratum with n_k = 0 contributes nothing; every
+table needs N > 0 summed over its strata. The Mantel-Haenszel ROR (``ror_mh``) applies the same
+zero-cell rule to the pooled estimate: when sum_k a_k d_k / n_k or sum_k b_k c_k / n_k of a
+table is 0 (the pooled ROR would be 0 or infinite), 0.5 is added to all four cells of every
+non-empty stratum of that table, and the table is flagged in ``zero_corrected``; empty strata
+stay empty. With one stratum this is exactly the rule above (R = ad/n is 0 iff a or d is 0, and
+S = bc/n iff b or c is). Strata with zero cells but positive pooled sums are used as they are,
+as the Mantel-Haenszel estimator intends. In ``stratified_signal_table`` the PRR, its chi-square
+and the p-values are computed on the crude tables (summed over strata): they are not stratified.
 """
 
 from __future__ import annotations
@@ -128,18 +139,43 @@ class Prior:
     method: str
 
 
-def _cells(
+def _whole_cells(
     a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-    """Broadcast and check the four cells: finite, non-negative whole numbers, N > 0."""
+    """Broadcast the four cells and check they are finite, non-negative whole numbers."""
     arrays = np.broadcast_arrays(*(np.asarray(x, dtype=np.float64) for x in (a, b, c, d)))
     for name, x in zip("abcd", arrays, strict=True):
         if not np.all(np.isfinite(x)) or np.any(x < 0) or np.any(x != np.floor(x)):
             raise ValueError(f"cell {name} must hold finite, non-negative whole numbers")
     ca, cb, cc, cd = (np.array(x) for x in arrays)
+    return ca, cb, cc, cd
+
+
+def _cells(
+    a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Broadcast and check the four cells: finite, non-negative whole numbers, N > 0."""
+    ca, cb, cc, cd = _whole_cells(a, b, c, d)
     if np.any(ca + cb + cc + cd <= 0):
         raise ValueError("every table needs N = a + b + c + d > 0")
     return ca, cb, cc, cd
+
+
+def _strata_cells(
+    a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Cells of stratified tables, shaped (n_tables, n_strata); N > 0 over each table's strata."""
+    ca, cb, cc, cd = _whole_cells(a, b, c, d)
+    if ca.ndim != 2:
+        raise ValueError("stratified cells must be 2-D arrays shaped (n_tables, n_strata)")
+    if np.any(np.sum(ca + cb + cc + cd, axis=1) <= 0):
+        raise ValueError("every table needs N = a + b + c + d > 0 summed over its strata")
+    return ca, cb, cc, cd
+
+
+def _per_stratum(x: FloatArray, n: FloatArray) -> FloatArray:
+    """x / n_k, with 0 for empty strata (n_k = 0): they contribute nothing to a sum."""
+    return np.where(n > 0, x / np.where(n > 0, n, 1.0), 0.0)
 
 
 def _haldane(
@@ -155,6 +191,18 @@ def expected_count(*, a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike) ->
     """Expected a under independence, E = (a + b)(a + c) / N."""
     fa, fb, fc, fd = _cells(a, b, c, d)
     return (fa + fb) * (fa + fc) / (fa + fb + fc + fd)
+
+
+def stratified_expected(*, a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike) -> FloatArray:
+    """Stratified expected a, E = sum_k (a_k + b_k)(a_k + c_k) / n_k over strata with n_k > 0.
+
+    Cells are shaped (n_tables, n_strata); returns one E per table. Independence is assumed
+    within each stratum rather than over the pooled table, as the IC (Norén et al. 2006, Stat
+    Med 25:3740) and the EBGM (DuMouchel 1999, Am Stat 53:177) stratify their expected counts.
+    """
+    fa, fb, fc, fd = _strata_cells(a, b, c, d)
+    n = fa + fb + fc + fd
+    return np.sum(_per_stratum((fa + fb) * (fa + fc), n), axis=1)
 
 
 def chi2_yates(*, a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike) -> FloatArray:
@@ -214,16 +262,64 @@ def ror(*, a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike) -> RORResult:
     )
 
 
+def ror_mh(*, a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike) -> RORResult:
+    """Mantel-Haenszel ROR pooled over strata, its 95% CI and the signal lower > 1, a >= 3.
+
+    Cells are shaped (n_tables, n_strata). OR_MH = sum_k R_k / sum_k S_k with R_k = a_k d_k / n_k
+    and S_k = b_k c_k / n_k (Mantel & Haenszel 1959, J Natl Cancer Inst 22:719). With
+    P_k = (a_k + d_k) / n_k and Q_k = (b_k + c_k) / n_k, the variance of log OR_MH is
+    sum P R / (2 (sum R)^2) + sum (P S + Q R) / (2 sum R sum S) + sum Q S / (2 (sum S)^2)
+    (Robins, Breslow & Greenland 1986, Biometrics 42:311), consistent both for many sparse strata
+    and for few large ones; with one stratum it is Woolf's 1/a + 1/b + 1/c + 1/d, so OR_MH equals
+    ``ror``. The signal uses a summed over strata. Zero cells: see the module docstring.
+    """
+    fa, fb, fc, fd = _strata_cells(a, b, c, d)
+    n = fa + fb + fc + fd
+    zero = (np.sum(_per_stratum(fa * fd, n), axis=1) == 0) | (
+        np.sum(_per_stratum(fb * fc, n), axis=1) == 0
+    )
+    shift = np.where(zero[:, np.newaxis] & (n > 0), 0.5, 0.0)
+    ha, hb, hc, hd = fa + shift, fb + shift, fc + shift, fd + shift
+    hn = ha + hb + hc + hd
+    r, s = _per_stratum(ha * hd, hn), _per_stratum(hb * hc, hn)
+    p, q = _per_stratum(ha + hd, hn), _per_stratum(hb + hc, hn)
+    sum_r, sum_s = np.sum(r, axis=1), np.sum(s, axis=1)
+    variance = (
+        np.sum(p * r, axis=1) / (2 * sum_r**2)
+        + np.sum(p * s + q * r, axis=1) / (2 * sum_r * sum_s)
+        + np.sum(q * s, axis=1) / (2 * sum_s**2)
+    )
+    log_ror = np.log(sum_r) - np.log(sum_s)
+    se = np.sqrt(variance)
+    lower = np.exp(log_ror - Z_95 * se)
+    return RORResult(
+        ror=np.exp(log_ror),
+        lower=lower,
+        upper=np.exp(log_ror + Z_95 * se),
+        signal=(lower > 1) & (np.sum(fa, axis=1) >= ROR_MIN_CASES),
+        zero_corrected=zero,
+    )
+
+
 def ic(*, a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike) -> ICResult:
+    """Information component of each table with the crude E = (a + b)(a + c) / N.
+
+    The formula, interval and signal are those of ``ic_given_expected``.
+    """
+    fa, fb, fc, fd = _cells(a, b, c, d)
+    return ic_given_expected(a=fa, expected=expected_count(a=fa, b=fb, c=fc, d=fd))
+
+
+def ic_given_expected(*, a: ArrayLike, expected: ArrayLike) -> ICResult:
     """Information component with Norén's shrinkage and its gamma credibility interval.
 
     IC = log2((a + 0.5) / (E + 0.5)) (Bate et al. 1998, Eur J Clin Pharmacol 54:315; shrinkage
     by Norén et al. 2006, Stat Med 25:3740); IC025 and IC975 are log2 of the 2.5% and 97.5%
     quantiles of Gamma(shape a + 0.5, rate E + 0.5) (Norén et al. 2013, Stat Methods Med Res
-    22:57). Signal when IC025 > 0.
+    22:57). Signal when IC025 > 0. ``expected`` is supplied, e.g. ``stratified_expected``; it
+    must be finite, >= 0, and > 0 wherever a > 0, as for ``ebgm``.
     """
-    fa, fb, fc, fd = _cells(a, b, c, d)
-    expected = (fa + fb) * (fa + fc) / (fa + fb + fc + fd)
+    fa, expected = _pairs(a, expected)
     shape = fa + IC_SHRINKAGE
     rate = expected + IC_SHRINKAGE
     ic025 = np.log2(special.gammaincinv(shape, 0.025) / rate)
@@ -626,28 +722,30 @@ def ebgm(n: ArrayLike, e: ArrayLike, prior: Prior) -> EBGMResult:
     )
 
 
-def signal_table(
-    *, a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike, prior: Prior | None = None
-) -> dict[str, NDArray[np.float64] | NDArray[np.bool_]]:
-    """Every statistic of this module for each table, as named columns of equal length.
+SignalColumns = dict[str, NDArray[np.float64] | NDArray[np.bool_]]
 
-    ``prior`` should be fitted with ``fit_prior`` on all drug-term pairs of the database;
-    without one it is fitted on the (a, E) of the tables given. p_adj is Benjamini-Hochberg
-    over the tables given, from ``p_values``.
-    """
-    fa, fb, fc, fd = (x.ravel() for x in _cells(a, b, c, d))
-    prr_r = prr(a=fa, b=fb, c=fc, d=fd)
-    ror_r = ror(a=fa, b=fb, c=fc, d=fd)
-    ic_r = ic(a=fa, b=fb, c=fc, d=fd)
+
+def _signal_columns(
+    a: FloatArray,
+    b: FloatArray,
+    c: FloatArray,
+    d: FloatArray,
+    ror_r: RORResult,
+    expected: FloatArray,
+    prior: Prior | None,
+) -> SignalColumns:
+    """The columns of ``signal_table`` from 1-D cells, an ROR and an expected count."""
+    prr_r = prr(a=a, b=b, c=c, d=d)
+    ic_r = ic_given_expected(a=a, expected=expected)
     if prior is None:
-        prior = fit_prior(fa, ic_r.expected)
-    eb_r = ebgm(fa, ic_r.expected, prior)
-    p = p_values(a=fa, b=fb, c=fc, d=fd)
+        prior = fit_prior(a, expected)
+    eb_r = ebgm(a, expected, prior)
+    p = p_values(a=a, b=b, c=c, d=d)
     return {
-        "a": fa,
-        "b": fb,
-        "c": fc,
-        "d": fd,
+        "a": a,
+        "b": b,
+        "c": c,
+        "d": d,
         "expected": ic_r.expected,
         "prr": prr_r.prr,
         "prr_lower": prr_r.lower,
@@ -656,7 +754,7 @@ def signal_table(
         "ror": ror_r.ror,
         "ror_lower": ror_r.lower,
         "ror_upper": ror_r.upper,
-        "zero_corrected": prr_r.zero_corrected,
+        "zero_corrected": prr_r.zero_corrected | ror_r.zero_corrected,
         "ic": ic_r.ic,
         "ic025": ic_r.ic025,
         "ic975": ic_r.ic975,
@@ -670,3 +768,36 @@ def signal_table(
         "signal_ic": ic_r.signal,
         "signal_ebgm": eb_r.signal,
     }
+
+
+def signal_table(
+    *, a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike, prior: Prior | None = None
+) -> SignalColumns:
+    """Every statistic of this module for each table, as named columns of equal length.
+
+    ``prior`` should be fitted with ``fit_prior`` on all drug-term pairs of the database;
+    without one it is fitted on the (a, E) of the tables given. p_adj is Benjamini-Hochberg
+    over the tables given, from ``p_values``. ``zero_corrected`` flags tables whose PRR or ROR
+    used the zero-cell rule.
+    """
+    fa, fb, fc, fd = (x.ravel() for x in _cells(a, b, c, d))
+    ror_r = ror(a=fa, b=fb, c=fc, d=fd)
+    return _signal_columns(fa, fb, fc, fd, ror_r, expected_count(a=fa, b=fb, c=fc, d=fd), prior)
+
+
+def stratified_signal_table(
+    *, a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike, prior: Prior | None = None
+) -> SignalColumns:
+    """``signal_table`` for stratified tables: cells shaped (n_tables, n_strata).
+
+    The columns are those of ``signal_table``. a, b, c, d are the crude counts (summed over
+    strata), and the PRR, its CI, the chi-square and the p-values are crude: they are not
+    stratified. The ROR columns are the Mantel-Haenszel ROR (``ror_mh``); ``expected`` is the
+    stratified E (``stratified_expected``), and the IC and EBGM use it with the crude a.
+    ``prior``: as for ``signal_table``, fitted on (a, stratified E) when not given.
+    """
+    fa, fb, fc, fd = _strata_cells(a, b, c, d)
+    ror_r = ror_mh(a=fa, b=fb, c=fc, d=fd)
+    expected = stratified_expected(a=fa, b=fb, c=fc, d=fd)
+    ca, cb, cc, cd = (np.sum(x, axis=1) for x in (fa, fb, fc, fd))
+    return _signal_columns(ca, cb, cc, cd, ror_r, expected, prior)

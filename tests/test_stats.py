@@ -9,6 +9,7 @@ posterior, and data simulated from a known prior. Invariants are property tests 
 from __future__ import annotations
 
 import csv
+import random
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate, stats
-from statsmodels.stats.contingency_tables import Table2x2
+from statsmodels.stats.contingency_tables import StratifiedTable, Table2x2
 from statsmodels.stats.multitest import multipletests
 
 from surveillance import stats as S
@@ -477,3 +478,244 @@ def test_import_loads_no_heavy_modules() -> None:
         "sys.exit(1 if bad else 0)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+# --- stratified tables ------------------------------------------------------------------------
+
+strata_lists = st.lists(st.tuples(counts, counts, counts, counts), min_size=1, max_size=5).filter(
+    lambda strata: sum(map(sum, strata)) > 0
+)
+
+
+def strata_cells(strata: list[tuple[int, int, int, int]]) -> dict[str, np.ndarray]:
+    """One table's strata as the (1, n_strata) cells a, b, c, d."""
+    columns = np.array(strata, dtype=float).T[:, np.newaxis, :]
+    return dict(zip("abcd", columns, strict=True))
+
+
+def test_ror_mh_hand_worked() -> None:
+    # Stratum 1: a=10, b=40, c=20, d=130, n=200: R = 10*130/200 = 6.5, S = 40*20/200 = 4,
+    #   P = 140/200 = 0.7, Q = 0.3.
+    # Stratum 2: a=6, b=14, c=30, d=250, n=300: R = 6*250/300 = 5, S = 14*30/300 = 1.4,
+    #   P = 256/300, Q = 44/300.
+    # OR_MH = 11.5 / 5.4 = 2.1296296
+    # sum PR = 4.55 + 4.2666667 = 8.8166667; sum (PS + QR) = 2.8 + 1.1946667 + 1.95 + 0.7333333
+    #   = 6.678; sum QS = 1.2 + 0.2053333 = 1.4053333
+    # Var = 8.8166667/(2*11.5^2) + 6.678/(2*11.5*5.4) + 1.4053333/(2*5.4^2) = 0.1111984
+    # CI = 2.1296296 * exp(-/+ 1.959964 * sqrt(0.1111984)) = (1.107794, 4.094014)
+    r = S.ror_mh(a=[[10, 6]], b=[[40, 14]], c=[[20, 30]], d=[[130, 250]])
+    np.testing.assert_allclose(
+        [r.ror[0], r.lower[0], r.upper[0]], [2.1296296, 1.107794, 4.094014], rtol=1e-6
+    )
+    assert r.signal[0] and not r.zero_corrected[0]
+
+
+def test_ror_mh_zero_cell_rule_hand_worked() -> None:
+    # Strata (5, 3, 4, 0), (0, 2, 6, 8) and an empty one: sum a_k d_k / n_k = 0, so 0.5 goes on
+    # every cell of the two non-empty strata: (5.5, 3.5, 4.5, 0.5), n=14; (0.5, 2.5, 6.5, 8.5),
+    # n=18. R = 2.75/14 + 4.25/18 = 0.4325397; S = 15.75/14 + 16.25/18 = 2.0277778;
+    # OR_MH = 0.2133072. The empty stratum stays empty and changes nothing.
+    r = S.ror_mh(a=[[5, 0, 0]], b=[[3, 2, 0]], c=[[4, 6, 0]], d=[[0, 8, 0]])
+    without_empty = S.ror_mh(a=[[5, 0]], b=[[3, 2]], c=[[4, 6]], d=[[0, 8]])
+    np.testing.assert_allclose(r.ror, 0.2133072, rtol=1e-6)
+    assert r.zero_corrected[0] and not r.signal[0]
+    assert np.isfinite(r.lower[0]) and np.isfinite(r.upper[0])
+    np.testing.assert_array_equal(
+        [r.ror, r.lower, r.upper], [without_empty.ror, without_empty.lower, without_empty.upper]
+    )
+
+
+def test_ror_mh_matches_statsmodels_stratified_table() -> None:
+    rng = np.random.default_rng(21)
+    for n_strata in (2, 3, 6):
+        cells = rng.integers(1, 400, size=(4, 50, n_strata)).astype(float)
+        a, b, c, d = cells
+        r = S.ror_mh(a=a, b=b, c=c, d=d)
+        for i in range(a.shape[0]):
+            table = StratifiedTable(np.array([[a[i], b[i]], [c[i], d[i]]]))
+            np.testing.assert_allclose(r.ror[i], table.oddsratio_pooled, rtol=1e-10)
+            np.testing.assert_allclose(
+                [r.lower[i], r.upper[i]], table.oddsratio_pooled_confint(), rtol=1e-10
+            )
+        assert not np.any(r.zero_corrected)
+
+
+def test_ror_mh_uses_zero_cells_as_they_are_when_the_pooled_sums_are_positive() -> None:
+    # No correction here: statsmodels (shift_zeros=False) computes the same numbers.
+    a, b, c, d = np.array([[3, 0, 12], [7, 2, 0], [20, 30, 10], [100, 0, 5]], dtype=float)
+    r = S.ror_mh(a=a[np.newaxis], b=b[np.newaxis], c=c[np.newaxis], d=d[np.newaxis])
+    table = StratifiedTable(np.array([[a, b], [c, d]]))
+    assert not r.zero_corrected[0]
+    np.testing.assert_allclose(r.ror[0], table.oddsratio_pooled, rtol=1e-10)
+    np.testing.assert_allclose([r.lower[0], r.upper[0]], table.oddsratio_pooled_confint())
+
+
+@settings(max_examples=300, deadline=None)
+@given(strata_lists)
+def test_ror_mh_interval_contains_estimate(strata: list[tuple[int, int, int, int]]) -> None:
+    r = S.ror_mh(**strata_cells(strata))
+    assert np.isfinite(r.lower[0]) and np.isfinite(r.upper[0])
+    assert r.lower[0] <= r.ror[0] <= r.upper[0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(tables)
+def test_ror_mh_with_one_stratum_is_ror(cells: tuple[int, int, int, int]) -> None:
+    a, b, c, d = cells
+    single = S.ror(a=a, b=b, c=c, d=d)
+    pooled = S.ror_mh(a=[[a]], b=[[b]], c=[[c]], d=[[d]])
+    np.testing.assert_allclose(
+        [pooled.ror[0], pooled.lower[0], pooled.upper[0]],
+        [single.ror, single.lower, single.upper],
+        rtol=1e-10,
+    )
+    assert pooled.zero_corrected[0] == single.zero_corrected
+    assert pooled.signal[0] == single.signal
+
+
+@settings(max_examples=200, deadline=None)
+@given(strata_lists, st.randoms(use_true_random=False))
+def test_ror_mh_ignores_stratum_order_and_empty_strata(
+    strata: list[tuple[int, int, int, int]], rng: random.Random
+) -> None:
+    shuffled = [*strata, (0, 0, 0, 0)]
+    rng.shuffle(shuffled)
+    r, s = S.ror_mh(**strata_cells(strata)), S.ror_mh(**strata_cells(shuffled))
+    np.testing.assert_allclose([s.ror, s.lower, s.upper], [r.ror, r.lower, r.upper], rtol=1e-10)
+    assert s.zero_corrected[0] == r.zero_corrected[0]
+
+
+def test_stratified_cells_are_checked() -> None:
+    with pytest.raises(ValueError):
+        S.ror_mh(a=[1, 2], b=[1, 2], c=[1, 2], d=[1, 2])  # 1-D: not (n_tables, n_strata)
+    with pytest.raises(ValueError):
+        S.stratified_expected(a=[[0, 0]], b=[[0, 0]], c=[[0, 0]], d=[[0, 0]])  # N = 0
+    with pytest.raises(ValueError):
+        S.ror_mh(a=[[1, -1]], b=[[1, 1]], c=[[1, 1]], d=[[1, 1]])
+    with pytest.raises(TypeError):
+        S.ror_mh([[1]], [[1]], [[1]], [[1]])  # type: ignore[misc]
+
+
+# Simpson's paradox (strata = sex). Within each stratum the substance is reported with the term
+# less than expected; pooled, more, because women both use it more and report the term more.
+#   women: a=36, b=64, c=200, d=300, n=600: E = 100*236/600 = 39.333333, OR = 10800/12800
+#   men:   a=1, b=19, c=98, d=882, n=1000:  E = 20*99/1000 = 1.98, OR = 882/1862
+#   crude: a=37, b=83, c=298, d=1182, N=1600: E = 120*335/1600 = 25.125, OR = 43734/24734
+SIMPSON = {
+    "a": [[36, 1]],
+    "b": [[64, 19]],
+    "c": [[200, 98]],
+    "d": [[300, 882]],
+}
+SIMPSON_CRUDE = {"a": 37, "b": 83, "c": 298, "d": 1182}
+
+
+def test_stratified_expected_differs_from_crude_in_simpsons_paradox() -> None:
+    stratified = S.stratified_expected(**SIMPSON)
+    np.testing.assert_allclose(stratified, [39.333333 + 1.98], rtol=1e-7)
+    np.testing.assert_allclose(S.expected_count(**SIMPSON_CRUDE), 25.125, rtol=1e-12)
+    # a = 37 is above the crude E and below the stratified one: the IC changes sign.
+    assert S.ic(**SIMPSON_CRUDE).ic > 0
+    assert S.ic_given_expected(a=[37], expected=stratified).ic[0] < 0
+    # The MH ROR lies between the stratum ORs (0.474, 0.844); the crude ROR is 1.768.
+    np.testing.assert_allclose(S.ror(**SIMPSON_CRUDE).ror, 43734 / 24734, rtol=1e-12)
+    assert 882 / 1862 < S.ror_mh(**SIMPSON).ror[0] < 10800 / 12800
+
+
+@settings(max_examples=200, deadline=None)
+@given(tables)
+def test_stratified_expected_with_one_stratum_is_expected_count(
+    cells: tuple[int, int, int, int],
+) -> None:
+    a, b, c, d = cells
+    np.testing.assert_allclose(
+        S.stratified_expected(a=[[a]], b=[[b]], c=[[c]], d=[[d]]),
+        [S.expected_count(a=a, b=b, c=c, d=d)],
+        rtol=1e-12,
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(strata_lists)
+def test_stratified_expected_is_the_sum_of_stratum_expected_counts(
+    strata: list[tuple[int, int, int, int]],
+) -> None:
+    total = sum(S.expected_count(a=a, b=b, c=c, d=d) for a, b, c, d in strata if a + b + c + d)
+    np.testing.assert_allclose(S.stratified_expected(**strata_cells(strata)), [total], rtol=1e-10)
+
+
+@settings(max_examples=200, deadline=None)
+@given(tables)
+def test_ic_given_crude_expected_is_ic(cells: tuple[int, int, int, int]) -> None:
+    a, b, c, d = cells
+    crude = S.ic(a=a, b=b, c=c, d=d)
+    given_e = S.ic_given_expected(a=a, expected=S.expected_count(a=a, b=b, c=c, d=d))
+    for name in ("ic", "ic025", "ic975", "expected", "signal"):
+        np.testing.assert_array_equal(getattr(given_e, name), getattr(crude, name), err_msg=name)
+
+
+def test_ic_given_expected_checks_its_input() -> None:
+    with pytest.raises(ValueError):
+        S.ic_given_expected(a=1, expected=0.0)  # a report where none can be expected
+    with pytest.raises(ValueError):
+        S.ic_given_expected(a=1.5, expected=1.0)
+    assert S.ic_given_expected(a=0, expected=0.0).ic == 0.0
+
+
+STRATIFIED = {
+    # Four tables of three strata; table 1 has sum a_k d_k / n_k = 0 (a zero-corrected MH ROR
+    # although its crude table has no zero cell) and an empty stratum; table 3 has crude a = 0.
+    "a": [[10, 6, 3], [5, 0, 0], [36, 1, 0], [0, 0, 0]],
+    "b": [[40, 14, 20], [3, 2, 0], [64, 19, 4], [50, 30, 80]],
+    "c": [[20, 30, 8], [4, 6, 0], [200, 98, 12], [15, 7, 30]],
+    "d": [[130, 250, 900], [0, 8, 0], [300, 882, 400], [2000, 900, 3000]],
+}
+
+
+def test_stratified_signal_table_columns() -> None:
+    table = S.stratified_signal_table(**STRATIFIED, prior=CAERS_PRIOR)
+    crude = {k: np.sum(v, axis=1) for k, v in STRATIFIED.items()}
+    reference = S.signal_table(**crude, prior=CAERS_PRIOR)
+    assert list(table) == list(reference)
+    assert all(column.shape == (4,) for column in table.values())
+    for name in ("a", "b", "c", "d", "prr", "prr_lower", "prr_upper", "chi2", "p_value"):
+        np.testing.assert_array_equal(table[name], reference[name], err_msg=name)
+    r = S.ror_mh(**STRATIFIED)
+    e = S.stratified_expected(**STRATIFIED)
+    i = S.ic_given_expected(a=crude["a"], expected=e)
+    eb = S.ebgm(crude["a"], e, CAERS_PRIOR)
+    expected_columns = {
+        "ror": r.ror,
+        "ror_lower": r.lower,
+        "ror_upper": r.upper,
+        "signal_ror": r.signal,
+        "expected": e,
+        "ic": i.ic,
+        "ic025": i.ic025,
+        "ic975": i.ic975,
+        "signal_ic": i.signal,
+        "ebgm": eb.ebgm,
+        "eb05": eb.eb05,
+        "eb95": eb.eb95,
+        "signal_ebgm": eb.signal,
+    }
+    for name, column in expected_columns.items():
+        np.testing.assert_array_equal(table[name], column, err_msg=name)
+    np.testing.assert_array_equal(table["zero_corrected"], [False, True, False, True])
+    for name, column in table.items():
+        assert np.all(np.isfinite(column.astype(float))), name
+
+
+def test_stratified_signal_table_with_one_stratum_is_signal_table() -> None:
+    a = np.array([20, 0, 3, 1, 50])
+    b = np.array([80, 10, 7, 0, 950])
+    c = np.array([100, 5, 10, 40, 400])
+    d = np.array([1800, 100, 10_000, 5000, 20_000])
+    plain = S.signal_table(a=a, b=b, c=c, d=d, prior=CAERS_PRIOR)
+    cells = {"a": a[:, None], "b": b[:, None], "c": c[:, None], "d": d[:, None]}
+    stratified = S.stratified_signal_table(**cells, prior=CAERS_PRIOR)
+    assert list(stratified) == list(plain)
+    for name, column in plain.items():
+        np.testing.assert_allclose(
+            stratified[name].astype(float), column.astype(float), rtol=1e-10, err_msg=name
+        )
