@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -115,19 +115,20 @@ def _stratify(stratify: Sequence[str] | str | None) -> tuple[str, ...]:
     return parsed
 
 
-def _through(con: duckdb.DuckDBPyConnection, through: str | None) -> str:
+def _through(con: duckdb.DuckDBPyConnection, through: str | None) -> tuple[str, bool]:
+    """The analysis quarter, and whether it is the last loaded one (the clean layer's)."""
     loaded = [r[0] for r in con.execute("SELECT quarter FROM quarters ORDER BY quarter").fetchall()]
     if not loaded:
         raise UsageError("no quarters loaded; run 'surveillance load' first")
     if through is None:
-        return str(loaded[-1])
+        return str(loaded[-1]), True
     try:
         q = str(Quarter.parse(through))
     except ValueError as e:
         raise UsageError(f"--through: {e}") from e
     if q < loaded[0]:
         raise UsageError(f"--through {q} is before the first loaded quarter ({loaded[0]})")
-    return q
+    return min(q, str(loaded[-1])), q >= loaded[-1]
 
 
 def data_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
@@ -142,33 +143,52 @@ def _build_case_tables(
     con: duckdb.DuckDBPyConnection,
     substance: Substance,
     through: str,
+    latest: bool,
     roles: str | None,
     stratify: tuple[str, ...],
 ) -> None:
-    """Temp tables of the as-of cases (with their stratum), drugs and reaction terms."""
+    """Temp tables of the cases (with their stratum), the exposed ones and their terms.
+
+    Through the last loaded quarter the clean layer already holds these cases; for an earlier
+    quarter they are rebuilt as of then from the raw layer."""
     stratum = " || '|' || ".join(_STRATUM_SQL[s] for s in stratify) if stratify else "'all'"
+    source = (
+        "(SELECT c.caseid, c.source, c.primaryid, c.quarter, r.sex, r.age, r.age_cod "
+        "FROM cases c JOIN reports r USING (source, primaryid))"
+        if latest
+        else "surviving_reports($through)"
+    )
     # The stratum expression is built from the constants in _STRATUM_SQL, never from input.
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _sig_cases AS
-        SELECT caseid, source, primaryid, quarter, {stratum} AS stratum
-        FROM surviving_reports($through)""",  # noqa: S608
-        {"through": through},
+        SELECT caseid, source, primaryid, quarter, {stratum} AS stratum FROM {source}""",  # noqa: S608
+        {} if latest else {"through": through},
     )
+    params = {"substance": substance.name, "roles": roles}
+    if latest:
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE _sig_exposed AS
+            SELECT DISTINCT caseid FROM substance_hits g
+            WHERE substance = $substance AND {_ROLE_FILTER}""",  # noqa: S608
+            params,
+        )
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE _sig_reac AS
+            SELECT DISTINCT r.caseid, c.stratum, r.pt_key
+            FROM case_reactions r JOIN _sig_cases c USING (caseid)"""
+        )
+        return
     con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE _sig_drugs AS
-        SELECT DISTINCT c.caseid,
-            CASE WHEN sn.string IS NOT NULL OR sa.string IS NOT NULL THEN $label
-                 ELSE upper(trim(coalesce(g.prod_ai, g.drugname))) END AS drug,
-            sn.string IS NOT NULL OR sa.string IS NOT NULL AS is_substance
-        FROM _sig_cases c
-        JOIN raw_drug g
+        f"""CREATE OR REPLACE TEMP TABLE _sig_exposed AS
+        SELECT DISTINCT c.caseid FROM _sig_cases c
+        JOIN (SELECT * FROM raw_drug
+              WHERE drugname IN (SELECT string FROM substance_strings
+                                 WHERE substance = $substance AND field = 'drugname')
+                 OR prod_ai IN (SELECT string FROM substance_strings
+                                WHERE substance = $substance AND field = 'prod_ai')) g
           ON g.source = c.source AND g.primaryid = c.primaryid AND g.quarter = c.quarter
-        LEFT JOIN substance_strings sn
-          ON sn.substance = $substance AND sn.field = 'drugname' AND sn.string = g.drugname
-        LEFT JOIN substance_strings sa
-          ON sa.substance = $substance AND sa.field = 'prod_ai' AND sa.string = g.prod_ai
-        WHERE {_ROLE_FILTER} AND coalesce(g.prod_ai, g.drugname) IS NOT NULL""",  # noqa: S608
-        {"substance": substance.name, "label": f"[{substance.name}]", "roles": roles},
+        WHERE {_ROLE_FILTER}""",  # noqa: S608
+        params,
     )
     con.execute(
         """CREATE OR REPLACE TEMP TABLE _sig_reac AS
@@ -180,16 +200,42 @@ def _build_case_tables(
     )
 
 
+def _build_drug_table(
+    con: duckdb.DuckDBPyConnection, substance: Substance, latest: bool, roles: str | None
+) -> None:
+    """Temp table of each case's drugs as ingredients (the substance as itself), for the prior."""
+    drugs = "case_drugs" if latest else "raw_drug"
+    join = (
+        "USING (caseid)"
+        if latest
+        else "ON g.source = c.source AND g.primaryid = c.primaryid AND g.quarter = c.quarter"
+    )
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _sig_drugs AS
+        SELECT DISTINCT c.caseid,
+            CASE WHEN sn.string IS NOT NULL OR sa.string IS NOT NULL THEN $label
+                 ELSE upper(trim(coalesce(g.prod_ai, g.drugname))) END AS drug
+        FROM _sig_cases c
+        JOIN {drugs} g {join}
+        LEFT JOIN substance_strings sn
+          ON sn.substance = $substance AND sn.field = 'drugname' AND sn.string = g.drugname
+        LEFT JOIN substance_strings sa
+          ON sa.substance = $substance AND sa.field = 'prod_ai' AND sa.string = g.prod_ai
+        WHERE {_ROLE_FILTER} AND coalesce(g.prod_ai, g.drugname) IS NOT NULL""",  # noqa: S608
+        {"substance": substance.name, "label": f"[{substance.name}]", "roles": roles},
+    )
+
+
 def _substance_tables(con: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, np.ndarray]:
     """Per term and stratum the cells a, b, c, d (terms x strata arrays), terms with a >= 1."""
     strata = con.execute(
         """SELECT c.stratum, count(*) AS n, count(e.caseid) AS n_exposed
         FROM _sig_cases c
-        LEFT JOIN (SELECT DISTINCT caseid FROM _sig_drugs WHERE is_substance) e USING (caseid)
+        LEFT JOIN _sig_exposed e USING (caseid)
         GROUP BY c.stratum ORDER BY c.stratum"""
     ).fetchdf()
     cells = con.execute(
-        """WITH exposed AS (SELECT DISTINCT caseid FROM _sig_drugs WHERE is_substance),
+        """WITH exposed AS (SELECT caseid FROM _sig_exposed),
         terms AS (
             SELECT r.pt_key FROM _sig_reac r JOIN exposed USING (caseid) GROUP BY r.pt_key)
         SELECT r.pt_key, r.stratum, count(*) AS n_term, count(e.caseid) AS a
@@ -247,8 +293,15 @@ def _pair_counts(con: duckdb.DuckDBPyConnection, stratified: bool) -> tuple[Any,
     return frame["n"], frame["e"]
 
 
-def fitted_prior(con: duckdb.DuckDBPyConnection, fingerprint: str, stratified: bool) -> stats.Prior:
-    """The EBGM prior for these data and options: stored, or fitted now and stored."""
+def fitted_prior(
+    con: duckdb.DuckDBPyConnection,
+    fingerprint: str,
+    stratified: bool,
+    build_drugs: Callable[[], None],
+) -> stats.Prior:
+    """The EBGM prior for these data and options: stored, or fitted now and stored.
+
+    build_drugs makes the drug table the fit needs; it runs only when there is no stored prior."""
     row = con.execute(
         "SELECT alpha1, beta1, alpha2, beta2, p, loglik, converged, n_pairs, n_points, method "
         "FROM signal_priors WHERE fingerprint = $f",
@@ -256,6 +309,7 @@ def fitted_prior(con: duckdb.DuckDBPyConnection, fingerprint: str, stratified: b
     ).fetchone()
     if row:
         return stats.Prior(*row)
+    build_drugs()
     n, e = _pair_counts(con, stratified)
     start = time.perf_counter()
     prior = stats.fit_prior(np.asarray(n, dtype=float), np.asarray(e, dtype=float))
@@ -313,13 +367,18 @@ def signals(
     _ensure_extracted(con, substance)
     roles = _roles(roles)
     strata_keys = _stratify(stratify)
-    through = _through(con, through)
-    _build_case_tables(con, substance, through, roles, strata_keys)
+    through, latest = _through(con, through)
+    _build_case_tables(con, substance, through, latest, roles, strata_keys)
     strata, (terms, a, b, c, d) = _substance_tables(con)
     data = data_fingerprint(con)
     options = [data, substance.name, substance.version, through, roles, strata_keys]
     prior_key = hashlib.sha256(json.dumps([*options, __version__]).encode()).hexdigest()
-    prior = fitted_prior(con, prior_key, stratified=bool(strata_keys))
+    prior = fitted_prior(
+        con,
+        prior_key,
+        stratified=bool(strata_keys),
+        build_drugs=lambda: _build_drug_table(con, substance, latest, roles),
+    )
     n_cases = int(strata["n"].sum())
     n_exposed = int(strata["n_exposed"].sum())
     if len(terms) == 0:

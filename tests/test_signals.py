@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -130,3 +131,16 @@ def test_cli_formats_and_caveats(series_db) -> None:
         float(line.split(",")[OUTPUT_COLUMNS.index("eb05")]) for line in csv.output.splitlines()[1:]
     ]
     assert eb05 == sorted(eb05, reverse=True)
+
+
+def test_stratified_run_keeps_crude_counts(series_con) -> None:
+    kratom = resolve("kratom")
+    crude = signals(series_con, kratom, min_cases=1).table.set_index("term")
+    strat = signals(series_con, kratom, min_cases=1, stratify="sex,age,year").table
+    strat = strat.set_index("term").loc[crude.index]
+    pd.testing.assert_frame_equal(
+        strat[["a", "b", "c", "d", "prr"]], crude[["a", "b", "c", "d", "prr"]]
+    )
+    assert not np.allclose(strat["expected"], crude["expected"])
+    assert not np.allclose(strat["ror"], crude["ror"])
+    assert (strat["ror_lower"] <= strat["ror"]).all() and (strat["ror"] <= strat["ror_upper"]).all()
