@@ -93,6 +93,59 @@ def cli() -> None:
     """
 
 
+@cli.command(name="fetch")
+@click.argument("quarters", nargs=-1)
+@click.option("--latest", is_flag=True, help="The newest quarter on the FDA's index page.")
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data/raw"),
+    show_default=True,
+)
+@click.option("--base-url", default=None, help="Where the zips live (default: the FDA's).")
+@click.option("--index-url", default=None, help="The index page to read links from.")
+@click.option("--list", "list_only", is_flag=True, help="List the quarters published.")
+@click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+def fetch_command(
+    quarters: tuple[str, ...],
+    latest: bool,
+    dest: Path,
+    base_url: str | None,
+    index_url: str | None,
+    list_only: bool,
+    quiet: bool,
+) -> None:
+    """Download quarterly ASCII zips from the FDA (resumable, verified), or list them.
+
+    QUARTERS are like 2024Q1 or ranges like 2023Q1-2024Q2.
+
+    Example: surveillance fetch 2023Q1-2024Q2 --dest data/raw
+    """
+    from .fetch import DEFAULT_BASE_URL, DEFAULT_INDEX_URL, fetch, list_published
+
+    if list_only:
+        import pandas as pd
+
+        published = list_published(index_url or DEFAULT_INDEX_URL)
+        frame = pd.DataFrame([(p.quarter, p.size_text, p.url) for p in published])
+        frame.columns = ["quarter", "size", "url"]
+        click.echo(render(frame, "table"), nl=False)
+        return
+    results = fetch(
+        list(quarters) or None,
+        dest=dest,
+        base_url=base_url or DEFAULT_BASE_URL,
+        index_url=index_url,
+        latest=latest,
+        progress=False if quiet else None,
+    )
+    if not quiet:
+        for f in results:
+            click.echo(
+                f"{f.quarter}: {f.status} {f.path} ({f.bytes:,} bytes, sha256 {f.sha256[:12]})"
+            )
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_db_option

@@ -350,12 +350,14 @@ def signals(
     min_cases: int = 3,
     stratify: Sequence[str] | str | None = None,
     sort: str = "ebgm",
+    prior: stats.Prior | None = None,
 ) -> SignalRun:
     """Every reaction term co-reported with the substance, with PRR, ROR, IC and EBGM.
 
     Cases are as of the end of `through` (default: the last loaded quarter). Terms with fewer
     than `min_cases` substance cases are left out of the table (p_adj is over all terms with
-    a >= 1). The run is stored in `signal_runs`/`signals`.
+    a >= 1). The run is stored in `signal_runs`/`signals`. A given `prior` is used as it is
+    (e.g. one prior for a series of quarters); otherwise the stored or a newly fitted one.
     """
     if min_cases < 1:
         raise UsageError("--min-cases must be at least 1")
@@ -373,12 +375,13 @@ def signals(
     data = data_fingerprint(con)
     options = [data, substance.name, substance.version, through, roles, strata_keys]
     prior_key = hashlib.sha256(json.dumps([*options, __version__]).encode()).hexdigest()
-    prior = fitted_prior(
-        con,
-        prior_key,
-        stratified=bool(strata_keys),
-        build_drugs=lambda: _build_drug_table(con, substance, latest, roles),
-    )
+    if prior is None:
+        prior = fitted_prior(
+            con,
+            prior_key,
+            stratified=bool(strata_keys),
+            build_drugs=lambda: _build_drug_table(con, substance, latest, roles),
+        )
     n_cases = int(strata["n"].sum())
     n_exposed = int(strata["n_exposed"].sum())
     if len(terms) == 0:
