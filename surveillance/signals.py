@@ -68,7 +68,9 @@ _DDL = (
     """CREATE TABLE IF NOT EXISTS signal_runs (
         run_id VARCHAR PRIMARY KEY, substance VARCHAR, substance_version VARCHAR,
         through VARCHAR, roles VARCHAR, stratify VARCHAR, min_cases INTEGER,
-        n_cases BIGINT, n_substance_cases BIGINT, n_terms BIGINT, prior_fingerprint VARCHAR,
+        n_cases BIGINT, n_substance_cases BIGINT, n_terms BIGINT, prior_alpha1 DOUBLE,
+        prior_beta1 DOUBLE, prior_alpha2 DOUBLE, prior_beta2 DOUBLE, prior_p DOUBLE,
+        prior_loglik DOUBLE, prior_converged BOOLEAN, prior_n_pairs BIGINT, prior_method VARCHAR,
         data_fingerprint VARCHAR, tool_version VARCHAR, created_at TIMESTAMP)""",
     f"""CREATE TABLE IF NOT EXISTS signals (run_id VARCHAR, substance VARCHAR, through VARCHAR,
         term VARCHAR, a BIGINT, b BIGINT, c BIGINT, d BIGINT,
@@ -415,11 +417,11 @@ def signals(
         n_cases,
         n_exposed,
     )
-    _store(con, run, prior_key, data)
+    _store(con, run, data)
     return run
 
 
-def _store(con: duckdb.DuckDBPyConnection, run: SignalRun, prior_key: str, data: str) -> None:
+def _store(con: duckdb.DuckDBPyConnection, run: SignalRun, data: str) -> None:
     """Replace the stored run with the same inputs (same run_id) by this one."""
     con.execute("BEGIN TRANSACTION")
     try:
@@ -427,7 +429,8 @@ def _store(con: duckdb.DuckDBPyConnection, run: SignalRun, prior_key: str, data:
         con.execute("DELETE FROM signal_runs WHERE run_id = $r", {"r": run.run_id})
         con.execute(
             "INSERT INTO signal_runs VALUES ($r, $s, $v, $through, $roles, $stratify, $min, "
-            "$n, $ns, $nt, $prior, $data, $tool, $now)",
+            "$n, $ns, $nt, $alpha1, $beta1, $alpha2, $beta2, $p, $loglik, $converged, $n_pairs, "
+            "$method, $data, $tool, $now)",
             {
                 "r": run.run_id,
                 "s": run.substance,
@@ -439,7 +442,7 @@ def _store(con: duckdb.DuckDBPyConnection, run: SignalRun, prior_key: str, data:
                 "n": run.n_cases,
                 "ns": run.n_substance_cases,
                 "nt": len(run.table),
-                "prior": prior_key,
+                **{k: v for k, v in asdict(run.prior).items() if k != "n_points"},
                 "data": data,
                 "tool": __version__,
                 "now": _now(),

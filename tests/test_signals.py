@@ -97,8 +97,7 @@ def test_roles_min_cases_and_storage(series_con) -> None:
     ).fetchone()
     assert stored == (len(suspects.table),)
     prior = series_con.execute(
-        "SELECT loglik, n_pairs FROM signal_priors p JOIN signal_runs r "
-        "ON r.prior_fingerprint = p.fingerprint WHERE r.run_id = $r",
+        "SELECT prior_loglik, prior_n_pairs FROM signal_runs WHERE run_id = $r",
         {"r": suspects.run_id},
     ).fetchone()
     assert prior and prior[0] == pytest.approx(suspects.prior.loglik) and prior[1] > 0
