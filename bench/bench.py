@@ -87,7 +87,7 @@ rng = np.random.default_rng(7)
 n_pairs, squash = int(sys.argv[1]), sys.argv[2] == "squash"
 # A drug-by-term table simulated from a known prior (openEBGM's CAERS estimates) with
 # lognormal expected counts; pairs with n = 0 are dropped, as the fit uses n >= 1 only.
-m = n_pairs * 4
+m = n_pairs * 5
 e = rng.lognormal(-2.0, 1.5, m)
 lam = np.where(rng.random(m) < 0.0653, rng.gamma(3.254, 1 / 0.400, m),
                rng.gamma(2.026, 1 / 1.908, m))

@@ -22,6 +22,8 @@ import duckdb
 import pandas as pd
 import pycountry
 
+from .ingest import quarters_fingerprint
+
 DEDUP_MODES = ("fda", "strict")
 
 # A date text of 4, 6 or 8 digits keeps its precision; the typed DATE is set only for full days.
@@ -74,7 +76,7 @@ _MACROS = (
     # The FDA rule: one report per caseid; FAERS beats LAERS; FAERS by caseversion, fda_dt,
     # quarter; LAERS by FDA_DT then ISR. version_rank 1 is the case's current report.
     """CREATE OR REPLACE MACRO ranked_reports(through) AS TABLE
-    SELECT source, primaryid, caseid, quarter, row_number() OVER (
+    SELECT *, row_number() OVER (
         PARTITION BY caseid ORDER BY
             (source = 'FAERS') DESC,
             try_cast(caseversion AS BIGINT) DESC NULLS LAST,
@@ -292,7 +294,7 @@ STRICT = (
 _DEDUP_LOG = """
 CREATE TABLE IF NOT EXISTS dedup_log (
     step_order INTEGER, step VARCHAR, n_reports BIGINT, n_cases BIGINT, dedup_mode VARCHAR,
-    rebuilt_at TIMESTAMP)
+    raw_fingerprint VARCHAR, rebuilt_at TIMESTAMP)
 """
 _STEP_COUNTS = (
     ("raw DEMO rows, all quarters", "SELECT count(*), count(DISTINCT caseid) FROM raw_demo"),
@@ -336,13 +338,14 @@ def rebuild(con: duckdb.DuckDBPyConnection, dedup: str = "fda") -> pd.DataFrame:
         con.execute(_DEDUP_LOG)
         con.execute("DELETE FROM dedup_log")
         now = datetime.now(UTC).replace(tzinfo=None)
+        raw = quarters_fingerprint(con)
         for order, (step, sql) in enumerate(steps, start=1):
             row = con.execute(sql).fetchone()
             assert row is not None
             con.execute(
-                "INSERT INTO dedup_log VALUES ($o, $step, $reports, $cases, $mode, $now)",
+                "INSERT INTO dedup_log VALUES ($o, $step, $reports, $cases, $mode, $raw, $now)",
                 {"o": order, "step": step, "reports": row[0], "cases": row[1]}
-                | {"mode": dedup, "now": now},
+                | {"mode": dedup, "raw": raw, "now": now},
             )
         con.execute("COMMIT")
     except BaseException:

@@ -378,6 +378,92 @@ def compact_signals(table: Any) -> Any:
     )
 
 
+@cli.command(name="report")
+@_db_option
+@click.option("--quarter", required=True, help="The quarter to report, e.g. 2025Q2.")
+@_substance_options
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder (default reports/QUARTER).",
+)
+@click.option("--roles", default=None, help="Drug roles that count, e.g. PS,SS (default: any).")
+@click.option("--min-cases", type=int, default=3, show_default=True)
+def report_command(
+    db_path: Path | None,
+    quarter: str,
+    substance: str,
+    substance_file: Path | None,
+    out: Path | None,
+    roles: str | None,
+    min_cases: int,
+) -> None:
+    """Write the quarterly report folder: index.html, report.md, tables, figures, metadata.
+
+    Example: surveillance report --quarter 2025Q2 --substance kratom --out reports/2025Q2
+    """
+    from .db import connect
+    from .report import write_report
+
+    with connect(_db(db_path)) as con:
+        folder = write_report(con, quarter, substance, substance_file, out, roles, min_cases)
+    click.echo(f"report: {folder / 'index.html'}")
+
+
+@cli.command(name="update")
+@_db_option
+@_substance_options
+@click.option(
+    "--report-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("reports"),
+    show_default=True,
+)
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data/raw"),
+    show_default=True,
+    help="Where downloaded zips are kept.",
+)
+@click.option("--since", default=None, help="Also fetch every published quarter from this one.")
+@click.option("--base-url", default=None, help="Where the zips live (default: the FDA's).")
+@click.option("--index-url", default=None, help="The FDA index page (default: the FDA's).")
+@click.option("--quiet", is_flag=True, help="Print only errors (for cron).")
+def update_command(
+    db_path: Path | None,
+    substance: str,
+    substance_file: Path | None,
+    report_dir: Path,
+    dest: Path,
+    since: str | None,
+    base_url: str | None,
+    index_url: str | None,
+    quiet: bool,
+) -> None:
+    """Fetch what is new, load it, rebuild, and write the quarter's report (for a scheduler).
+
+    Prints "nothing new" and exits 0 when there is nothing to do; refuses to run beside itself.
+
+    Example: surveillance update --db /srv/faers/kratom.duckdb --report-dir /srv/faers/reports
+    """
+    from .fetch import DEFAULT_BASE_URL, DEFAULT_INDEX_URL
+    from .update import update
+
+    update(
+        _db(db_path),
+        substance,
+        substance_file,
+        report_dir,
+        dest,
+        base_url or DEFAULT_BASE_URL,
+        index_url or DEFAULT_INDEX_URL,
+        since,
+        log=(lambda _line: None) if quiet else click.echo,
+    )
+
+
 @cli.group(invoke_without_command=True)
 @_db_option
 @_substance_options

@@ -129,6 +129,12 @@ def inspect_zip(path: Path) -> QuarterZip:
     return QuarterZip(path, quarters.pop(), members, deleted, synthetic, sizes)
 
 
+def quarters_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
+    """sha256 over every loaded quarter and its zip's sha256: names the raw layer's vintage."""
+    rows = con.execute("SELECT quarter, zip_sha256 FROM quarters ORDER BY quarter").fetchall()
+    return hashlib.sha256(repr(rows).encode()).hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, streamed."""
     h = hashlib.sha256()

@@ -21,6 +21,17 @@ def current_dedup(con: duckdb.DuckDBPyConnection) -> str:
     return str(row[0]) if row and row[0] else "fda"
 
 
+def clean_is_current(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the clean layer was rebuilt from exactly the quarters now loaded.
+
+    False after a run that loaded quarters but was killed before its rebuild finished."""
+    try:
+        row = con.execute("SELECT any_value(raw_fingerprint) FROM dedup_log").fetchone()
+    except duckdb.Error:
+        return False
+    return row is not None and row[0] == ingest.quarters_fingerprint(con)
+
+
 def rebuild(
     con: duckdb.DuckDBPyConnection,
     dedup: str | None = None,

@@ -33,6 +33,7 @@ from .clean import ensure_macros
 from .errors import UsageError
 from .extract import extract
 from .faers_format import Quarter
+from .ingest import quarters_fingerprint
 from .substances import Substance
 
 STRATA = ("sex", "age", "year")
@@ -135,9 +136,8 @@ def _through(con: duckdb.DuckDBPyConnection, through: str | None) -> tuple[str, 
 
 def data_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
     """sha256 over the loaded quarters' zip checksums and the dedup mode: the data vintage."""
-    rows = con.execute("SELECT quarter, zip_sha256 FROM quarters ORDER BY quarter").fetchall()
     mode = con.execute("SELECT any_value(dedup_mode) FROM dedup_log").fetchone()
-    text = json.dumps([rows, mode[0] if mode else None])
+    text = json.dumps([quarters_fingerprint(con), mode[0] if mode else None])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -342,6 +342,20 @@ def _ensure_extracted(con: duckdb.DuckDBPyConnection, substance: Substance) -> N
     )
     if current != (substance.version, substance.source_path):
         extract(con, substance)
+
+
+def substance_cases_as_of(
+    con: duckdb.DuckDBPyConnection,
+    substance: Substance,
+    through: str | None = None,
+    roles: str | None = None,
+) -> set[str]:
+    """Caseids of the cases involving the substance as the data stood at the end of `through`."""
+    ensure_macros(con)
+    _ensure_extracted(con, substance)
+    quarter, latest = _through(con, through)
+    _build_case_tables(con, substance, quarter, latest, _roles(roles), ())
+    return {r[0] for r in con.execute("SELECT caseid FROM _sig_exposed").fetchall()}
 
 
 def signals(
