@@ -22,6 +22,7 @@ import duckdb
 import pandas as pd
 import pycountry
 
+from .db import ensure_derived_table
 from .ingest import quarters_fingerprint
 
 DEDUP_MODES = ("fda", "strict")
@@ -335,7 +336,7 @@ def rebuild(con: duckdb.DuckDBPyConnection, dedup: str = "fda") -> pd.DataFrame:
             for statement in STRICT:
                 con.execute(statement)
             steps.append(_STRICT_COUNT)
-        con.execute(_DEDUP_LOG)
+        ensure_derived_table(con, _DEDUP_LOG)
         con.execute("DELETE FROM dedup_log")
         now = datetime.now(UTC).replace(tzinfo=None)
         raw = quarters_fingerprint(con)

@@ -378,6 +378,55 @@ def compact_signals(table: Any) -> Any:
     )
 
 
+@cli.command(name="trends")
+@_db_option
+@_substance_options
+@click.option("--roles", default=None, help="Drug roles that count, e.g. PS,SS (default: any).")
+@click.option("--top-terms", type=int, default=8, show_default=True)
+@click.option(
+    "--plot",
+    "plot_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write every figure (PNG and SVG) into this folder.",
+)
+@_format_option
+def trends_command(
+    db_path: Path | None,
+    substance: str,
+    substance_file: Path | None,
+    roles: str | None,
+    top_terms: int,
+    plot_dir: Path | None,
+    fmt: str | None,
+) -> None:
+    """Per-quarter series for a substance and cumulative signal statistics; optional figures.
+
+    Example: surveillance trends --substance kratom --plot figures/
+    """
+    from .db import connect
+    from .extract import resolve
+    from .output import default_format
+    from .trends import trends
+
+    with connect(_db(db_path)) as con:
+        series = trends(con, resolve(substance, substance_file), top_terms, roles)
+    fmt = fmt or default_format()
+    if fmt == "json":
+        click.echo(render_json({k: _plain(v) for k, v in series.tables().items()}), nl=False)
+    elif fmt == "csv":
+        click.echo(render(series.by_quarter, "csv"), nl=False)
+    else:
+        for name in ("by_quarter", "first_signal"):
+            click.echo(f"== {name}")
+            click.echo(render(series.tables()[name], "table", max_rows=60), nl=False)
+    if plot_dir is not None:
+        from .plots import plot_all
+
+        written = plot_all(series, plot_dir)
+        _echo_err(f"wrote {len(written)} files to {plot_dir}")
+
+
 @cli.command(name="report")
 @_db_option
 @click.option("--quarter", required=True, help="The quarter to report, e.g. 2025Q2.")

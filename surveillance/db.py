@@ -96,6 +96,35 @@ def _explain_open_error(db_path: Path, e: Exception) -> str:
     return f"{db_path}: cannot open database: {first}"
 
 
+def _columns(con: duckdb.DuckDBPyConnection, table: str, temporary: bool) -> list[str]:
+    rows = con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE table_name = $t AND schema_name = 'main' "
+        "AND database_name = CASE WHEN $tmp THEN 'temp' ELSE current_database() END "
+        "ORDER BY column_index",
+        {"t": table, "tmp": temporary},
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def ensure_derived_table(con: duckdb.DuckDBPyConnection, ddl: str) -> None:
+    """Create a derived table from its `CREATE TABLE IF NOT EXISTS name (...)` statement.
+
+    Derived tables (clean-layer logs, substance hits, signals) can always be rebuilt, so one
+    left by an older version of the tool with other columns is dropped and created anew."""
+    match = re.match(r"\s*CREATE TABLE IF NOT EXISTS (\w+) \(", ddl)
+    if match is None:
+        raise ValueError(f"not a CREATE TABLE IF NOT EXISTS statement: {ddl[:60]}")
+    name = match.group(1)
+    probe = ddl.replace(match.group(0), "CREATE OR REPLACE TEMP TABLE _ddl_probe (", 1)
+    con.execute(probe)
+    expected = _columns(con, "_ddl_probe", temporary=True)
+    con.execute("DROP TABLE _ddl_probe")
+    found = _columns(con, name, temporary=False)
+    if found and found != expected:
+        con.execute(f"DROP TABLE {name}")
+    con.execute(ddl)
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create every table that does not exist yet; refuse a database from a newer schema."""
     for ddl in (*_FIXED_DDL, *(_raw_ddl(t) for t in TABLES)):

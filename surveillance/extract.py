@@ -15,6 +15,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from .db import ensure_derived_table
 from .substances import Substance, builtin_substances, discover, load_substance
 
 _DDL = (
@@ -39,7 +40,7 @@ def resolve(substance: str | None = None, substance_file: str | Path | None = No
 def extract(con: duckdb.DuckDBPyConnection, substance: Substance) -> int:
     """Replace `substance_hits` for one substance from the current clean layer; return n_cases."""
     for ddl in _DDL:
-        con.execute(ddl)
+        ensure_derived_table(con, ddl)
     names = [r[0] for r in con.execute("SELECT DISTINCT drugname FROM raw_drug").fetchall()]
     ais = [r[0] for r in con.execute("SELECT DISTINCT prod_ai FROM raw_drug").fetchall()]
     hits = [

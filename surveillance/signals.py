@@ -30,6 +30,7 @@ import pandas as pd
 
 from . import __version__, stats
 from .clean import ensure_macros
+from .db import ensure_derived_table
 from .errors import UsageError
 from .extract import extract
 from .faers_format import Quarter
@@ -380,7 +381,7 @@ def signals(
     if sort not in SORT_KEYS:
         raise UsageError(f"--sort: one of {', '.join(SORT_KEYS)}")
     for ddl in _DDL:
-        con.execute(ddl)
+        ensure_derived_table(con, ddl)
     ensure_macros(con)
     _ensure_extracted(con, substance)
     roles = _roles(roles)
