@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench check lint format clean
+.PHONY: install demo test bench check check-report lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,16 +24,19 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench.py
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check surveillance tests bench
-	$(BIN)/ruff check surveillance tests bench
+	$(BIN)/ruff format --check surveillance tests bench scripts
+	$(BIN)/ruff check surveillance tests bench scripts
 
 format: $(STAMP)
-	$(BIN)/ruff format surveillance tests bench
-	$(BIN)/ruff check --fix surveillance tests bench
+	$(BIN)/ruff format surveillance tests bench scripts
+	$(BIN)/ruff check --fix surveillance tests bench scripts
 
 check: lint $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+check-report: $(STAMP)
+	bash scripts/check_report.sh
 
 clean:
 	rm -rf $(VENV) demo-output bench/cache .pytest_cache .mypy_cache .ruff_cache

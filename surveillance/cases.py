@@ -11,7 +11,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from .errors import UsageError
+from .errors import NoDataError, UsageError
 from .extract import extract
 from .faers_format import Quarter
 from .query import run_query
@@ -60,7 +60,7 @@ def cases(
 ) -> pd.DataFrame:
     """One row per surviving case that involves the substance (any role unless `roles`)."""
     if not _has_table(con, "cases"):
-        raise UsageError("the clean layer is empty; run 'surveillance load' first")
+        raise NoDataError("the clean layer is empty; run 'surveillance load' first")
     if roles is not None:
         bad = sorted({r.strip().upper() for r in roles.split(",")} - {"PS", "SS", "C", "I"})
         if bad:
@@ -90,7 +90,7 @@ def case(con: duckdb.DuckDBPyConnection, caseid: str) -> dict[str, Any]:
         params,
     ).fetchdf()
     if summary.empty and versions.empty:
-        raise UsageError(f"no case {caseid} in the database")
+        raise NoDataError(f"no case {caseid} in the database")
     detail: dict[str, Any] = {"caseid": params["caseid"], "versions": versions}
     if summary.empty:
         detail["note"] = "this case does not survive deduplication (deleted by the FDA)"

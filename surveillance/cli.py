@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import SurveillanceError
+from .errors import SurveillanceError, UsageError
 from .output import render, render_json
 
 
@@ -21,6 +21,8 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except UsageError as e:
+            raise click.UsageError(str(e), ctx) from e
         except SurveillanceError as e:
             raise click.ClickException(str(e)) from e
 
@@ -376,6 +378,118 @@ def compact_signals(table: Any) -> Any:
             ],
         }
     )
+
+
+def _export_options(f: Any) -> Any:
+    f = click.option(
+        "--output",
+        "-o",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Write to FILE instead of stdout (needed for parquet; its suffix can set the format).",
+    )(f)
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["table", "csv", "json", "parquet"]),
+        default=None,
+        help="Output format (default: from --output's suffix, else table on a terminal, csv "
+        "when piped).",
+    )(f)
+
+
+@cli.command(name="query")
+@click.argument("name", required=False)
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    nargs=2,
+    multiple=True,
+    metavar="NAME VALUE",
+    help="A parameter of the query; repeat for several (see --list).",
+)
+@click.option("--list", "list_only", is_flag=True, help="List the named queries and parameters.")
+@_db_option
+@_export_options
+def query_command(
+    name: str | None,
+    params: tuple[tuple[str, str], ...],
+    list_only: bool,
+    db_path: Path | None,
+    fmt: str | None,
+    output: Path | None,
+) -> None:
+    """Run a named query from queries/*.sql with bound, type-checked parameters.
+
+    Example: surveillance query top_reactions -p substance 7-oh -p limit_rows 10 --format csv
+    """
+    from .api import Database
+    from .export import write_output
+    from .query import describe_queries, params_from_pairs
+
+    if list_only:
+        click.echo(describe_queries(), nl=False)
+        return
+    if name is None:
+        raise click.UsageError("give a query NAME, or --list to see them")
+    with Database(_db(db_path), read_only=True) as db:
+        frame = db.query(name, **params_from_pairs(params))
+    write_output(frame, fmt, output)
+
+
+@cli.command(name="sql")
+@click.argument("text")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Fetch at most N rows; 0 for all (default: 100 in a table, all otherwise).",
+)
+@_db_option
+@_export_options
+def sql_command(
+    text: str, limit: int | None, db_path: Path | None, fmt: str | None, output: Path | None
+) -> None:
+    """Run one SQL statement on a read-only connection; TEXT '-' reads it from stdin.
+
+    Nothing can be changed: the file is opened read-only, other files and extensions are out of
+    reach and settings are locked. Tables and columns: surveillance schema.
+
+    Example: surveillance sql "SELECT sex, count(*) AS n_cases FROM cases GROUP BY sex"
+    """
+    from .api import Database
+    from .export import output_format, write_output
+
+    if text == "-":
+        text = click.get_text_stream("stdin").read()
+    fmt = output_format(fmt, output)
+    if limit is None:
+        limit = 100 if fmt == "table" else 0
+    with Database(_db(db_path), read_only=True) as db:
+        frame = db.sql(text, limit=limit or None)
+    write_output(frame, fmt, output)
+    if frame.attrs.get("truncated"):
+        _echo_err(f"(first {limit} rows shown; --limit 0 for all)")
+
+
+@cli.command(name="schema")
+@click.argument("tables", nargs=-1)
+@click.option("--tables", "tables_only", is_flag=True, help="One line per table, no columns.")
+@_db_option
+@_format_option
+def schema_command(
+    tables: tuple[str, ...], tables_only: bool, db_path: Path | None, fmt: str | None
+) -> None:
+    """List the tables and columns of the database with what each holds (for 'sql').
+
+    Example: surveillance schema cases case_drugs
+    """
+    from .api import Database
+
+    with Database(_db(db_path), read_only=True) as db:
+        frame = db.tables() if tables_only else db.schema(*tables)
+    _print_frame(frame, fmt)
 
 
 @cli.command(name="trends")

@@ -22,5 +22,9 @@ class DatabaseError(SurveillanceError):
     """The database cannot be opened, is locked, or is from an incompatible version."""
 
 
+class NoDataError(SurveillanceError):
+    """What was asked for is not in the database (no such case, nothing loaded yet)."""
+
+
 class UsageError(SurveillanceError):
     """A request that cannot be satisfied as asked (unknown quarter, substance, parameter)."""

@@ -11,11 +11,19 @@ Each file opens with a comment header that `parse_header` reads:
 Parameters are bound with DuckDB's named parameters ($substance), never pasted into the text.
 The folder ships inside the wheel as `surveillance/queries`; from a source checkout it is the
 repository's `queries/`.
+
+Ad hoc SQL (`run_sql`) runs on a connection of its own that cannot change anything: the file is
+opened read-only, with access to every other file and extension disabled and the configuration
+locked, so a statement can neither write nor turn those settings back on. `schema` lists the
+tables and columns that SQL can read, described from `schema_docs`.
 """
 
 from __future__ import annotations
 
+import math
 import re
+import textwrap
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -25,7 +33,9 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from .errors import UsageError
+from . import schema_docs
+from .db import _explain_open_error
+from .errors import DatabaseError, UsageError
 
 PARAM_TYPES: dict[str, type] = {
     "VARCHAR": str,
@@ -163,8 +173,10 @@ def bind(query: NamedQuery, given: dict[str, Any]) -> dict[str, Any]:
     return bound
 
 
-def run_query(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> pd.DataFrame:
-    """Run a named query with bound parameters and return its rows."""
+def run_query(con: duckdb.DuckDBPyConnection, name: str, /, **params: Any) -> pd.DataFrame:
+    """Run a named query with bound parameters and return its rows.
+
+    `name` is positional-only so that a query may declare a parameter called `name`."""
     query = get_query(name)
     bound = bind(query, params)
     used = {k: v for k, v in bound.items() if f"${k}" in query.sql}
@@ -172,3 +184,171 @@ def run_query(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> pd.Da
         return con.execute(query.sql, used).fetchdf()
     except duckdb.Error as e:
         raise UsageError(f"query {name}: {str(e).splitlines()[0]}") from e
+
+
+def params_from_pairs(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The `-p NAME VALUE` pairs of the command line as a dict; a name given twice is an error."""
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        if name in params:
+            raise UsageError(f"parameter {name} given twice")
+        params[name] = value
+    return params
+
+
+def describe_queries(width: int = 80) -> str:
+    """Every named query with its description, what it counts and its parameters, as text."""
+    indent = " " * 4
+    blocks = []
+    for q in named_queries().values():
+        lines = [textwrap.fill(f"{q.name}: {q.description}", width, subsequent_indent=indent)]
+        lines.append(
+            textwrap.fill(
+                f"counts: {q.counts}", width, initial_indent=indent, subsequent_indent=indent * 2
+            )
+        )
+        for p in q.params:
+            default = "required" if p.required else f"default {_sql_literal(p.default)}"
+            text = f"-p {p.name} {p.type} ({default}){': ' + p.help if p.help else ''}"
+            lines.append(
+                textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent * 2)
+            )
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def _sql_literal(value: Any) -> str:
+    """A declared default as the header spells it (NULL, 'text', 10), for the listing only."""
+    if value is None:
+        return "NULL"
+    return f"'{value}'" if isinstance(value, str) else str(value).lower()
+
+
+# Read-only by construction (STYLE 6). External access is refused from the creation of the
+# database instance, not with SET afterwards: in one process DuckDB shares an instance between
+# connections to the same file, so a SET would also restrict the caller's other connections;
+# with a config of its own the sandbox gets an instance of its own or is refused (see
+# _open_sandbox). Session settings come next, then the lock that freezes them all.
+_SANDBOX_CONFIG: dict[str, Any] = {"enable_external_access": False}
+_SANDBOX_SETTINGS = ("SET enable_progress_bar = false", "SET lock_configuration = true")
+_VECTOR_ROWS = 2048
+
+
+def _one_statement(text: str) -> duckdb.Statement:
+    """The single statement in `text`; a UsageError for none, several, or a syntax error."""
+    try:
+        statements = duckdb.extract_statements(text)
+    except duckdb.Error as e:
+        raise UsageError(f"sql: {_first_line(e)}") from e
+    if not statements:
+        raise UsageError("sql: no SQL statement given")
+    if len(statements) > 1:
+        raise UsageError(f"sql: one statement at a time, got {len(statements)}")
+    return statements[0]
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _open_sandbox(db_path: Path) -> duckdb.DuckDBPyConnection:
+    """A read-only connection that cannot reach other files, extensions or its own settings."""
+    if not db_path.exists():
+        raise DatabaseError(f"{db_path}: no such database; run 'surveillance load' first")
+    try:
+        con = duckdb.connect(str(db_path), read_only=True, config=_SANDBOX_CONFIG)
+    except duckdb.ConnectionException as e:
+        if "different configuration" not in str(e):
+            raise DatabaseError(_explain_open_error(db_path, e)) from e
+        raise DatabaseError(
+            f"{db_path}: this process already has the database open; close that connection "
+            "(Database.close()) before running ad hoc SQL"
+        ) from e
+    except duckdb.Error as e:
+        raise DatabaseError(_explain_open_error(db_path, e)) from e
+    for setting in _SANDBOX_SETTINGS:
+        con.execute(setting)
+    return con
+
+
+def run_sql(db_path: str | Path, text: str, limit: int | None = None) -> pd.DataFrame:
+    """Run one ad hoc SQL statement on a sandboxed read-only connection and return its rows.
+
+    With `limit`, at most that many rows are fetched (the rest is never read) and
+    `frame.attrs["truncated"]` tells whether rows were left out. Errors, including any attempt
+    to write, become a UsageError with DuckDB's first message line. While another process has
+    the database open for writing (a load), DuckDB's file lock refuses the connection: a
+    DatabaseError naming that process."""
+    if limit is not None and limit < 1:
+        raise UsageError("sql: the row limit must be at least 1")
+    statement = _one_statement(text)
+    with _open_sandbox(Path(db_path)) as con:
+        try:
+            con.execute(statement)
+            if limit is None:
+                return con.fetchdf()
+            return _head(con, limit)
+        except duckdb.Error as e:
+            raise UsageError(f"sql: {_first_line(e)}") from e
+
+
+def _head(con: duckdb.DuckDBPyConnection, limit: int) -> pd.DataFrame:
+    """The first `limit` rows of the pending result, streamed in vectors; attrs['truncated']."""
+    vectors = math.ceil((limit + 1) / _VECTOR_ROWS)
+    chunks = [con.fetch_df_chunk(vectors)]
+    n_rows = len(chunks[0])
+    while n_rows <= limit and not chunks[-1].empty:
+        chunks.append(con.fetch_df_chunk(vectors))
+        n_rows += len(chunks[-1])
+    frame = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
+    head = frame.head(limit).reset_index(drop=True)
+    head.attrs["truncated"] = n_rows > limit
+    return head
+
+
+def _known_columns(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Every column of every table and view of the database file (not temporary ones)."""
+    return con.execute(
+        """SELECT table_name AS "table", column_name AS "column", data_type AS type
+        FROM duckdb_columns()
+        WHERE database_name = current_database() AND schema_name = 'main' AND NOT internal
+        ORDER BY table_name, column_index"""
+    ).fetchdf()
+
+
+def _in_doc_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """Tables in pipeline order (as `schema_docs.TABLES` lists them), undocumented ones last."""
+    order = {name: i for i, name in enumerate(schema_docs.TABLES)}
+    rank = frame["table"].map(lambda t: order.get(t, len(order)))
+    return (
+        frame.assign(_rank=rank)
+        .sort_values(["_rank", "table"], kind="mergesort")
+        .drop(columns="_rank")
+        .reset_index(drop=True)
+    )
+
+
+def schema(con: duckdb.DuckDBPyConnection, tables: Sequence[str] = ()) -> pd.DataFrame:
+    """Table, column, type and a one-line description of every column (or of `tables` only).
+
+    A column without a description has an empty one; a test keeps that from happening."""
+    frame = _known_columns(con)
+    unknown = sorted(set(tables) - set(frame["table"]))
+    if unknown:
+        raise UsageError(f"no table {', '.join(unknown)}; see 'surveillance schema --tables'")
+    if tables:
+        frame = frame[frame["table"].isin(tables)]
+    descriptions = [
+        schema_docs.COLUMNS.get(t, {}).get(c, "")
+        for t, c in zip(frame["table"], frame["column"], strict=True)
+    ]
+    frame = frame.assign(description=descriptions)
+    return _in_doc_order(frame)
+
+
+def tables(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Every table of the database with its number of columns and a one-line description."""
+    frame = _known_columns(con).groupby("table", as_index=False).agg(n_columns=("column", "size"))
+    descriptions = [schema_docs.TABLES.get(t, "") for t in frame["table"]]
+    return _in_doc_order(frame.assign(description=descriptions))

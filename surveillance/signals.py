@@ -31,7 +31,7 @@ import pandas as pd
 from . import __version__, stats
 from .clean import ensure_macros
 from .db import ensure_derived_table
-from .errors import UsageError
+from .errors import NoDataError, UsageError
 from .extract import extract
 from .faers_format import Quarter
 from .ingest import quarters_fingerprint
@@ -123,7 +123,7 @@ def _through(con: duckdb.DuckDBPyConnection, through: str | None) -> tuple[str, 
     """The analysis quarter, and whether it is the last loaded one (the clean layer's)."""
     loaded = [r[0] for r in con.execute("SELECT quarter FROM quarters ORDER BY quarter").fetchall()]
     if not loaded:
-        raise UsageError("no quarters loaded; run 'surveillance load' first")
+        raise NoDataError("no quarters loaded; run 'surveillance load' first")
     if through is None:
         return str(loaded[-1]), True
     try:
