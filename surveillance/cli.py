@@ -4,6 +4,7 @@ with exit status 1; usage errors exit 2 (click's convention)."""
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -462,7 +463,7 @@ def sql_command(
     from .export import output_format, write_output
 
     if text == "-":
-        text = click.get_text_stream("stdin").read()
+        text = sys.stdin.read()
     fmt = output_format(fmt, output)
     if limit is None:
         limit = 100 if fmt == "table" else 0
