@@ -30,7 +30,6 @@ from .faers_format import Quarter
 from .output import render
 from .pipeline import current_dedup
 from .signals import CAVEATS, OUTPUT_COLUMNS, SignalRun, data_fingerprint, signals
-from .signals import substance_cases_as_of as exposed_as_of
 from .substances import Substance
 
 CRITERIA = {
@@ -169,9 +168,7 @@ def write_report(
         if previous
         else None
     )
-    exposed_now = exposed_as_of(con, s, quarter, roles)
-    exposed_before = exposed_as_of(con, s, previous, roles) if previous else set()
-    changed = what_changed(now, before, len(exposed_now - exposed_before))
+    changed = what_changed(now, before, len(now.exposed - (before.exposed if before else set())))
     series = trends(con, s, roles=roles)
     listing = case_list(con, s, until=quarter, roles=roles)
     options = {"roles": roles, "min_cases": min_cases}

@@ -96,6 +96,7 @@ class SignalRun:
     min_cases: int
     n_cases: int
     n_substance_cases: int
+    exposed: frozenset[str]  # caseids of the cases involving the substance
 
 
 def _roles(roles: str | None) -> str | None:
@@ -345,20 +346,6 @@ def _ensure_extracted(con: duckdb.DuckDBPyConnection, substance: Substance) -> N
         extract(con, substance)
 
 
-def substance_cases_as_of(
-    con: duckdb.DuckDBPyConnection,
-    substance: Substance,
-    through: str | None = None,
-    roles: str | None = None,
-) -> set[str]:
-    """Caseids of the cases involving the substance as the data stood at the end of `through`."""
-    ensure_macros(con)
-    _ensure_extracted(con, substance)
-    quarter, latest = _through(con, through)
-    _build_case_tables(con, substance, quarter, latest, _roles(roles), ())
-    return {r[0] for r in con.execute("SELECT caseid FROM _sig_exposed").fetchall()}
-
-
 def signals(
     con: duckdb.DuckDBPyConnection,
     substance: Substance,
@@ -431,6 +418,7 @@ def signals(
         min_cases,
         n_cases,
         n_exposed,
+        frozenset(r[0] for r in con.execute("SELECT caseid FROM _sig_exposed").fetchall()),
     )
     _store(con, run, data)
     return run
