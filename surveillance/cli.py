@@ -23,7 +23,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except UsageError as e:
-            raise click.UsageError(str(e), ctx) from e
+            raise click.UsageError(str(e)) from e
         except SurveillanceError as e:
             raise click.ClickException(str(e)) from e
 
