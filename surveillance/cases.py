@@ -12,33 +12,12 @@ import duckdb
 import pandas as pd
 
 from .errors import NoDataError, UsageError
-from .extract import extract
+from .extract import ensure_extracted, has_table
 from .faers_format import Quarter
 from .query import run_query
 from .substances import Substance
 
 LIST_COLUMNS = ("roles", "matched_strings", "reactions", "outcomes", "co_reported")
-
-
-def ensure_extracted(con: duckdb.DuckDBPyConnection, substance: Substance) -> None:
-    """Extract the substance unless hits from this exact term-file version are already stored."""
-    current = (
-        con.execute(
-            "SELECT version, source_path FROM substance_runs WHERE substance = $s",
-            {"s": substance.name},
-        ).fetchone()
-        if _has_table(con, "substance_runs")
-        else None
-    )
-    if current != (substance.version, substance.source_path):
-        extract(con, substance)
-
-
-def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    row = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = $n", {"n": name}
-    ).fetchone()
-    return bool(row and row[0])
 
 
 def _quarter(text: str | None, option: str) -> str | None:
@@ -59,7 +38,7 @@ def cases(
     term: str | None = None,
 ) -> pd.DataFrame:
     """One row per surviving case that involves the substance (any role unless `roles`)."""
-    if not _has_table(con, "cases"):
+    if not has_table(con, "cases"):
         raise NoDataError("the clean layer is empty; run 'surveillance load' first")
     if roles is not None:
         bad = sorted({r.strip().upper() for r in roles.split(",")} - {"PS", "SS", "C", "I"})

@@ -107,6 +107,28 @@ def extract(con: duckdb.DuckDBPyConnection, substance: Substance) -> int:
     return int(row[1])
 
 
+def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether the database has a table of that name."""
+    row = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = $n", {"n": name}
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def ensure_extracted(con: duckdb.DuckDBPyConnection, substance: Substance) -> None:
+    """Extract the substance unless hits from this exact term-file version are already stored."""
+    current = (
+        con.execute(
+            "SELECT version, source_path FROM substance_runs WHERE substance = $s",
+            {"s": substance.name},
+        ).fetchone()
+        if has_table(con, "substance_runs")
+        else None
+    )
+    if current != (substance.version, substance.source_path):
+        extract(con, substance)
+
+
 def extract_builtins(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Extract every built-in substance (run after each rebuild of the clean layer)."""
     return {name: extract(con, load_substance(name)) for name in builtin_substances()}

@@ -32,7 +32,7 @@ from . import __version__, stats
 from .clean import ensure_macros
 from .db import ensure_derived_table
 from .errors import NoDataError, UsageError
-from .extract import extract
+from .extract import ensure_extracted
 from .faers_format import Quarter
 from .ingest import quarters_fingerprint
 from .substances import Substance
@@ -330,22 +330,6 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def _ensure_extracted(con: duckdb.DuckDBPyConnection, substance: Substance) -> None:
-    row = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'substance_runs'"
-    ).fetchone()
-    current = (
-        con.execute(
-            "SELECT version, source_path FROM substance_runs WHERE substance = $s",
-            {"s": substance.name},
-        ).fetchone()
-        if row and row[0]
-        else None
-    )
-    if current != (substance.version, substance.source_path):
-        extract(con, substance)
-
-
 def signals(
     con: duckdb.DuckDBPyConnection,
     substance: Substance,
@@ -370,7 +354,7 @@ def signals(
     for ddl in _DDL:
         ensure_derived_table(con, ddl)
     ensure_macros(con)
-    _ensure_extracted(con, substance)
+    ensure_extracted(con, substance)
     roles = _roles(roles)
     strata_keys = _stratify(stratify)
     through, latest = _through(con, through)

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from . import __version__, stats
-from .cases import ensure_extracted
 from .clean import REPORTER_TYPES
+from .extract import ensure_extracted
 from .faers_format import Quarter
 from .signals import SignalRun, data_fingerprint, signals
 from .substances import Substance
