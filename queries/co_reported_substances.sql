@@ -2,9 +2,12 @@
 -- description: Other drugs reported in the substance's cases, ranked: the polysubstance picture.
 -- param: substance VARCHAR = 'kratom' -- substance name as extracted
 -- param: limit_rows INTEGER = 30 -- how many to show
+-- param: roles VARCHAR = NULL -- comma-separated roles in which the substance counts (PS,SS,C,I); NULL = any
 -- counts: deduplicated substance cases in which each other drug (prod_ai, else drugname) appears
-WITH hit_rows AS (SELECT caseid, drug_seq FROM substance_hits WHERE substance = $substance),
-hit AS (SELECT DISTINCT caseid FROM hit_rows),
+WITH hit_rows AS (SELECT caseid, drug_seq, role_cod FROM substance_hits WHERE substance = $substance),
+hit AS (
+    SELECT DISTINCT caseid FROM hit_rows
+    WHERE $roles IS NULL OR list_contains(string_split($roles, ','), role_cod)),
 others AS (
     SELECT DISTINCT d.caseid, upper(trim(coalesce(d.prod_ai, d.drugname))) AS drug
     FROM case_drugs d JOIN hit USING (caseid)

@@ -29,6 +29,7 @@ from . import __version__, stats
 from .clean import REPORTER_TYPES
 from .extract import ensure_extracted
 from .faers_format import Quarter
+from .query import run_query
 from .signals import SignalRun, data_fingerprint, signals
 from .substances import Substance
 
@@ -66,20 +67,6 @@ FROM cases c JOIN hit USING (caseid)"""  # noqa: S608
 _ALL_BY_QUARTER = "SELECT quarter, count(*) AS n_all_cases FROM cases GROUP BY quarter"
 _ALL_BY_EVENT_YEAR = """SELECT event_year, count(*) AS n_all_cases FROM cases
 WHERE event_year IS NOT NULL GROUP BY event_year"""
-# As queries/co_reported_substances.sql, plus the roles filter on which cases count.
-_CO_REPORTED = f"""{_HITS},
-others AS (
-    SELECT DISTINCT d.caseid, upper(trim(coalesce(d.prod_ai, d.drugname))) AS drug
-    FROM case_drugs d JOIN hit USING (caseid)
-    WHERE NOT EXISTS (
-        SELECT 1 FROM substance_hits s
-        WHERE s.substance = $substance AND s.caseid = d.caseid AND s.drug_seq = d.drug_seq)
-      AND coalesce(d.prod_ai, d.drugname) IS NOT NULL)
-SELECT drug, count(*) AS n_cases,
-    round(100.0 * count(*) / (SELECT count(*) FROM hit), 1) AS pct_of_substance_cases
-FROM others GROUP BY drug
-ORDER BY n_cases DESC, drug
-LIMIT $limit_rows"""  # noqa: S608
 
 
 @dataclass(frozen=True)
@@ -190,7 +177,13 @@ def trends(
         cumulative=cumulative,
         first_signal=_first_signal(cumulative, top),
         latest_signals=latest.table,
-        co_reported=con.execute(_CO_REPORTED, params | {"limit_rows": CO_REPORTED_ROWS}).fetchdf(),
+        co_reported=run_query(
+            con,
+            "co_reported_substances",
+            substance=params["substance"],
+            roles=params["roles"],
+            limit_rows=CO_REPORTED_ROWS,
+        ),
         demographics=_demographics(case_rows),
     )
 
