@@ -152,9 +152,9 @@ def test_reporters_and_countries_equal_truth_demo_rows(
 
 
 def test_co_reported_and_demographics_equal_named_queries(series_con, kratom_trends) -> None:
-    co = run_query(series_con, "co_reported_substances", substance="kratom", limit_rows=200)
+    co = run_query(series_con, "co_reported_substances", substance="kratom", limit_rows=100_000)
     assert len(kratom_trends.co_reported) == 20 and not co["drug"].str.contains("KRATOM").any()
-    suspects = run_query(series_con, "co_reported_substances", roles="PS,SS", limit_rows=200)
+    suspects = run_query(series_con, "co_reported_substances", roles="PS,SS", limit_rows=100_000)
     merged = co.merge(suspects, on="drug", suffixes=("", "_suspect"))
     assert len(merged) == len(suspects) and (merged["n_cases_suspect"] <= merged["n_cases"]).all()
     assert merged["n_cases_suspect"].sum() < co["n_cases"].sum()
