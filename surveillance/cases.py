@@ -17,8 +17,6 @@ from .faers_format import Quarter
 from .query import run_query
 from .substances import Substance
 
-LIST_COLUMNS = ("roles", "matched_strings", "reactions", "outcomes", "co_reported")
-
 
 def _quarter(text: str | None, option: str) -> str | None:
     if text is None:

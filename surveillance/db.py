@@ -19,7 +19,6 @@ from .faers_format import CANONICAL, TABLES
 SCHEMA_VERSION = 1
 DEFAULT_DB = Path("data") / "surveillance.duckdb"
 
-PROVENANCE_COLUMNS = ("source", "quarter", "source_file", "source_line")
 
 _FIXED_DDL = (
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",

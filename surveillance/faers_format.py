@@ -93,7 +93,6 @@ CANONICAL: dict[str, tuple[str, ...]] = {
     "ther": HEADERS["FB"]["ther"],
     "indi": HEADERS["FB"]["indi"],
 }
-DELETED_COLUMNS = ("caseid",)
 
 TABLE_MEMBER = re.compile(
     r"(?i)(?:^|/)(demo|drug|reac|outc|rpsr|ther|indi)(\d{2})q([1-4])(?:_new)?\.txt$"
