@@ -41,7 +41,7 @@ STRATA = ("sex", "age", "year")
 SORT_KEYS = ("ebgm", "eb05", "ror", "ror_lower", "prr", "ic", "ic025", "a", "p_adj", "term")
 OUTPUT_COLUMNS = (
     "term a b c d expected prr prr_lower prr_upper chi2 ror ror_lower ror_upper ic ic025 ic975 "
-    "ebgm eb05 eb95 p_adj signal_prr signal_ror signal_ic signal_ebgm"
+    "ebgm eb05 eb95 p_adj zero_corrected signal_prr signal_ror signal_ic signal_ebgm"
 ).split()
 ROLES = ("PS", "SS", "C", "I")
 
@@ -97,6 +97,11 @@ class SignalRun:
     n_cases: int
     n_substance_cases: int
     exposed: frozenset[str]  # caseids of the cases involving the substance
+
+    @property
+    def ebgm_available(self) -> bool:
+        """Whether EBGM/EB05/EB95 may be shown and counted: only under a converged prior."""
+        return bool(self.prior.converged)
 
 
 def _roles(roles: str | None) -> str | None:
