@@ -125,8 +125,10 @@ def _stratify(stratify: Sequence[str] | str | None) -> tuple[str, ...]:
     return parsed
 
 
-def _through(con: duckdb.DuckDBPyConnection, through: str | None) -> tuple[str, bool]:
-    """The analysis quarter, and whether it is the last loaded one (the clean layer's)."""
+def resolve_through(con: duckdb.DuckDBPyConnection, through: str | None) -> tuple[str, bool]:
+    """The analysis quarter (default: the latest loaded), and whether it is the latest loaded.
+
+    A quarter that is not loaded is refused with one line naming the latest loaded quarter."""
     loaded = [r[0] for r in con.execute("SELECT quarter FROM quarters ORDER BY quarter").fetchall()]
     if not loaded:
         raise NoDataError("no quarters loaded; run 'surveillance load' first")
@@ -136,9 +138,9 @@ def _through(con: duckdb.DuckDBPyConnection, through: str | None) -> tuple[str, 
         q = str(Quarter.parse(through))
     except ValueError as e:
         raise UsageError(f"--through: {e}") from e
-    if q < loaded[0]:
-        raise UsageError(f"--through {q} is before the first loaded quarter ({loaded[0]})")
-    return min(q, str(loaded[-1])), q >= loaded[-1]
+    if q not in loaded:
+        raise NoDataError(f"{q} is not loaded; the latest loaded quarter is {loaded[-1]}")
+    return q, q == loaded[-1]
 
 
 def data_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
@@ -362,7 +364,7 @@ def signals(
     ensure_extracted(con, substance)
     roles = _roles(roles)
     strata_keys = _stratify(stratify)
-    through, latest = _through(con, through)
+    through, latest = resolve_through(con, through)
     _build_case_tables(con, substance, through, latest, roles, strata_keys)
     strata, (terms, a, b, c, d) = _substance_tables(con)
     data = data_fingerprint(con)

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from surveillance.cli import cli
 from surveillance.db import connect
-from surveillance.errors import UsageError
+from surveillance.errors import NoDataError, UsageError
 from surveillance.extract import resolve
 from surveillance.pipeline import load
 from surveillance.signals import OUTPUT_COLUMNS, signals
@@ -109,8 +109,12 @@ def test_bad_options(series_con) -> None:
         signals(series_con, kratom, roles="XX")
     with pytest.raises(UsageError, match="stratum"):
         signals(series_con, kratom, stratify="colour")
-    with pytest.raises(UsageError, match="before the first loaded quarter"):
+    with pytest.raises(
+        NoDataError, match=r"^2005Q1 is not loaded; the latest loaded quarter is 2023Q1$"
+    ):
         signals(series_con, kratom, through="2005Q1")
+    with pytest.raises(NoDataError, match=r"^2019Q4 is not loaded"):
+        signals(series_con, kratom, through="2019Q4")
 
 
 def test_cli_formats_and_caveats(series_db) -> None:
