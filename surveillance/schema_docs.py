@@ -142,6 +142,7 @@ _SIGNAL_STATS = {
     "eb05": "EBGM, 5th percentile of the posterior",
     "eb95": "EBGM, 95th percentile of the posterior",
     "p_adj": "chi-square p-value adjusted over all terms with a >= 1",
+    "zero_corrected": "PRR and ROR used the zero-cell correction (0.5 added to every cell)",
     "signal_prr": "Evans' criteria met: a >= 3, PRR >= 2, chi2 >= 4",
     "signal_ror": "ROR lower limit > 1",
     "signal_ic": "IC025 > 0",
