@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench check check-report lint format clean
+.PHONY: install demo test bench check check-report lint typecheck format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,10 @@ format: $(STAMP)
 	$(BIN)/ruff format surveillance tests bench scripts
 	$(BIN)/ruff check --fix surveillance tests bench scripts
 
-check: lint $(STAMP)
+typecheck: $(STAMP)
 	$(BIN)/mypy
+
+check: lint typecheck
 	$(BIN)/pytest
 
 check-report: $(STAMP)
