@@ -102,7 +102,12 @@ class Trends:
     """True when any loaded quarter was generated rather than published by the FDA."""
     tool_version: str
     top_terms: tuple[str, ...]
+    """The terms of the cumulative series, ranked by `top_term_rank` at the last quarter."""
+    top_term_rank: str
+    """The statistic the top terms are ranked by: eb05, or ic025 when EBGM is unavailable."""
     prior: stats.Prior
+    ebgm_available: bool
+    """Whether EBGM/EB05/EB95 may be shown (`SignalRun.ebgm_available` of the last quarter)."""
     by_quarter: pd.DataFrame
     """Per loaded quarter: new cases (initial receipt), all new cases, share, outcome flags of
     the new cases, follow-up cases received, and cases by their latest version's quarter."""
@@ -153,10 +158,11 @@ class Trends:
             "synthetic": self.synthetic,
             "tool_version": self.tool_version,
             "top_terms": list(self.top_terms),
+            "top_term_rank": self.top_term_rank,
+            "ebgm_available": self.ebgm_available,
             "n_cases_no_event_year": self.n_cases_no_event_year,
             "n_cases_initial_not_loaded": self.n_cases_initial_not_loaded,
             "new_case_definition": definitions.NEW_CASE,
-            "ebgm_prior_converged": bool(self.prior.converged),
             "ebgm_prior": {
                 k: getattr(self.prior, k) for k in ("alpha1", "beta1", "alpha2", "beta2", "p")
             },
@@ -170,7 +176,8 @@ def trends(
     roles: str | None = None,
 ) -> Trends:
     """Every series for the substance over the loaded quarters, and cumulative signals of the
-    `top_terms` terms with the highest EB05 (at least TOP_TERM_MIN_CASES cases) at the end."""
+    `top_terms` terms with the highest EB05 (IC025 when EBGM is unavailable; at least
+    TOP_TERM_MIN_CASES cases) at the end."""
     ensure_extracted(con, substance)
     ensure_macros(con)
     latest = signals(con, substance, roles=roles, min_cases=1)
@@ -183,7 +190,8 @@ def trends(
     quarters = [q for q, _ in loaded]
     params = {"substance": substance.name, "roles": latest.roles}
     case_rows = con.execute(_CASE_ROWS, params).fetchdf()
-    top = _top_terms(latest.table, top_terms)
+    rank = "eb05" if latest.ebgm_available else "ic025"
+    top = _top_terms(latest.table, top_terms, rank)
     cumulative = _cumulative(con, substance, latest, quarters, top)
     event_years = case_rows["event_year"].dropna()
     return Trends(
@@ -197,7 +205,9 @@ def trends(
         synthetic=any(s for _, s in loaded),
         tool_version=__version__,
         top_terms=tuple(top),
+        top_term_rank=rank,
         prior=latest.prior,
+        ebgm_available=latest.ebgm_available,
         by_quarter=_by_quarter(con, case_rows, quarters, params),
         n_cases_initial_not_loaded=int((~case_rows["quarter"].isin(quarters)).sum()),
         by_outcome=_by_outcome(case_rows, quarters),
@@ -329,9 +339,9 @@ def _demographics(case_rows: pd.DataFrame) -> pd.DataFrame:
     return counts.reindex(grid, fill_value=0).astype("int64").rename("n_cases").reset_index()
 
 
-def _top_terms(table: pd.DataFrame, n: int) -> list[str]:
+def _top_terms(table: pd.DataFrame, n: int, rank: str) -> list[str]:
     eligible = table[table["a"] >= TOP_TERM_MIN_CASES]
-    ranked = eligible.sort_values(["eb05", "term"], ascending=[False, True], kind="mergesort")
+    ranked = eligible.sort_values([rank, "term"], ascending=[False, True], kind="mergesort")
     return [str(t) for t in ranked["term"].head(n)]
 
 
