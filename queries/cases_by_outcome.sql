@@ -1,17 +1,14 @@
 -- name: cases_by_outcome
 -- description: Cases involving a substance by reported outcome (a case with several outcomes counts under each).
 -- param: substance VARCHAR = 'kratom' -- substance name as extracted
--- counts: deduplicated cases per outcome code; n_cases of 'none reported' have no outcome row
+-- counts: deduplicated cases per outcome code (labels: definitions.OUTCOME_CODES via the outcome_label macro); n_cases of 'none reported' have no outcome row
 WITH hit AS (SELECT DISTINCT caseid FROM substance_hits WHERE substance = $substance),
 labelled AS (
     SELECT h.caseid, coalesce(o.outc_cod, 'none reported') AS outcome
     FROM hit h LEFT JOIN case_outcomes o USING (caseid)
 )
 SELECT outcome,
-    CASE outcome WHEN 'DE' THEN 'Death' WHEN 'LT' THEN 'Life-threatening'
-        WHEN 'HO' THEN 'Hospitalization' WHEN 'DS' THEN 'Disability'
-        WHEN 'CA' THEN 'Congenital anomaly' WHEN 'RI' THEN 'Required intervention'
-        WHEN 'OT' THEN 'Other serious' ELSE outcome END AS outcome_label,
+    coalesce(outcome_label(outcome), outcome) AS outcome_label,
     count(DISTINCT caseid) AS n_cases,
     round(100.0 * count(DISTINCT caseid) / (SELECT count(*) FROM hit), 1) AS pct_of_substance_cases
 FROM labelled

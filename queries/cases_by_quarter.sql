@@ -1,12 +1,26 @@
 -- name: cases_by_quarter
--- description: Cases involving a substance per FDA quarter, beside all cases, with the substance's share.
+-- description: New cases involving a substance per quarter of initial FDA receipt, beside all new cases, with the substance's share; and the cases per quarter of their latest version.
 -- param: substance VARCHAR = 'kratom' -- substance name as extracted
--- counts: deduplicated cases, by the FDA quarter of each case's surviving version
-WITH hit AS (SELECT DISTINCT caseid FROM substance_hits WHERE substance = $substance)
-SELECT c.quarter,
-    count(*) FILTER (WHERE h.caseid IS NOT NULL) AS n_cases,
-    count(*) AS n_all_cases,
-    round(100.0 * count(*) FILTER (WHERE h.caseid IS NOT NULL) / count(*), 3) AS pct_of_all_cases
-FROM cases c LEFT JOIN hit h USING (caseid)
-GROUP BY c.quarter
-ORDER BY c.quarter;
+-- counts: deduplicated cases; n_cases and n_all_cases by initial receipt (cases.initial_quarter, definitions.NEW_CASE); n_cases_latest_version by the FDA quarter of each case's surviving version
+WITH hit AS (SELECT DISTINCT caseid FROM substance_hits WHERE substance = $substance),
+flagged AS (
+    SELECT c.initial_quarter, c.quarter, h.caseid IS NOT NULL AS has_substance
+    FROM cases c LEFT JOIN hit h USING (caseid)
+),
+initial AS (
+    SELECT initial_quarter AS quarter,
+        count(*) FILTER (WHERE has_substance) AS n_cases,
+        count(*) AS n_all_cases
+    FROM flagged GROUP BY initial_quarter
+),
+latest AS (
+    SELECT quarter, count(*) FILTER (WHERE has_substance) AS n_cases_latest_version
+    FROM flagged GROUP BY quarter
+)
+SELECT quarter,
+    coalesce(i.n_cases, 0) AS n_cases,
+    coalesce(i.n_all_cases, 0) AS n_all_cases,
+    round(100.0 * i.n_cases / nullif(i.n_all_cases, 0), 3) AS pct_of_all_cases,
+    coalesce(l.n_cases_latest_version, 0) AS n_cases_latest_version
+FROM initial i FULL JOIN latest l USING (quarter)
+ORDER BY quarter;

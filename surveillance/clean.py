@@ -23,6 +23,7 @@ import pandas as pd
 import pycountry
 
 from .db import ensure_derived_table
+from .definitions import AGE_BOUNDS, AGE_GROUPS, AGE_UNKNOWN, OUTCOME_CODES, WORST_OUTCOME_RULE
 from .ingest import quarters_fingerprint
 
 DEDUP_MODES = ("fda", "strict")
@@ -57,8 +58,35 @@ _YEARS_PER_UNIT = "CASE upper(trim(age_cod)) {} END".format(
     " ".join(f"WHEN '{unit}' THEN {factor!r}" for unit, factor in AGE_UNIT_YEARS.items())
 )
 
+# The registry's age groups, outcome labels and worst-outcome rule as SQL, built from the
+# constants of `definitions` (never from data): the one SQL form of each definition.
+_AGE_GROUP = (
+    "CREATE OR REPLACE MACRO age_group(age_years) AS CASE "
+    f"WHEN age_years IS NULL THEN '{AGE_UNKNOWN}' "
+    + " ".join(
+        f"WHEN age_years < {bound} THEN '{label}'"
+        for bound, label in zip(AGE_BOUNDS, AGE_GROUPS, strict=False)
+    )
+    + f" ELSE '{AGE_GROUPS[-1]}' END"
+)
+_OUTCOME_LABEL = (
+    "CREATE OR REPLACE MACRO outcome_label(code) AS CASE upper(trim(code)) {} END".format(
+        " ".join(f"WHEN '{o.code}' THEN '{o.label}'" for o in OUTCOME_CODES)
+    )
+)
+_WORST_OUTCOME = (
+    "CREATE OR REPLACE MACRO worst_outcome(death, life_threatening, hospitalization, serious) "
+    "AS CASE {} ELSE '{}' END".format(
+        " ".join(f"WHEN {flag} THEN '{label}'" for label, flag in WORST_OUTCOME_RULE if flag),
+        WORST_OUTCOME_RULE[-1][0],
+    )
+)
+
 _MACROS = (
     _DATE_PARTS,
+    _AGE_GROUP,
+    _OUTCOME_LABEL,
+    _WORST_OUTCOME,
     # Age in years from age and age_cod (AGE_UNIT_YEARS); outside 0..MAX_AGE_YEARS -> NULL.
     "CREATE OR REPLACE MACRO age_in_years(age, age_cod) AS "
     f"CASE WHEN try_cast(age AS DOUBLE) * {_YEARS_PER_UNIT} BETWEEN 0 AND {MAX_AGE_YEARS!r} "
@@ -93,6 +121,35 @@ _MACROS = (
         SELECT caseid FROM raw_deleted WHERE through IS NULL OR quarter <= through)""",
     "CREATE OR REPLACE MACRO date_day(t) AS CASE WHEN date_precision(t) = 'day' "
     "THEN CAST(strptime(t, '%Y%m%d') AS DATE) END",
+    # A date text as ISO 8601 at its own precision: 2012-05-15, 2012-05 or 2012.
+    """CREATE OR REPLACE MACRO date_iso(t) AS CASE date_precision(t)
+        WHEN 'day' THEN strftime(strptime(t, '%Y%m%d'), '%Y-%m-%d')
+        WHEN 'month' THEN substr(t, 1, 4) || '-' || substr(t, 5, 2)
+        WHEN 'year' THEN t END""",
+    # The quarter ('2012Q2') of a date text known at least to the month.
+    """CREATE OR REPLACE MACRO date_quarter(t) AS CASE WHEN date_precision(t) IN ('day', 'month')
+        THEN substr(t, 1, 4) || 'Q' || ((substr(t, 5, 2)::INT + 2) // 3)::VARCHAR END""",
+    # definitions.NEW_CASE as of a quarter (NULL = all): the initial receipt of each case is the
+    # earliest init_fda_dt of its versions (a partial date from its first day; on a tie the more
+    # precise); its quarter, unless that is unknown (year only, no date) or later than the
+    # quarter of the case's first version seen, which then stands in.
+    """CREATE OR REPLACE MACRO initial_receipts(through) AS TABLE
+    WITH versions AS (
+        SELECT caseid, quarter, init_fda_dt, date_precision(init_fda_dt) AS precision
+        FROM raw_demo
+        WHERE caseid IS NOT NULL AND (through IS NULL OR quarter <= through)),
+    earliest AS (
+        SELECT caseid, min(quarter) AS first_version_quarter,
+            arg_min(init_fda_dt, rpad(init_fda_dt, 8, '0') || CASE precision
+                WHEN 'day' THEN '0' WHEN 'month' THEN '1' ELSE '2' END)
+                FILTER (WHERE precision IS NOT NULL) AS init_fda_dt
+        FROM versions GROUP BY caseid)
+    SELECT caseid, first_version_quarter,
+        date_iso(init_fda_dt) AS initial_receipt_date,
+        date_precision(init_fda_dt) AS initial_receipt_precision,
+        CASE WHEN date_quarter(init_fda_dt) < first_version_quarter
+            THEN date_quarter(init_fda_dt) ELSE first_version_quarter END AS initial_quarter
+    FROM earliest""",
     "CREATE OR REPLACE MACRO date_year(t) AS CASE WHEN date_precision(t) IS NOT NULL "
     "THEN substr(t, 1, 4)::INT END",
     "CREATE OR REPLACE MACRO date_month(t) AS CASE WHEN date_precision(t) IN ('day', 'month') "
@@ -108,15 +165,7 @@ REPORTER_TYPES = {
     "LW": "Lawyer",
     "CN": "Consumer",
 }
-OUTCOME_FLAGS = {
-    "DE": "death",
-    "LT": "life_threatening",
-    "HO": "hospitalization",
-    "DS": "disability",
-    "CA": "congenital_anomaly",
-    "RI": "required_intervention",
-    "OT": "other_serious",
-}
+OUTCOME_FLAGS = {o.code: o.flag for o in OUTCOME_CODES}
 # LAERS full country names that pycountry does not resolve by itself.
 _COUNTRY_OVERRIDES = {
     "TURKEY": "TR",
@@ -201,6 +250,8 @@ REBUILD: tuple[str, ...] = (
         s.quarter, s.n_versions, d.i_f_code,
         d.fda_dt, date_day(d.fda_dt) AS fda_date, date_precision(d.fda_dt) AS fda_dt_precision,
         d.init_fda_dt, date_day(d.init_fda_dt) AS init_fda_date,
+        i.initial_receipt_date, i.initial_receipt_precision, i.initial_quarter,
+        i.first_version_quarter,
         d.event_dt, date_day(d.event_dt) AS event_date, date_year(d.event_dt) AS event_year,
         date_month(d.event_dt) AS event_month, date_precision(d.event_dt) AS event_dt_precision,
         age_in_years(d.age, d.age_cod) AS age_years,
@@ -228,6 +279,7 @@ REBUILD: tuple[str, ...] = (
     LEFT JOIN _country oc ON oc.raw = d.occr_country
     LEFT JOIN _reporter rt ON rt.code = upper(trim(d.occp_cod))
     LEFT JOIN _outcome_flags f ON f.caseid = s.caseid
+    LEFT JOIN initial_receipts(NULL) i ON i.caseid = s.caseid
     ORDER BY s.caseid""",
     """CREATE OR REPLACE TABLE case_drugs AS
     SELECT s.caseid, s.primaryid, s.source, g.drug_seq, upper(trim(g.role_cod)) AS role_cod,

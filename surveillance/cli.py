@@ -517,6 +517,10 @@ def trends_command(
 ) -> None:
     """Per-quarter series for a substance and cumulative signal statistics; optional figures.
 
+    A case counts in the quarter of its initial FDA receipt (new case); by_quarter also shows
+    follow-ups received and cases by their latest version's quarter. --format csv writes every
+    series as one long table (column 'series' names each); json an object of metadata and series.
+
     Example: surveillance trends --substance kratom --plot figures/
     """
     from .db import connect
@@ -528,9 +532,10 @@ def trends_command(
         series = trends(con, resolve(substance, substance_file), top_terms, roles)
     fmt = fmt or default_format()
     if fmt == "json":
-        click.echo(render_json({k: _plain(v) for k, v in series.tables().items()}), nl=False)
+        tables = {k: _plain(v) for k, v in series.tables().items()}
+        click.echo(render_json({"metadata": series.metadata(), "series": tables}), nl=False)
     elif fmt == "csv":
-        click.echo(render(series.by_quarter, "csv"), nl=False)
+        click.echo(render(series.long_table(), "csv"), nl=False)
     else:
         for name in ("by_quarter", "first_signal"):
             click.echo(f"== {name}")

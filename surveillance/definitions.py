@@ -8,6 +8,7 @@ their labels and bounds from this module. Importing it loads nothing heavy.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 from . import stats
 
@@ -41,25 +42,57 @@ CRITERIA: tuple[Criterion, ...] = (
 )
 """Signal criteria in the order of the PRIE mark string."""
 
-OUTCOMES: tuple[str, ...] = (
-    "death",
-    "life-threatening",
-    "hospitalization",
-    "other serious",
-    "non-serious",
+
+@dataclass(frozen=True)
+class OutcomeCode:
+    """One FAERS outcome code (OUTC outc_cod): the flag column of `cases` it sets, its label."""
+
+    code: str
+    flag: str
+    label: str
+
+
+OUTCOME_CODES: tuple[OutcomeCode, ...] = (
+    OutcomeCode("DE", "death", "Death"),
+    OutcomeCode("LT", "life_threatening", "Life-threatening"),
+    OutcomeCode("HO", "hospitalization", "Hospitalization"),
+    OutcomeCode("DS", "disability", "Disability"),
+    OutcomeCode("CA", "congenital_anomaly", "Congenital anomaly"),
+    OutcomeCode("RI", "required_intervention", "Required intervention"),
+    OutcomeCode("OT", "other_serious", "Other serious"),
 )
+"""The FAERS outcome codes (faers-format.md), in the FDA's order."""
+
+WORST_OUTCOME_RULE: tuple[tuple[str, str | None], ...] = (
+    ("death", "death"),
+    ("life-threatening", "life_threatening"),
+    ("hospitalization", "hospitalization"),
+    ("other serious", "serious"),
+    ("non-serious", None),
+)
+"""Worst outcome of a case: the first category whose `cases` flag is true (None: otherwise).
+"other serious" is any other outcome code (DS, CA, RI, OT); "non-serious" is no outcome code."""
+
+OUTCOMES: tuple[str, ...] = tuple(label for label, _ in WORST_OUTCOME_RULE)
 """Worst outcome of a case, in priority order: each case falls in exactly one category."""
 
 AGE_BOUNDS: tuple[int, ...] = (18, 25, 35, 45, 55, 65)
 """Lower bounds (years) of the age groups after the first; ages are in completed years."""
-AGE_GROUPS: tuple[str, ...] = ("0-17", "18-24", "25-34", "35-44", "45-54", "55-64", "65+")
+AGE_GROUPS: tuple[str, ...] = (
+    f"0-{AGE_BOUNDS[0] - 1}",
+    *(f"{lo}-{hi - 1}" for lo, hi in pairwise(AGE_BOUNDS)),
+    f"{AGE_BOUNDS[-1]}+",
+)
+"""Age group labels, built from AGE_BOUNDS: 0-17, 18-24, ..., 65+."""
 AGE_UNKNOWN = "unknown"
+"""The age group of a case without a plausible age."""
 SEXES: tuple[str, ...] = ("F", "M", "unknown")
 
 NEW_CASE = (
-    "A new case in quarter Q is a case whose initial FDA receipt (init_fda_dt of its versions, "
-    "else the quarter of its first version) falls in Q; a follow-up of an older case is a "
-    "follow-up, not a new case."
+    "A new case in quarter Q is a case whose initial FDA receipt falls in Q: the earliest "
+    "init_fda_dt among its versions (a partial date counts from its first day; a date known only "
+    "to the year, or none, gives way to the quarter of the first version seen, and so does a "
+    "date later than that quarter). A follow-up of an older case is a follow-up, not a new case."
 )
 
 

@@ -209,6 +209,13 @@ COLUMNS: dict[str, dict[str, str]] = {
         "fda_dt_precision": "precision of fda_dt: day, month, year or NULL",
         "init_fda_dt": "date the FDA received the first version, as text",
         "init_fda_date": "init_fda_dt as a DATE when it is a full day",
+        "initial_receipt_date": "initial FDA receipt: earliest init_fda_dt of all versions, "
+        "ISO at its precision (2012-05-15, 2012-05, 2012); NULL when no version has one",
+        "initial_receipt_precision": "precision of initial_receipt_date: day, month, year or NULL",
+        "initial_quarter": "quarter of the initial FDA receipt (definitions.NEW_CASE): the case "
+        "is new in this quarter; the first version's quarter when the date is year-only, missing "
+        "or later than that",
+        "first_version_quarter": "FDA quarter of the earliest version of the case in the data",
         "event_dt": "event date as reported (YYYYMMDD, YYYYMM or YYYY)",
         "event_date": "event_dt as a DATE when it is a full day",
         "event_year": "year of the event when known",

@@ -491,8 +491,8 @@ _README_SYNTHETIC = (
 
 
 _CASE_COLUMNS = (
-    "caseid source_of_latest surviving primaryid_latest quarter_latest is_kratom is_7oh "
-    "has_decoy deleted_in"
+    "caseid source_of_latest surviving primaryid_latest quarter_latest quarter_initial "
+    "quarter_first_version is_kratom is_7oh has_decoy deleted_in"
 ).split()
 
 # --- public results ----------------------------------------------------------------------------
@@ -860,7 +860,8 @@ class _Planner:
         return dmg
 
     def case_truth(self, lost: set[int]) -> pd.DataFrame:
-        """One row per case: the version the FDA rule keeps, deletion, kratom status.
+        """One row per case: the version the FDA rule keeps, deletion, kratom status, and the
+        quarter of its planned initial receipt (definitions.NEW_CASE) and of its first version.
 
         Cases whose only DEMO row was destroyed by damage are left out: ingest never sees them.
         """
@@ -878,6 +879,12 @@ class _Planner:
                 )
             kinds = best.kratom_kinds
             deleted_in = self.deleted_in.get(caseid)
+            first = str(min(q for _, q in seen))
+            # The planned initial receipt, as the FAERS versions carry it (LAERS has no field).
+            init = min(
+                (v.demo["init_fda_dt"] for v, _ in faers if v.demo["init_fda_dt"]), default=""
+            )
+            initial = f"{init[:4]}Q{(int(init[4:6]) + 2) // 3}" if init else first
             rows.append(
                 {
                     "caseid": str(caseid),
@@ -885,6 +892,8 @@ class _Planner:
                     "surviving": deleted_in is None,
                     "primaryid_latest": best.report_id,
                     "quarter_latest": str(q),
+                    "quarter_initial": min(initial, first),
+                    "quarter_first_version": first,
                     "is_kratom": bool(kinds & {"kratom", "7oh"}),
                     "is_7oh": "7oh" in kinds,
                     "has_decoy": "decoy" in kinds,

@@ -4,11 +4,14 @@ Reads the clean layer (`cases`, `case_drugs`), `substance_hits`, `quarters` and,
 `signals.signals`, the raw layer as of each loaded quarter. Writes nothing of its own; the
 signals runs it makes are stored by `signals` in `signal_runs`/`signals` as usual.
 
-The unit is the deduplicated case. A case counts once, in the FDA quarter of its surviving
-(latest) version, so a follow-up report moves a case to a later quarter. The quarter axis holds
+The unit is the deduplicated case. A case is new, and counts once, in the quarter of its initial
+FDA receipt (`cases.initial_quarter`, definitions.NEW_CASE): a follow-up of an older case is a
+follow-up (`n_followup_cases`), not a new case. `by_quarter` also keeps the cases per quarter of
+their latest version (`n_cases_latest_version`), clearly a second view. The quarter axis holds
 every loaded quarter, with 0 where the substance has no case; quarters between the first and the
 last loaded one that were never loaded are not given rows (their counts are unknown, not 0) and
-are listed in `Trends.missing_quarters`.
+are listed in `Trends.missing_quarters`; cases first received outside the loaded quarters are
+counted in `Trends.n_cases_initial_not_loaded`.
 
 The cumulative statistics use ONE EBGM prior for every quarter: the one of the last quarter's run
 (fitted on the whole database). Refitting per quarter would cost one maximum-likelihood fit on the
@@ -25,8 +28,9 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from . import __version__, stats
-from .clean import REPORTER_TYPES
+from . import __version__, definitions, stats
+from .clean import REPORTER_TYPES, ensure_macros
+from .definitions import AGE_GROUPS, AGE_UNKNOWN, OUTCOMES, SEXES
 from .extract import ensure_extracted
 from .faers_format import Quarter
 from .query import run_query
@@ -36,16 +40,13 @@ from .substances import Substance
 TOP_TERM_MIN_CASES = 3
 """A top term needs at least this many substance cases at the last quarter (Evans' a >= 3)."""
 CO_REPORTED_ROWS = 20
-CRITERIA = ("prr", "ror", "ic", "ebgm")
-OUTCOMES = ("death", "life-threatening", "hospitalization", "other serious", "non-serious")
-"""Worst outcome of a case, in priority order: each case falls in exactly one category."""
+CRITERIA = tuple(c.flag.removeprefix("signal_") for c in definitions.CRITERIA)
+"""The criteria of the registry by short name: prr, ror, ic, ebgm."""
 COUNTRY_GROUPS = ("US", "Non-US", "Unknown")
 OTHER_REPORTER = ("other", "Other or not reported")
-AGE_GROUPS = ("0-17", "18-24", "25-34", "35-44", "45-54", "55-64", "65+", "unknown")
-SEXES = ("F", "M", "unknown")
 CUMULATIVE_COLUMNS = (
     "quarter term a n_substance_cases prr prr_lower prr_upper ror ror_lower ror_upper ic ic025 "
-    "ic975 ebgm eb05 eb95 p_adj signal_prr signal_ror signal_ic signal_ebgm"
+    "ic975 ebgm eb05 eb95 p_adj zero_corrected signal_prr signal_ror signal_ic signal_ebgm"
 ).split()
 _STATISTICS = CUMULATIVE_COLUMNS[4:17]
 _FLAG_COUNTS = {
@@ -60,11 +61,25 @@ _HITS = """WITH hit AS (
     SELECT DISTINCT caseid FROM substance_hits
     WHERE substance = $substance
       AND ($roles IS NULL OR list_contains(string_split($roles, ','), role_cod)))"""
+# `quarter` is the quarter of initial receipt, the one every per-quarter series counts in.
 _CASE_ROWS = f"""{_HITS}
-SELECT c.caseid, c.quarter, c.event_year, c.age_years, c.sex, c.country, c.reporter_type,
-    c.serious, c.death, c.life_threatening, c.hospitalization
+SELECT c.caseid, c.initial_quarter AS quarter, c.quarter AS latest_version_quarter,
+    c.event_year, c.age_years, age_group(c.age_years) AS age_group, c.sex, c.country,
+    c.reporter_type, c.serious, c.death, c.life_threatening, c.hospitalization,
+    worst_outcome(c.death, c.life_threatening, c.hospitalization, c.serious) AS outcome
 FROM cases c JOIN hit USING (caseid)"""  # noqa: S608
-_ALL_BY_QUARTER = "SELECT quarter, count(*) AS n_all_cases FROM cases GROUP BY quarter"
+# A follow-up received in Q: a version first published in Q of a case initially received earlier.
+_FOLLOWUPS = f"""{_HITS},
+versions AS (
+    SELECT caseid, source, primaryid, min(quarter) AS quarter FROM raw_demo
+    WHERE caseid IN (SELECT caseid FROM hit) GROUP BY ALL)
+SELECT v.quarter, count(DISTINCT v.caseid) AS n_followup_cases
+FROM versions v JOIN cases c USING (caseid)
+WHERE v.quarter > c.initial_quarter
+GROUP BY v.quarter"""  # noqa: S608
+_ALL_BY_QUARTER = (
+    "SELECT initial_quarter AS quarter, count(*) AS n_all_cases FROM cases GROUP BY ALL"
+)
 _ALL_BY_EVENT_YEAR = """SELECT event_year, count(*) AS n_all_cases FROM cases
 WHERE event_year IS NOT NULL GROUP BY event_year"""
 
@@ -87,8 +102,17 @@ class Trends:
     """True when any loaded quarter was generated rather than published by the FDA."""
     tool_version: str
     top_terms: tuple[str, ...]
+    """The terms of the cumulative series, ranked by `top_term_rank` at the last quarter."""
+    top_term_rank: str
+    """The statistic the top terms are ranked by: eb05, or ic025 when EBGM is unavailable."""
     prior: stats.Prior
+    ebgm_available: bool
+    """Whether EBGM/EB05/EB95 may be shown (`SignalRun.ebgm_available` of the last quarter)."""
     by_quarter: pd.DataFrame
+    """Per loaded quarter: new cases (initial receipt), all new cases, share, outcome flags of
+    the new cases, follow-up cases received, and cases by their latest version's quarter."""
+    n_cases_initial_not_loaded: int
+    """Substance cases whose initial receipt falls in no loaded quarter (before or in a gap)."""
     by_outcome: pd.DataFrame
     by_event_year: pd.DataFrame
     n_cases_no_event_year: int
@@ -114,6 +138,13 @@ class Trends:
             "demographics": self.demographics,
         }
 
+    def long_table(self) -> pd.DataFrame:
+        """Every series in one long table: `series` names it, then the union of the series'
+        columns, blank where a series has no such column (the CSV form of `trends`)."""
+        frames = [frame.astype(object).assign(series=name) for name, frame in self.tables().items()]
+        out = pd.concat(frames, ignore_index=True, sort=False)
+        return out[["series", *(c for c in out.columns if c != "series")]]
+
     def metadata(self) -> dict[str, Any]:
         """What the series were computed from: substance, quarters, data vintage, prior."""
         return {
@@ -127,7 +158,11 @@ class Trends:
             "synthetic": self.synthetic,
             "tool_version": self.tool_version,
             "top_terms": list(self.top_terms),
+            "top_term_rank": self.top_term_rank,
+            "ebgm_available": self.ebgm_available,
             "n_cases_no_event_year": self.n_cases_no_event_year,
+            "n_cases_initial_not_loaded": self.n_cases_initial_not_loaded,
+            "new_case_definition": definitions.NEW_CASE,
             "ebgm_prior": {
                 k: getattr(self.prior, k) for k in ("alpha1", "beta1", "alpha2", "beta2", "p")
             },
@@ -141,8 +176,10 @@ def trends(
     roles: str | None = None,
 ) -> Trends:
     """Every series for the substance over the loaded quarters, and cumulative signals of the
-    `top_terms` terms with the highest EB05 (at least TOP_TERM_MIN_CASES cases) at the end."""
+    `top_terms` terms with the highest EB05 (IC025 when EBGM is unavailable; at least
+    TOP_TERM_MIN_CASES cases) at the end."""
     ensure_extracted(con, substance)
+    ensure_macros(con)
     latest = signals(con, substance, roles=roles, min_cases=1)
     loaded = [
         (str(q), bool(s))
@@ -153,7 +190,8 @@ def trends(
     quarters = [q for q, _ in loaded]
     params = {"substance": substance.name, "roles": latest.roles}
     case_rows = con.execute(_CASE_ROWS, params).fetchdf()
-    top = _top_terms(latest.table, top_terms)
+    rank = "eb05" if latest.ebgm_available else "ic025"
+    top = _top_terms(latest.table, top_terms, rank)
     cumulative = _cumulative(con, substance, latest, quarters, top)
     event_years = case_rows["event_year"].dropna()
     return Trends(
@@ -167,8 +205,11 @@ def trends(
         synthetic=any(s for _, s in loaded),
         tool_version=__version__,
         top_terms=tuple(top),
+        top_term_rank=rank,
         prior=latest.prior,
-        by_quarter=_by_quarter(con, case_rows, quarters),
+        ebgm_available=latest.ebgm_available,
+        by_quarter=_by_quarter(con, case_rows, quarters, params),
+        n_cases_initial_not_loaded=int((~case_rows["quarter"].isin(quarters)).sum()),
         by_outcome=_by_outcome(case_rows, quarters),
         by_event_year=_by_event_year(con, case_rows),
         n_cases_no_event_year=int(len(case_rows) - len(event_years)),
@@ -218,12 +259,23 @@ def _with_share(frame: pd.DataFrame, all_cases: pd.Series) -> pd.DataFrame:
 
 
 def _by_quarter(
-    con: duckdb.DuckDBPyConnection, case_rows: pd.DataFrame, quarters: list[str]
+    con: duckdb.DuckDBPyConnection,
+    case_rows: pd.DataFrame,
+    quarters: list[str],
+    params: dict[str, Any],
 ) -> pd.DataFrame:
-    """Substance cases, all cases, the share and the outcome flags per loaded quarter."""
+    """New substance cases, all new cases, the share and the outcome flags per loaded quarter;
+    follow-up cases received and cases by their latest version's quarter beside them."""
     frame = _counts(case_rows, "quarter", quarters)
     all_cases = con.execute(_ALL_BY_QUARTER).fetchdf().set_index("quarter")["n_all_cases"]
-    return _with_share(frame, all_cases).rename_axis("quarter").reset_index()
+    frame = _with_share(frame, all_cases)
+    followups = con.execute(_FOLLOWUPS, params).fetchdf().set_index("quarter")
+    frame["n_followup_cases"] = (
+        followups["n_followup_cases"].reindex(quarters, fill_value=0).astype("int64")
+    )
+    latest = case_rows.groupby("latest_version_quarter").size()
+    frame["n_cases_latest_version"] = latest.reindex(quarters, fill_value=0).astype("int64")
+    return frame.rename_axis("quarter").reset_index()
 
 
 def _by_event_year(con: duckdb.DuckDBPyConnection, case_rows: pd.DataFrame) -> pd.DataFrame:
@@ -241,22 +293,6 @@ def _by_event_year(con: duckdb.DuckDBPyConnection, case_rows: pd.DataFrame) -> p
     return frame.astype({"event_year": "int64"})
 
 
-def worst_outcome(case_rows: pd.DataFrame) -> pd.Series:
-    """Each case's worst outcome: death > life-threatening > hospitalization > other serious >
-    non-serious (a case with several outcomes takes the first in that order)."""
-    choice = np.select(
-        [
-            case_rows["death"].to_numpy(bool),
-            case_rows["life_threatening"].to_numpy(bool),
-            case_rows["hospitalization"].to_numpy(bool),
-            case_rows["serious"].to_numpy(bool),
-        ],
-        list(OUTCOMES[:4]),
-        default=OUTCOMES[4],
-    )
-    return pd.Series(choice, index=case_rows.index, name="outcome")
-
-
 def _long_counts(
     case_rows: pd.DataFrame, quarters: list[str], column: str, values: pd.Series, levels: list[str]
 ) -> pd.DataFrame:
@@ -270,7 +306,7 @@ def _long_counts(
 
 def _by_outcome(case_rows: pd.DataFrame, quarters: list[str]) -> pd.DataFrame:
     """Substance cases per quarter by worst outcome (mutually exclusive categories)."""
-    return _long_counts(case_rows, quarters, "outcome", worst_outcome(case_rows), list(OUTCOMES))
+    return _long_counts(case_rows, quarters, "outcome", case_rows["outcome"], list(OUTCOMES))
 
 
 def _by_reporter(case_rows: pd.DataFrame, quarters: list[str]) -> pd.DataFrame:
@@ -296,23 +332,16 @@ def _by_country_group(case_rows: pd.DataFrame, quarters: list[str]) -> pd.DataFr
 
 
 def _demographics(case_rows: pd.DataFrame) -> pd.DataFrame:
-    """Substance cases by sex and age group (the groups of queries/demographics.sql)."""
-    age = case_rows["age_years"]
-    bins = pd.cut(age, [-np.inf, 18, 25, 35, 45, 55, 65, np.inf], right=False, labels=False)
-    group = pd.Series(
-        np.where(
-            age.isna(), "unknown", np.array(AGE_GROUPS, dtype=object)[bins.fillna(0).astype(int)]
-        ),
-        index=case_rows.index,
-    )
-    counts = case_rows.assign(age_group=group).groupby(["sex", "age_group"]).size()
-    grid = pd.MultiIndex.from_product([list(SEXES), list(AGE_GROUPS)], names=["sex", "age_group"])
+    """Substance cases by sex and age group (the registry's groups, SQL macro age_group)."""
+    counts = case_rows.groupby(["sex", "age_group"]).size()
+    groups = [*AGE_GROUPS, AGE_UNKNOWN]
+    grid = pd.MultiIndex.from_product([list(SEXES), groups], names=["sex", "age_group"])
     return counts.reindex(grid, fill_value=0).astype("int64").rename("n_cases").reset_index()
 
 
-def _top_terms(table: pd.DataFrame, n: int) -> list[str]:
+def _top_terms(table: pd.DataFrame, n: int, rank: str) -> list[str]:
     eligible = table[table["a"] >= TOP_TERM_MIN_CASES]
-    ranked = eligible.sort_values(["eb05", "term"], ascending=[False, True], kind="mergesort")
+    ranked = eligible.sort_values([rank, "term"], ascending=[False, True], kind="mergesort")
     return [str(t) for t in ranked["term"].head(n)]
 
 
@@ -341,8 +370,8 @@ def _cumulative(
         )
         rows = run.table.set_index("term").reindex(top)
         rows["a"] = rows["a"].fillna(0).astype("int64")
-        for criterion in CRITERIA:
-            rows[f"signal_{criterion}"] = rows[f"signal_{criterion}"].fillna(False).astype(bool)
+        for flag in ("zero_corrected", *(f"signal_{c}" for c in CRITERIA)):
+            rows[flag] = rows[flag].fillna(False).astype(bool)
         rows = rows.rename_axis("term").reset_index()
         rows.insert(0, "quarter", quarter)
         rows["n_substance_cases"] = run.n_substance_cases

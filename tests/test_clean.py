@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 from click.testing import CliRunner
 
 from surveillance.cases import cases
+from surveillance.clean import ensure_macros
 from surveillance.cli import cli
 from surveillance.db import connect
 from surveillance.extract import resolve
@@ -29,6 +31,56 @@ def test_surviving_cases_equal_truth(series_db, series_con) -> None:
     assert (got["primaryid"] == truth.loc[got.index, "primaryid_latest"]).all()
     assert (got["quarter"] == truth.loc[got.index, "quarter_latest"]).all()
     assert (got["source"] == truth.loc[got.index, "source_of_latest"]).all()
+
+
+def test_initial_quarter_equals_truth(series_db, series_con) -> None:
+    """New case = initial FDA receipt (definitions.NEW_CASE), not the latest version's quarter."""
+    truth = _truth(series_db[0])
+    got = series_con.execute(
+        "SELECT caseid, initial_quarter, first_version_quarter FROM cases"
+    ).fetchdf()
+    got = got.set_index("caseid").sort_index()
+    assert (got["initial_quarter"] == truth.loc[got.index, "quarter_initial"]).all()
+    assert (got["first_version_quarter"] == truth.loc[got.index, "quarter_first_version"]).all()
+    # What makes the definition matter is planted: follow-ups of kratom cases first received
+    # in an earlier loaded quarter, and versions whose first receipt predates the loaded data.
+    loaded = {q.quarter for q in series_db[0].quarters}
+    followed_up = truth[truth["quarter_initial"] < truth["quarter_latest"]]
+    assert (followed_up["quarter_initial"].isin(loaded) & followed_up["is_kratom"]).sum() > 5
+    assert (~truth["quarter_initial"].isin(loaded) & truth["is_kratom"]).sum() > 5
+
+
+def test_initial_receipt_rules_on_hand_made_versions() -> None:
+    """Earliest init_fda_dt across versions; partial dates from their first day; a year-only or
+    missing date, or one after the first version's quarter, gives way to that quarter."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE raw_demo (caseid VARCHAR, quarter VARCHAR, init_fda_dt VARCHAR)")
+    con.execute(
+        "INSERT INTO raw_demo VALUES "
+        "('1', '2020Q3', '20200815'), ('1', '2020Q4', '20200301'), "  # earliest wins
+        "('2', '2021Q2', '202104'), ('2', '2021Q3', '20210430'), "  # a partial month
+        "('3', '2022Q1', '2019'), "  # year only
+        "('4', '2022Q2', NULL), ('4', '2022Q4', NULL), "  # none: first version
+        "('5', '2018Q1', '20181120'), "  # later than the first version seen
+        "('6', '2017Q4', 'junk'), ('6', '2017Q4', '20170230')"  # invalid dates
+    )
+    ensure_macros(con)
+    rows = con.execute(
+        "SELECT caseid, initial_quarter, initial_receipt_date, initial_receipt_precision "
+        "FROM initial_receipts(NULL) ORDER BY caseid"
+    ).fetchall()
+    assert rows == [
+        ("1", "2020Q1", "2020-03-01", "day"),
+        ("2", "2021Q2", "2021-04", "month"),
+        ("3", "2022Q1", "2019", "year"),
+        ("4", "2022Q2", None, None),
+        ("5", "2018Q1", "2018-11-20", "day"),
+        ("6", "2017Q4", None, None),
+    ]
+    as_of = con.execute(
+        "SELECT initial_quarter FROM initial_receipts('2020Q3') WHERE caseid = '1'"
+    ).fetchall()
+    assert as_of == [("2020Q3",)]
 
 
 def test_the_planted_hard_cases_are_present(series_db, series_con) -> None:

@@ -1,5 +1,6 @@
-"""Plots: every figure is written as a PNG of the fixed size and an SVG that parses, carries the
-provenance footer (and the synthetic-data mark), and two runs give identical bytes."""
+"""Plots: every figure is written as a 200 dpi PNG and an SVG that parses, numbered, with a caption
+and an alt text stating its finding in both files, the provenance footer (and the synthetic-data
+mark); labels and event markers do not overlap; two runs give identical bytes."""
 
 from __future__ import annotations
 
@@ -11,19 +12,30 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.text import Annotation
+from matplotlib.transforms import Bbox
+from PIL import Image
 
 from surveillance.db import connect
 from surveillance.extract import resolve
 from surveillance.plots import (
+    FIGURES,
     PLOTS,
     SIZE_PX,
     WATERMARK,
+    estimate,
+    figure,
     footer,
+    number,
     plot_all,
     plot_cases_by_outcome,
     regulatory_events,
+    save_figure,
 )
 from surveillance.synthetic import Series
 from surveillance.trends import Trends, trends
@@ -64,7 +76,7 @@ def test_every_plot_writes_png_and_svg(name: str, written, kratom_trends: Trends
     assert sorted(p.suffix for p in paths) == [".png", ".svg"]
     png, svg = sorted(paths)
     assert png.stat().st_size > 10_000
-    assert png_size(png) == SIZE_PX == (1000, 560)
+    assert png_size(png) == SIZE_PX == (2000, 1120)  # 10 x 5.6 inches at 200 dpi
     text = svg_text(svg)
     assert footer(kratom_trends) in text
     assert f"vintage {kratom_trends.vintage[:8]}" in text and "kratom 1.0.0" in text
@@ -129,3 +141,147 @@ def test_importable_without_a_display() -> None:
         "import matplotlib, surveillance.plots; assert matplotlib.get_backend().lower() == 'agg'"
     )
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
+
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def captions(paths: list[Path]) -> dict[str, tuple[str, str]]:
+    """(Title, Description) of a figure from its PNG text chunks and its SVG <title>/<desc>,
+    asserting the two files agree."""
+    png = next(p for p in paths if p.suffix == ".png")
+    svg = next(p for p in paths if p.suffix == ".svg")
+    with Image.open(png) as image:
+        from_png = (image.text["Title"], image.text["Description"])
+    root = ET.parse(svg).getroot()
+    first = list(root)[:2]
+    assert [e.tag for e in first] == [f"{SVG}title", f"{SVG}desc"]
+    assert (first[0].text, first[1].text) == from_png
+    return {png.stem: from_png}
+
+
+def test_figures_are_numbered_with_distinct_captions_and_alt_text(written) -> None:
+    found: dict[str, tuple[str, str]] = {}
+    for paths in written.values():
+        found |= captions(paths)
+    assert list(found) == [name for name, _ in FIGURES]
+    for k, (title, alt) in enumerate(found.values(), 1):
+        assert title.startswith(f"Figure {k}. ") and len(title) > 40
+        assert alt.endswith(".") and len(alt) > 30
+    assert len({t.split(". ", 1)[1] for t, _ in found.values()}) == len(found)
+    assert len({a for _, a in found.values()}) == len(found)
+
+
+def test_alt_text_states_the_finding_from_the_data(written, kratom_trends: Trends) -> None:
+    table = kratom_trends.latest_signals.set_index("term").loc[list(kratom_trends.top_terms)]
+    best = table.sort_values("ror", ascending=False).iloc[0]
+    want = f"{best.name} has the highest ROR, {estimate(*best[['ror', 'ror_lower', 'ror_upper']])}"
+    _, alt = captions(written["plot_forest"])["forest_ror"]
+    assert alt.startswith(want)
+    _, alt = captions(written["plot_cases_by_outcome"])["cases_by_outcome"]
+    by_quarter = kratom_trends.by_quarter
+    assert alt.startswith(f"{by_quarter['n_cases'].sum()} new kratom cases were received")
+    assert f"{by_quarter['n_death'].sum()} of the new cases died" in alt
+    top = kratom_trends.co_reported.iloc[0]
+    _, alt = captions(written["plot_co_reported"])["co_reported_substances"]
+    assert alt.startswith(f"{top['drug']} is the drug most often reported with kratom")
+
+
+def test_numbers_have_two_significant_figures() -> None:
+    assert [number(x) for x in (12.34, 8.14, 18.0, 7891.0, 0.1234, 470.4)] == [
+        "12",
+        "8.1",
+        "18",
+        "7,900",
+        "0.12",
+        "470",
+    ]
+    assert estimate(12.0, 8.1, 18.2) == "12 (8.1-18)" and number(float("nan")) == "n/a"
+
+
+def boxes(fig: Figure, texts) -> list[Bbox]:
+    """Renderer bounding boxes of texts (their bbox patch, where they have one)."""
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.canvas.draw()
+    out = []
+    for t in texts:
+        patch = t.get_bbox_patch()
+        out.append((patch or t).get_window_extent(renderer))
+    return out
+
+
+def assert_apart(found: list[Bbox]) -> None:
+    for i, a in enumerate(found):
+        for b in found[i + 1 :]:
+            assert not a.overlaps(b), (a, b)
+
+
+def crowded(trends: Trends, n: int) -> Trends:
+    """The trends with n extra terms at almost the statistics of the strongest one."""
+    table = trends.latest_signals
+    if n == 0:
+        return trends
+    strongest = table.sort_values("ror", ascending=False).iloc[[0]]
+    extra = pd.concat([strongest] * n, ignore_index=True)
+    extra["term"] = [f"Planted look-alike term {i:02d}" for i in range(n)]
+    extra["ror"] = extra["ror"] * (1 + 0.01 * np.arange(n))
+    return dataclasses.replace(
+        trends,
+        latest_signals=pd.concat([table, extra], ignore_index=True),
+        top_terms=(*trends.top_terms, *extra["term"][:4]),
+    )
+
+
+@pytest.mark.parametrize("extra", [0, 12])
+def test_volcano_labels_neither_overlap_nor_leave_the_axes(kratom_trends, extra: int) -> None:
+    fig, _ = figure(crowded(kratom_trends, extra), "volcano")
+    ax = fig.axes[0]
+    labels = [t for t in ax.texts if isinstance(t, Annotation)]
+    assert len(labels) >= 8
+    found = boxes(fig, labels)
+    assert_apart(found)
+    inside = ax.get_window_extent()
+    for box in found:
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1, box
+        assert inside.y0 <= box.y0 and box.y1 <= inside.y1, box
+    legend = ax.get_legend().get_window_extent()
+    assert not legend.overlaps(inside)  # the legend is off the data
+
+
+def test_regulatory_event_markers_do_not_overlap(kratom_trends) -> None:
+    fig, _ = figure(kratom_trends, "cases_by_outcome")
+    ax = fig.axes[0]
+    markers = [t for t in ax.texts if t.get_text().isdigit()]
+    in_range = [e for e in regulatory_events("kratom") if 2012 <= e.date.year <= 2023]
+    assert len(markers) == len(in_range) >= 5  # 2016-2018 crowd
+    assert_apart(boxes(fig, markers))
+
+
+def test_ebgm_is_shown_only_when_available(kratom_trends, tmp_path: Path) -> None:
+    for available in (True, False):
+        series = dataclasses.replace(kratom_trends, ebgm_available=available)
+        forest = captions(save_figure(series, "forest_ror", tmp_path))["forest_ror"]
+        cumulative, _ = figure(series, "cumulative_ebgm")
+        drawn = [line for ax in cumulative.axes for line in ax.get_lines()]
+        if available:
+            assert "EBGM (EB05-EB95)" in forest[0] and "the highest EBGM is" in forest[1]
+            assert drawn
+        else:
+            assert "EBGM" not in forest[0] and "EBGM is unavailable" in forest[1]
+            assert not drawn
+
+
+def test_hostile_terms_stay_text(kratom_trends, tmp_path: Path) -> None:
+    table = kratom_trends.latest_signals.copy()
+    hostile = ["$\\alpha^2$ <script>alert(1)</script>", "Bell\x07 and \x1b[2J & more"]
+    old = list(kratom_trends.top_terms[:2])
+    table["term"] = table["term"].replace(dict(zip(old, hostile, strict=True)))
+    series = dataclasses.replace(
+        kratom_trends,
+        latest_signals=table,
+        top_terms=(*hostile, *kratom_trends.top_terms[2:]),
+    )
+    paths = save_figure(series, "forest_ror", tmp_path)
+    svg = next(p for p in paths if p.suffix == ".svg").read_text(encoding="utf-8")
+    assert "<script>" not in svg and "&lt;script&gt;" in svg
+    ET.fromstring(svg)  # still well-formed: control characters were replaced

@@ -3,14 +3,19 @@ cumulative statistics equal separate `signals` runs as of each quarter."""
 
 from __future__ import annotations
 
+import io
+import json
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
+from surveillance.cli import cli
 from surveillance.db import connect
+from surveillance.definitions import NEW_CASE
 from surveillance.extract import resolve
 from surveillance.query import run_query
 from surveillance.signals import signals
@@ -41,10 +46,11 @@ def _truth_rows(series: Series, table: str) -> Iterable[dict]:
 
 
 def _kratom_keys(series: Series) -> dict[tuple[str, str], str]:
-    """(primaryid, quarter) of each surviving kratom case's latest version -> that quarter."""
+    """(primaryid, quarter) of each surviving kratom case's latest version -> the quarter of its
+    initial receipt, the quarter every series counts the case in."""
     cases = _truth_cases(series)
     cases = cases[cases["is_kratom"]]
-    return {(r.primaryid_latest, r.quarter_latest): r.quarter_latest for r in cases.itertuples()}
+    return {(r.primaryid_latest, r.quarter_latest): r.quarter_initial for r in cases.itertuples()}
 
 
 def _by_quarter(counter: Counter[str], quarters: Iterable[str]) -> list[int]:
@@ -63,15 +69,43 @@ def test_quarter_axis_is_every_loaded_quarter(quarters, kratom_trends: Trends) -
     assert len(kratom_trends.vintage) == 64
 
 
-def test_case_counts_equal_ground_truth(quarters, series_db, kratom_trends: Trends) -> None:
+def test_new_cases_count_by_initial_receipt(quarters, series_db, kratom_trends: Trends) -> None:
+    """definitions.NEW_CASE: a case is new in the quarter of its initial FDA receipt."""
     cases = _truth_cases(series_db[0])
-    all_cases = Counter(cases["quarter_latest"])
-    kratom = Counter(cases.loc[cases["is_kratom"], "quarter_latest"])
+    all_cases = Counter(cases["quarter_initial"])
+    kratom_cases = cases[cases["is_kratom"]]
+    kratom = Counter(kratom_cases["quarter_initial"])
     got = kratom_trends.by_quarter
     assert list(got["n_all_cases"]) == _by_quarter(all_cases, quarters)
     assert list(got["n_cases"]) == _by_quarter(kratom, quarters)
-    share = [100 * kratom[q] / all_cases[q] for q in quarters]
-    assert list(got["share_pct"]) == pytest.approx(share, abs=5e-4)
+    share = [100 * kratom[q] / all_cases[q] if all_cases[q] else None for q in quarters]
+    assert list(got["share_pct"].astype(object).where(got["share_pct"].notna(), None)) == (
+        pytest.approx(share, abs=5e-4)
+    )
+    not_loaded = (~kratom_cases["quarter_initial"].isin(quarters)).sum()
+    assert kratom_trends.n_cases_initial_not_loaded == not_loaded > 0
+    # The latest-version view stays, as its own column; it differs where follow-ups moved cases.
+    latest = Counter(kratom_cases["quarter_latest"])
+    assert list(got["n_cases_latest_version"]) == _by_quarter(latest, quarters)
+    assert list(got["n_cases_latest_version"]) != list(got["n_cases"])
+
+
+def test_followups_equal_truth_versions(quarters, series_db, kratom_trends: Trends) -> None:
+    """A follow-up received in Q: a version first published in Q of a case received earlier."""
+    truth = _truth_cases(series_db[0])
+    initial = dict(zip(truth["caseid"], truth["quarter_initial"], strict=True))
+    kratom = set(truth.loc[truth["is_kratom"], "caseid"])
+    first_seen: dict[tuple[str, str], str] = {}
+    for row in _truth_rows(series_db[0], "demo"):
+        key = (row["caseid"], row["primaryid"])
+        first_seen[key] = min(first_seen.get(key, row["quarter"]), row["quarter"])
+    followups = Counter(
+        q
+        for caseid, q in {(c, q) for (c, _), q in first_seen.items()}
+        if caseid in kratom and q > initial[caseid]
+    )
+    got = kratom_trends.by_quarter["n_followup_cases"]
+    assert list(got) == _by_quarter(followups, quarters) and got.sum() > 5
 
 
 def test_outcome_counts_equal_truth_outc_rows(quarters, series_db, kratom_trends: Trends) -> None:
@@ -132,7 +166,7 @@ def test_reporters_and_countries_equal_truth_demo_rows(
     countries: Counter[tuple[str, str]] = Counter()
     for row in _truth_rows(series_db[0], "demo"):
         key = (row["primaryid"], row["quarter"])
-        if key not in keys:
+        if keys.get(key) not in quarters:  # not a kratom case, or first received unloaded
             continue
         code = (row["occp_cod"] or "").strip().upper()
         known = code in {"MD", "PH", "OT", "HP", "RN", "LW", "CN"}
@@ -221,7 +255,9 @@ def test_roles_restrict_every_series(series_con, kratom_trends: Trends) -> None:
     suspects = trends(series_con, resolve("kratom"), top_terms=3, roles="ss,ps")
     assert suspects.roles == "PS,SS"
     run = signals(series_con, resolve("kratom"), roles="PS,SS", min_cases=1)
-    assert suspects.by_quarter["n_cases"].sum() == run.n_substance_cases
+    assert suspects.by_quarter["n_cases_latest_version"].sum() == run.n_substance_cases
+    new_cases = suspects.by_quarter["n_cases"].sum()
+    assert new_cases + suspects.n_cases_initial_not_loaded == run.n_substance_cases
     assert (suspects.by_quarter["n_cases"] <= kratom_trends.by_quarter["n_cases"]).all()
     assert suspects.by_quarter["n_cases"].sum() < kratom_trends.by_quarter["n_cases"].sum()
     assert suspects.demographics["n_cases"].sum() == run.n_substance_cases
@@ -234,3 +270,33 @@ def test_tables_and_metadata_name_what_they_count(quarters, kratom_trends: Trend
     meta = kratom_trends.metadata()
     assert meta["quarters"] == quarters and meta["substance_version"]
     assert set(meta["ebgm_prior"]) == {"alpha1", "beta1", "alpha2", "beta2", "p"}
+    assert meta["new_case_definition"] == NEW_CASE
+    assert "zero_corrected" in kratom_trends.cumulative.columns
+
+
+def test_cli_csv_and_json_carry_every_series(series_db, kratom_trends: Trends) -> None:
+    """`trends --format csv` is one long table of every series; json every series and metadata."""
+    runner = CliRunner()
+    base = ["trends", "--db", str(series_db[1]), "--substance", "kratom"]
+    as_csv = runner.invoke(cli, [*base, "--format", "csv"])
+    assert as_csv.exit_code == 0, as_csv.output
+    frame = pd.read_csv(io.StringIO(as_csv.output), dtype=str, keep_default_na=False)
+    tables = kratom_trends.tables()
+    assert list(frame["series"].unique()) == list(tables)
+    for name, table in tables.items():
+        rows = frame[frame["series"] == name]
+        assert len(rows) == len(table), name
+        first = table.columns[0]
+        assert list(rows[first]) == [str(v) for v in table[first]], name
+    by_quarter = frame[frame["series"] == "by_quarter"]
+    assert [int(n) for n in by_quarter["n_cases"]] == list(kratom_trends.by_quarter["n_cases"])
+    as_json = runner.invoke(cli, [*base, "--format", "json"])
+    assert as_json.exit_code == 0, as_json.output
+    data = json.loads(as_json.output)
+    assert set(data) == {"metadata", "series"} and list(data["series"]) == list(tables)
+    for name, table in tables.items():
+        assert len(data["series"][name]) == len(table), name
+    assert data["metadata"]["new_case_definition"] == NEW_CASE
+    assert [r["n_followup_cases"] for r in data["series"]["by_quarter"]] == list(
+        kratom_trends.by_quarter["n_followup_cases"]
+    )
