@@ -170,6 +170,9 @@ def load(paths: tuple[Path, ...], db_path: Path | None, dedup: str | None, quiet
         results = load_zips(con, paths, dedup=dedup, progress=None if quiet else _echo_err)
     if not quiet:
         for r in results:
+            for warning in r.warnings:
+                _echo_err(f"warning: {r.quarter} {warning}")
+        for r in results:
             click.echo(
                 f"{r.quarter}: {r.rows_loaded} rows loaded, {r.rows_quarantined} quarantined "
                 f"({r.zip_path.name}, sha256 {r.sha256[:12]}) -> {path}"
