@@ -108,6 +108,25 @@ def cli() -> None:
 @click.option("--base-url", default=None, help="Where the zips live (default: the FDA's).")
 @click.option("--index-url", default=None, help="The index page to read links from.")
 @click.option("--list", "list_only", is_flag=True, help="List the quarters published.")
+@click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds to connect (env SURVEILLANCE_FETCH_CONNECT_TIMEOUT; default 15).",
+)
+@click.option(
+    "--read-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds to wait for the next bytes (env SURVEILLANCE_FETCH_READ_TIMEOUT; default 60).",
+)
+@click.option(
+    "--deadline",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds per file, retries included; a partial file is kept to resume "
+    "(env SURVEILLANCE_FETCH_DEADLINE; default 3600).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 def fetch_command(
     quarters: tuple[str, ...],
@@ -116,6 +135,9 @@ def fetch_command(
     base_url: str | None,
     index_url: str | None,
     list_only: bool,
+    connect_timeout: float | None,
+    read_timeout: float | None,
+    deadline: float | None,
     quiet: bool,
 ) -> None:
     """Download quarterly ASCII zips from the FDA (resumable, verified), or list them.
@@ -124,12 +146,13 @@ def fetch_command(
 
     Example: surveillance fetch 2023Q1-2024Q2 --dest data/raw
     """
-    from .fetch import DEFAULT_BASE_URL, DEFAULT_INDEX_URL, fetch, list_published
+    from .fetch import DEFAULT_BASE_URL, DEFAULT_INDEX_URL, Timeouts, fetch, list_published
 
+    timeouts = Timeouts.from_env(connect=connect_timeout, read=read_timeout, deadline=deadline)
     if list_only:
         import pandas as pd
 
-        published = list_published(index_url or DEFAULT_INDEX_URL)
+        published = list_published(index_url or DEFAULT_INDEX_URL, timeouts=timeouts)
         frame = pd.DataFrame([(p.quarter, p.size_text, p.url) for p in published])
         frame.columns = ["quarter", "size", "url"]
         click.echo(render(frame, "table"), nl=False)
@@ -141,6 +164,7 @@ def fetch_command(
         index_url=index_url,
         latest=latest,
         progress=False if quiet else None,
+        timeouts=timeouts,
     )
     if not quiet:
         for f in results:
@@ -169,6 +193,9 @@ def load(paths: tuple[Path, ...], db_path: Path | None, dedup: str | None, quiet
     with connect(path) as con:
         results = load_zips(con, paths, dedup=dedup, progress=None if quiet else _echo_err)
     if not quiet:
+        for r in results:
+            for warning in r.warnings:
+                _echo_err(f"warning: {r.quarter} {warning}")
         for r in results:
             click.echo(
                 f"{r.quarter}: {r.rows_loaded} rows loaded, {r.rows_quarantined} quarantined "

@@ -31,7 +31,7 @@ _FIXED_DDL = (
         quarter VARCHAR NOT NULL, file VARCHAR NOT NULL, table_name VARCHAR NOT NULL,
         zip_sha256 VARCHAR NOT NULL, rows_read BIGINT NOT NULL, rows_loaded BIGINT NOT NULL,
         rows_quarantined BIGINT NOT NULL, tool_version VARCHAR NOT NULL,
-        loaded_at TIMESTAMP NOT NULL)""",
+        loaded_at TIMESTAMP NOT NULL, warning VARCHAR)""",
     """CREATE TABLE IF NOT EXISTS quarantine (
         quarter VARCHAR NOT NULL, source VARCHAR NOT NULL, file VARCHAR NOT NULL,
         table_name VARCHAR NOT NULL, line_number BIGINT NOT NULL, raw_text VARCHAR NOT NULL,

@@ -10,6 +10,8 @@ DEFAULT_BASE_URL (faers-format.md section 1). Writes, under `dest` (default data
 A zip appears under its final name only through os.replace of a file whose every member passed
 its CRC check, so a failed or killed download never leaves a file that looks complete. The
 sidecar is written after the zip; a zip found without one is verified again on the next run.
+Every request runs under `Timeouts`: to connect, between bytes, and a deadline per file that a
+server trickling bytes cannot stretch (a watchdog shuts the socket down when it passes).
 """
 
 from __future__ import annotations
@@ -18,21 +20,27 @@ import hashlib
 import json
 import os
 import re
+import socket
 import sys
+import threading
 import time
 import zipfile
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Literal
+from types import TracebackType
+from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 from tqdm import tqdm
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 from . import __version__
@@ -42,9 +50,15 @@ from .faers_format import LAERS, TABLE_MEMBER, Quarter
 DEFAULT_INDEX_URL = "https://fis.fda.gov/extensions/FPD-QDE-FAERS/FPD-QDE-FAERS.html"
 DEFAULT_BASE_URL = "https://fis.fda.gov/content/Exports/"
 
-TIMEOUT = (15, 60)  # seconds to connect, and between bytes received
 CHUNK_BYTES = 1 << 16
 PARTIAL_DIR = ".partial"
+# The index page is small: it gets at most this long, whatever the per-file deadline.
+INDEX_DEADLINE = 120.0
+TIMEOUT_ENV = {
+    "connect": "SURVEILLANCE_FETCH_CONNECT_TIMEOUT",
+    "read": "SURVEILLANCE_FETCH_READ_TIMEOUT",
+    "deadline": "SURVEILLANCE_FETCH_DEADLINE",
+}
 
 _ASCII_HREF = re.compile(r"(?i)(?:^|/)(f?aers)_ascii_(\d{4})q([1-4])\.zip$")
 _SIZE_TEXT = re.compile(r"(?i)(\d+(?:\.\d+)?)\s*([KMG]B)")
@@ -57,6 +71,33 @@ Status = Literal["downloaded", "resumed", "present"]
 
 class FetchError(SurveillanceError):
     """A quarter cannot be listed, downloaded or verified; the message names the URL."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds to wait: to connect, for each read, and in all for one file (retries included)."""
+
+    connect: float = 15.0
+    read: float = 60.0
+    deadline: float = 3600.0
+
+    @classmethod
+    def from_env(cls, **given: float | None) -> Timeouts:
+        """Values given (not None), else the environment's, else the defaults."""
+        values: dict[str, float] = {}
+        for name, var in TIMEOUT_ENV.items():
+            value = given.get(name)
+            text = os.environ.get(var)
+            if value is None and text:
+                try:
+                    value = float(text)
+                except ValueError as e:
+                    raise FetchError(f"{var}={text!r}: expected a number of seconds") from e
+            if value is not None:
+                if value <= 0:
+                    raise FetchError(f"the {name} timeout must be positive, not {value:g}")
+                values[name] = value
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -116,23 +157,25 @@ def canonical_name(quarter: str) -> str:
 
 
 def list_published(
-    index_url: str = DEFAULT_INDEX_URL, session: requests.Session | None = None
+    index_url: str = DEFAULT_INDEX_URL,
+    session: requests.Session | None = None,
+    timeouts: Timeouts | None = None,
+    retries: int = 3,
+    backoff: float = 1.0,
 ) -> list[Published]:
-    """The ASCII zips the index page links to, oldest quarter first."""
+    """The ASCII zips the index page links to, oldest quarter first.
+
+    Links to quarters before 2004Q1 (before LAERS's ASCII extracts) are ignored."""
+    timeouts = timeouts or Timeouts.from_env()
     with _session(session) as s:
-        try:
-            r = s.get(index_url, timeout=TIMEOUT)
-        except requests.RequestException as e:
-            raise FetchError(f"{index_url}: cannot read the index page ({e})") from e
-        if r.status_code != 200:
-            raise FetchError(f"{index_url}: HTTP {r.status_code} {r.reason}")
+        page = _index_page(s, index_url, timeouts, retries, backoff)
         parser = _IndexParser()
-        parser.feed(r.text)
+        parser.feed(page)
         parser.close()
     found: dict[Quarter, Published] = {}
     for href, text in parser.links:
         m = _ASCII_HREF.search(urlsplit(href).path)
-        if m is None:
+        if m is None or int(m.group(2)) < 2004:
             continue
         q = Quarter(int(m.group(2)), int(m.group(3)))
         size = _SIZE_TEXT.search(text)
@@ -141,6 +184,34 @@ def list_published(
     if not found:
         raise FetchError(f"{index_url}: no ASCII zip links on the page (has its layout changed?)")
     return [found[q] for q in sorted(found)]
+
+
+def _index_page(
+    s: requests.Session, index_url: str, timeouts: Timeouts, retries: int, backoff: float
+) -> str:
+    """The index page's text; connection failures, timeouts and 5xx are retried with backoff."""
+    deadline = min(timeouts.deadline, INDEX_DEADLINE)
+    failures = 0
+    while True:
+        try:
+            with _Watchdog(deadline) as watch:
+                r = s.get(index_url, timeout=(timeouts.connect, timeouts.read))
+        except requests.RequestException as e:
+            if watch.expired:
+                raise FetchError(f"{index_url}: no complete answer within {deadline:g} s") from e
+            problem = f"cannot read the index page ({e})"
+            if not isinstance(e, requests.ConnectionError | requests.Timeout):
+                raise FetchError(f"{index_url}: {problem}") from e
+        else:
+            if r.status_code == 200:
+                return r.text
+            problem = f"HTTP {r.status_code} {r.reason}"
+            if r.status_code < 500:
+                raise FetchError(f"{index_url}: {problem}")
+        failures += 1
+        if failures > retries:
+            raise FetchError(f"{index_url}: {problem} (gave up after {retries} retries)")
+        time.sleep(backoff * 2 ** (failures - 1))
 
 
 def fetch(
@@ -153,13 +224,17 @@ def fetch(
     session: requests.Session | None = None,
     retries: int = 5,
     backoff: float = 1.0,
+    timeouts: Timeouts | None = None,
 ) -> list[Fetched]:
     """Download the named quarters, and the newest published one if `latest`, into `dest`.
 
     Links come from the index page when index_url is given (DEFAULT_INDEX_URL for `latest`), else
     the q and Q spellings under base_url are tried. `retries` counts failures in a row that got
-    no bytes; waits grow as backoff * 2**n. Raises FetchError at the first quarter that fails.
+    no bytes; waits grow as backoff * 2**n. `timeouts` (default: Timeouts.from_env()) bounds each
+    file; past its deadline the partial file stays for the next run to resume. Raises FetchError
+    at the first quarter that fails.
     """
+    timeouts = timeouts or Timeouts.from_env()
     wanted = {Quarter.parse(q) for q in parse_quarters(quarters or [])}
     if not wanted and not latest:
         raise FetchError(
@@ -171,15 +246,105 @@ def fetch(
     with _session(session) as s:
         links: dict[Quarter, str] = {}
         if index_url is not None or latest:
-            published = list_published(index_url or DEFAULT_INDEX_URL, s)
+            published = list_published(index_url or DEFAULT_INDEX_URL, s, timeouts, backoff=backoff)
             links = {Quarter.parse(p.quarter): p.url for p in published}
             if latest:
                 wanted.add(max(links))
         dest.mkdir(parents=True, exist_ok=True)
+        how = _How(show, retries, backoff, timeouts)
         return [
-            _fetch_quarter(s, q, _candidates(q, base, links), dest, show, retries, backoff)
-            for q in sorted(wanted)
+            _fetch_quarter(s, q, _candidates(q, base, links), dest, how) for q in sorted(wanted)
         ]
+
+
+@dataclass(frozen=True)
+class _How:
+    """How to download: progress bar, retries, backoff, timeouts."""
+
+    progress: bool
+    retries: int
+    backoff: float
+    timeouts: Timeouts
+
+
+_WATCHDOG: ContextVar[_Watchdog | None] = ContextVar("surveillance_fetch_watchdog", default=None)
+
+
+class _Watchdog:
+    """Shuts down the socket of the request in flight once `seconds` have passed, so that no
+    read, of headers or body, outlives the deadline (a per-read timeout lets a trickle run on).
+
+    Sessions made here route every connection through _WatchedAdapter, which reports it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Watchdog:
+        self._token = _WATCHDOG.set(self)
+        self._timer.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._timer.cancel()
+        _WATCHDOG.reset(self._token)
+
+    def watch(self, sock: socket.socket) -> None:
+        """The socket a request is about to use."""
+        with self._lock:
+            self._sock = sock
+            if self.expired:
+                self._shutdown()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.expired = True
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._sock is not None:
+            with suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+
+def _watched(pool: type[HTTPConnectionPool]) -> type[HTTPConnectionPool]:
+    """A connection pool class that hands the socket of each request to the current watchdog:
+    when a connection opens, or when a kept-alive one is reused."""
+
+    class Connection(pool.ConnectionCls):  # type: ignore[name-defined,misc]
+        def connect(self) -> None:
+            super().connect()
+            if (watch := _WATCHDOG.get()) is not None and self.sock is not None:
+                watch.watch(self.sock)
+
+    class Watched(pool):  # type: ignore[valid-type,misc]
+        ConnectionCls = Connection
+
+        def _make_request(self, conn: Any, *args: Any, **kwargs: Any) -> Any:
+            if (watch := _WATCHDOG.get()) is not None and conn.sock is not None:
+                watch.watch(conn.sock)
+            return super()._make_request(conn, *args, **kwargs)
+
+    return Watched
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter with pools that report their connections to the current watchdog."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _watched(HTTPConnectionPool),
+            "https": _watched(HTTPSConnectionPool),
+        }
 
 
 class _IndexParser(HTMLParser):
@@ -214,6 +379,8 @@ def _session(session: requests.Session | None) -> Iterator[requests.Session]:
         return
     with requests.Session() as s:
         s.headers["User-Agent"] = f"kratom-surveillance/{__version__}"
+        for prefix in ("http://", "https://"):
+            s.mount(prefix, _WatchedAdapter())
         yield s
 
 
@@ -228,13 +395,7 @@ def _candidates(q: Quarter, base: str, links: dict[Quarter, str]) -> list[str]:
 
 
 def _fetch_quarter(
-    s: requests.Session,
-    q: Quarter,
-    candidates: list[str],
-    dest: Path,
-    progress: bool,
-    retries: int,
-    backoff: float,
+    s: requests.Session, q: Quarter, candidates: list[str], dest: Path, how: _How
 ) -> Fetched:
     """Skip a quarter already present and valid, else download, verify and install it."""
     final = dest / canonical_name(str(q))
@@ -246,31 +407,23 @@ def _fetch_quarter(
     part.parent.mkdir(exist_ok=True)
     for url in candidates:
         try:
-            status = _download_verified(s, q, url, part, progress, retries, backoff)
+            status = _download_verified(s, q, url, part, how)
         except _NotThere:
             continue
         return _install(q, part, final, sidecar, url, status)
     raise FetchError(f"quarter {q} is not published (tried {', '.join(candidates)})")
 
 
-def _download_verified(
-    s: requests.Session,
-    q: Quarter,
-    url: str,
-    part: Path,
-    progress: bool,
-    retries: int,
-    backoff: float,
-) -> Status:
+def _download_verified(s: requests.Session, q: Quarter, url: str, part: Path, how: _How) -> Status:
     """Download `url` into `part` and verify it; 'downloaded' or 'resumed'."""
-    resumed = _download(s, url, part, progress, retries, backoff)
+    resumed = _download(s, url, part, how)
     try:
         _verify_or_discard(part, q, url)
     except FetchError:
         if not resumed:
             raise
         # The partial file may be from an older copy the FDA has since replaced: start over once.
-        resumed = _download(s, url, part, progress, retries, backoff)
+        resumed = _download(s, url, part, how)
         _verify_or_discard(part, q, url)
     return "resumed" if resumed else "downloaded"
 
@@ -295,34 +448,45 @@ def _present(q: Quarter, final: Path, sidecar: Path) -> Fetched | None:
     return Fetched(str(q), final, url, size, sha, "present")
 
 
-def _download(
-    s: requests.Session, url: str, part: Path, progress: bool, retries: int, backoff: float
-) -> bool:
-    """Complete `part` from `url`, resuming what it holds; True if any bytes were reused."""
+def _download(s: requests.Session, url: str, part: Path, how: _How) -> bool:
+    """Complete `part` from `url`, resuming what it holds; True if any bytes were reused.
+
+    All attempts share one deadline; past it the partial file stays, for a later run."""
     failures = 0
     reused = False
-    while True:
-        before = part.stat().st_size if part.exists() else 0
-        try:
-            reused = _attempt(s, url, part, before, progress) or reused
-            return reused
-        except (_Transient, requests.ConnectionError, requests.Timeout) as e:
-            gained = (part.stat().st_size if part.exists() else 0) > before
-            failures = 0 if gained else failures + 1
-            if failures > retries:
-                raise FetchError(f"{url}: {e} (gave up after {retries} retries)") from e
-            time.sleep(backoff * 2 ** max(failures - 1, 0))
-        except requests.RequestException as e:
-            raise FetchError(f"{url}: {e}") from e
+    deadline = how.timeouts.deadline
+    with _Watchdog(deadline) as watch:
+        while True:
+            before = part.stat().st_size if part.exists() else 0
+            try:
+                if watch.expired:
+                    raise _Transient("deadline passed")
+                reused = _attempt(s, url, part, before, how) or reused
+                return reused
+            except (_Transient, requests.ConnectionError, requests.Timeout) as e:
+                if watch.expired:
+                    kept = part.stat().st_size if part.exists() else 0
+                    raise FetchError(
+                        f"{url}: not complete within the {deadline:g} s deadline per file; "
+                        f"{kept:,} bytes kept in {part} to resume"
+                    ) from e
+                gained = (part.stat().st_size if part.exists() else 0) > before
+                failures = 0 if gained else failures + 1
+                if failures > how.retries:
+                    raise FetchError(f"{url}: {e} (gave up after {how.retries} retries)") from e
+                time.sleep(how.backoff * 2 ** max(failures - 1, 0))
+            except requests.RequestException as e:
+                raise FetchError(f"{url}: {e}") from e
 
 
-def _attempt(s: requests.Session, url: str, part: Path, offset: int, progress: bool) -> bool:
+def _attempt(s: requests.Session, url: str, part: Path, offset: int, how: _How) -> bool:
     """One GET appending to `part` from `offset`; True if the server honoured the range."""
     # identity: byte ranges must count bytes of the file itself, not of a compressed transfer.
     headers = {"Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
-    with s.get(url, headers=headers, stream=True, timeout=TIMEOUT) as r:
+    timeout = (how.timeouts.connect, how.timeouts.read)
+    with s.get(url, headers=headers, stream=True, timeout=timeout) as r:
         if r.status_code in (404, 410):
             raise _NotThere(url)
         if r.status_code >= 500:
@@ -354,16 +518,17 @@ def _attempt(s: requests.Session, url: str, part: Path, offset: int, progress: b
                 unit_scale=True,
                 unit_divisor=1024,
                 desc=part.name.removesuffix(".part"),
-                disable=not progress,
+                disable=not how.progress,
                 leave=False,
             ) as bar,
         ):
             try:
-                # raw, undecoded reads hand over every byte received before a connection drops.
-                for chunk in r.raw.stream(CHUNK_BYTES, decode_content=False):
+                # raw, undecoded read1 hands over every byte as it arrives, so what came before
+                # a dropped connection or a passed deadline is kept for resuming.
+                while chunk := r.raw.read1(CHUNK_BYTES, decode_content=False):
                     f.write(chunk)
                     bar.update(len(chunk))
-            except (ProtocolError, ReadTimeoutError) as e:
+            except (ProtocolError, ReadTimeoutError, OSError) as e:
                 raise _Transient(f"connection dropped ({e})") from e
             finally:
                 f.flush()

@@ -1,7 +1,8 @@
 """Load FAERS/LAERS quarterly ASCII zips into the raw layer, losing nothing.
 
-Reads each table straight out of the zip (through an fsspec zip filesystem registered with
-DuckDB), maps each era's header onto the canonical columns of `faers_format.CANONICAL`, and
+Reads each table member of the zip as a stream of bytes (Python's zipfile, so the inflated size
+can be capped), splits lines at LF only, drops one CR before an LF, decodes latin-1 (lossless for
+every byte), maps each era's header onto the canonical columns of `faers_format.CANONICAL`, and
 writes `raw_*`, `raw_deleted`, `quarantine`, `load_log` and `quarters`. Every physical line after
 the header is either loaded or quarantined with its raw text and reason; nothing is repaired.
 One transaction per quarter: a failure rolls back to the database as it was, and loading a
@@ -10,20 +11,27 @@ quarter again replaces it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import re
 import zipfile
-from collections.abc import Callable, Iterable
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 import duckdb
-import fsspec
+import numpy as np
+import pandas as pd
 
 from . import __version__
 from .db import raw_table
-from .errors import InputError, SurveillanceError
+from .errors import DatabaseError, InputError, SurveillanceError
 from .faers_format import (
     CANONICAL,
     DELETED_MEMBER,
@@ -36,17 +44,68 @@ from .faers_format import (
 
 SYNTHETIC_MARKER = "README_SYNTHETIC.txt"
 
-# Read every physical line as one VARCHAR: no quoting, no escapes, no type sniffing, latin-1
-# (lossless for any byte). CRLF and bare LF both end a line; blank lines come through as NULL.
-# Staged outside the quarter's transaction, so that rowid counts lines from 0 (rows written inside
-# an open transaction get provisional rowids).
+# A line longer than this is never a FAERS record (the longest real ones, lit_ref, are a few KB);
+# it goes to quarantine with only its first MAX_LINE_BYTES kept, so memory stays bounded.
+MAX_LINE_BYTES = 2 << 20
+_CHUNK_BYTES = 8 << 20
+MAX_MEMBER_BYTES_ENV = "SURVEILLANCE_MAX_MEMBER_BYTES"
+
+# Staged outside the quarter's transaction: every member is read and checked before the database
+# is touched. line_no is the 1-based physical line; n_bytes the line's full length (a line over
+# MAX_LINE_BYTES is stored cut to that length).
 _STAGE = "_surveillance_stage"
-_READ_LINES = """
-CREATE OR REPLACE TABLE STAGE_TABLE AS
-SELECT line, length(line) - length(replace(line, '$', '')) + 1 AS n_fields
-FROM read_csv($path, columns = {'line': 'VARCHAR'}, delim = chr(1), header = false,
-    quote = '', escape = '', auto_detect = false, strict_mode = false, encoding = 'latin-1')
-"""
+_STAGE_DDL = """CREATE OR REPLACE TABLE STAGE_TABLE
+    (line_no BIGINT, line VARCHAR, n_bytes BIGINT, n_fields BIGINT)"""
+_STAGE_BATCH = """INSERT INTO STAGE_TABLE
+SELECT line_no, line, length(line), length(line) - length(replace(line, '$', '')) + 1
+FROM BATCH_VIEW"""
+_STAGE_LONG = """INSERT INTO STAGE_TABLE
+SELECT $line_no, $line, $n_bytes, length($line) - length(replace($line, '$', '')) + 1"""
+# What quarantine keeps of a line, and why an overlong line is there.
+_RAW_TEXT = f"left(coalesce(line, ''), {MAX_LINE_BYTES})"
+_OVERLONG = (
+    f"n_bytes > {MAX_LINE_BYTES}",
+    f"'line of ' || n_bytes || ' bytes is over the {MAX_LINE_BYTES}-byte limit; "
+    f"raw_text keeps its first {MAX_LINE_BYTES} bytes'",
+)
+
+
+@dataclass(frozen=True)
+class ZipLimits:
+    """How far one member may inflate: refuses a zip bomb before reading and while streaming.
+
+    Real FAERS members reach about 1.5 GB at a compression ratio of 8-10."""
+
+    max_member_bytes: int = 8 << 30
+    max_ratio: float = 200.0
+    ratio_floor_bytes: int = 64 << 20  # smaller members may have any ratio
+
+    @classmethod
+    def from_env(cls) -> ZipLimits:
+        """Defaults, with max_member_bytes from $SURVEILLANCE_MAX_MEMBER_BYTES when set."""
+        value = os.environ.get(MAX_MEMBER_BYTES_ENV)
+        if not value:
+            return cls()
+        try:
+            return cls(max_member_bytes=int(value))
+        except ValueError as e:
+            raise SurveillanceError(
+                f"{MAX_MEMBER_BYTES_ENV}={value!r}: expected a number of bytes"
+            ) from e
+
+    def problem(self, inflated: int, compressed: int) -> str | None:
+        """Why a member of this inflated and compressed size is refused, or None."""
+        if inflated > self.max_member_bytes:
+            return (
+                f"inflates to more than {self.max_member_bytes:,} bytes "
+                f"(set {MAX_MEMBER_BYTES_ENV} to allow more)"
+            )
+        if inflated > self.ratio_floor_bytes and inflated > self.max_ratio * max(compressed, 1):
+            return (
+                f"inflates {compressed:,} compressed bytes to more than {inflated:,} "
+                f"(ratio over {self.max_ratio:g}): a zip bomb?"
+            )
+        return None
 
 
 @dataclass(frozen=True)
@@ -59,6 +118,7 @@ class QuarterZip:
     deleted_member: str | None
     synthetic: bool
     sizes: dict[str, int]  # table -> uncompressed bytes, to read the largest first
+    compressed: dict[str, int] = field(default_factory=dict)  # member -> compressed bytes
 
 
 @dataclass
@@ -78,6 +138,22 @@ class QuarterLoad:
     def rows_quarantined(self) -> int:
         return sum(int(f["rows_quarantined"]) for f in self.files)  # type: ignore[call-overload]
 
+    @property
+    def warnings(self) -> list[str]:
+        """One line per file that loaded with a warning (e.g. a header-only table)."""
+        return [f"{f['file']}: {f['warning']}" for f in self.files if f.get("warning")]
+
+
+class PartialLoadError(SurveillanceError):
+    """A multi-quarter load stopped at a failed quarter; the quarters before it stay committed."""
+
+    def __init__(self, cause: SurveillanceError, loaded: list[QuarterLoad], failed: list[str]):
+        done = ", ".join(r.quarter for r in loaded) or "none"
+        super().__init__(f"{cause}; quarters loaded: {done}; not loaded: {', '.join(failed)}")
+        self.cause = cause
+        self.loaded = loaded
+        self.failed = failed  # the quarter that failed, then those not attempted
+
 
 def find_zips(paths: Iterable[str | Path]) -> list[Path]:
     """Expand folders into the .zip files they hold; keep files as given."""
@@ -94,12 +170,14 @@ def find_zips(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def inspect_zip(path: Path) -> QuarterZip:
-    """Open a zip, find its FAERS members and quarter; raise InputError if it is not one."""
+def inspect_zip(path: Path, limits: ZipLimits | None = None) -> QuarterZip:
+    """Open a zip, find its FAERS members and quarter; raise InputError if it is not one.
+
+    Members that would inflate past `limits` (a zip bomb) are refused from the zip directory."""
+    limits = limits or ZipLimits.from_env()
     try:
         with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            byte_sizes = {i.filename: i.file_size for i in zf.infolist()}
+            infos = {i.filename: i for i in zf.infolist()}
     except zipfile.BadZipFile as e:
         raise InputError(path, f"not a valid zip file ({e})") from e
     except OSError as e:
@@ -107,7 +185,7 @@ def inspect_zip(path: Path) -> QuarterZip:
     members: dict[str, str] = {}
     quarters: set[Quarter] = set()
     deleted = None
-    for name in names:
+    for name in infos:
         if m := TABLE_MEMBER.search(name):
             table = m.group(1).lower()
             if table in members:
@@ -124,9 +202,15 @@ def inspect_zip(path: Path) -> QuarterZip:
     missing = [t for t in TABLES if t not in members]
     if missing:
         raise InputError(path, f"missing FAERS tables: {', '.join(missing)}")
-    synthetic = any(n.rsplit("/", 1)[-1] == SYNTHETIC_MARKER for n in names)
-    sizes = {t: byte_sizes[m] for t, m in members.items()}
-    return QuarterZip(path, quarters.pop(), members, deleted, synthetic, sizes)
+    # A member cannot hold more compressed bytes than the whole zip: bounds a lying header.
+    compressed = {n: min(i.compress_size, path.stat().st_size) for n, i in infos.items()}
+    for name in [*members.values(), *([deleted] if deleted else [])]:
+        problem = limits.problem(infos[name].file_size, compressed[name])
+        if problem:
+            raise InputError(f"{path}:{name}", f"refused: the zip directory says it {problem}")
+    synthetic = any(n.rsplit("/", 1)[-1] == SYNTHETIC_MARKER for n in infos)
+    sizes = {t: infos[m].file_size for t, m in members.items()}
+    return QuarterZip(path, quarters.pop(), members, deleted, synthetic, sizes, compressed)
 
 
 def quarters_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
@@ -148,45 +232,91 @@ def load(
     con: duckdb.DuckDBPyConnection,
     paths: Iterable[str | Path],
     progress: Callable[[str], None] | None = None,
+    limits: ZipLimits | None = None,
 ) -> list[QuarterLoad]:
-    """Load zips (or folders of zips), one transaction per quarter, oldest quarter first."""
-    zips = [inspect_zip(p) for p in find_zips(paths)]
+    """Load zips (or folders of zips), one transaction per quarter, oldest quarter first.
+
+    A quarter that fails after others were committed (or before others) raises
+    PartialLoadError, which lists the quarters loaded and those not loaded."""
+    limits = limits or ZipLimits.from_env()
+    zips = [inspect_zip(p, limits) for p in find_zips(paths)]
     by_quarter: dict[Quarter, QuarterZip] = {}
     for z in zips:
         if z.quarter in by_quarter:
             raise InputError(z.path, f"quarter {z.quarter} also in {by_quarter[z.quarter].path}")
         by_quarter[z.quarter] = z
-    results = []
-    for q in sorted(by_quarter):
+    order = sorted(by_quarter)
+    results: list[QuarterLoad] = []
+    for i, q in enumerate(order):
         if progress:
             progress(f"loading {q} from {by_quarter[q].path}")
-        results.append(load_quarter(con, by_quarter[q]))
+        try:
+            results.append(load_quarter(con, by_quarter[q], limits))
+        except SurveillanceError as e:
+            if len(order) == 1:
+                raise
+            raise PartialLoadError(e, results, [str(x) for x in order[i:]]) from e
     return results
 
 
-def load_quarter(con: duckdb.DuckDBPyConnection, qz: QuarterZip) -> QuarterLoad:
+def load_quarter(
+    con: duckdb.DuckDBPyConnection, qz: QuarterZip, limits: ZipLimits | None = None
+) -> QuarterLoad:
     """Replace one quarter in the raw layer inside a single transaction."""
+    limits = limits or ZipLimits.from_env()
     result = QuarterLoad(str(qz.quarter), qz.path, sha256_file(qz.path))
-    con.execute(f"ATTACH ':memory:' AS {_STAGE}")
+    db_file = _database_file(con)
     try:
-        staged = _stage(con, qz)
-        con.execute("BEGIN TRANSACTION")
+        con.execute(f"ATTACH ':memory:' AS {_STAGE}")
         try:
-            _delete_quarter(con, str(qz.quarter))
-            for s in staged:
-                if s.table == "deleted":
-                    _insert_deleted(con, qz, s)
-                else:
-                    _insert_table(con, qz, s)
-                result.files.append(_count(con, qz, s))
-            _record(con, qz, result)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-    finally:
-        con.execute(f"DETACH {_STAGE}")
+            staged = _stage(con, qz, limits)
+            con.execute("BEGIN TRANSACTION")
+            try:
+                _delete_quarter(con, str(qz.quarter))
+                for s in staged:
+                    if s.table == "deleted":
+                        _insert_deleted(con, qz, s)
+                    else:
+                        _insert_table(con, qz, s)
+                    result.files.append(_count(con, qz, s))
+                _record(con, qz, result)
+                con.execute("COMMIT")
+            except BaseException:
+                # A rollback that fails too (the connection died with the disk) must not hide
+                # the first error.
+                with suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                raise
+        finally:
+            with suppress(duckdb.Error):
+                con.execute(f"DETACH {_STAGE}")
+    except (duckdb.Error, OSError) as e:
+        raise _write_failure(e, db_file, qz) from e
     return result
+
+
+def _database_file(con: duckdb.DuckDBPyConnection) -> str:
+    row = con.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchone()
+    return str(row[0]) if row and row[0] else "(in-memory database)"
+
+
+def _write_failure(e: BaseException, db_file: str, qz: QuarterZip) -> SurveillanceError:
+    """One line for a failure to write the database or its staging area, naming cause and file."""
+    text = _first_line(e)
+    full = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename else str(e)
+    no_space = (isinstance(e, OSError) and e.errno == errno.ENOSPC) or (
+        "no space left on device" in str(e).lower()
+    )
+    quoted = re.search(r'"([^"]+)"', full)
+    where = e.filename if isinstance(e, OSError) and e.filename else None
+    where = where or (quoted.group(1) if quoted else db_file)
+    cause = "No space left on device" if no_space else text
+    return DatabaseError(
+        f"{where}: {cause} while loading {qz.quarter} from {qz.path}; "
+        "that quarter was not loaded (the database is as it was before it)"
+    )
 
 
 @dataclass(frozen=True)
@@ -200,28 +330,25 @@ class _Staged:
     columns: tuple[str, ...]  # canonical names, in header order
 
 
-def _stage(con: duckdb.DuckDBPyConnection, qz: QuarterZip) -> list[_Staged]:
+def _stage(con: duckdb.DuckDBPyConnection, qz: QuarterZip, limits: ZipLimits) -> list[_Staged]:
     """Read every member of the zip before touching the database; fail on any bad member.
 
     Members are read two at a time (one cursor each) into an in-memory staging database:
-    decompression and parsing then overlap on the two cores."""
+    decompression and inserts release the GIL, so they overlap on two cores."""
     members = dict(qz.members)
     if qz.deleted_member:
         members["deleted"] = qz.deleted_member
-    fs = fsspec.filesystem("zip", fo=str(qz.path))
-    con.register_filesystem(fs)
-    try:
-        largest_first = sorted(members, key=lambda t: -qz.sizes.get(t, 0))
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            counts = dict(
-                zip(
-                    largest_first,
-                    pool.map(lambda t: _read_lines(con.cursor(), qz, t, members[t]), largest_first),
-                    strict=True,
-                )
+    largest_first = sorted(members, key=lambda t: -qz.sizes.get(t, 0))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        counts = dict(
+            zip(
+                largest_first,
+                pool.map(
+                    lambda t: _read_lines(con.cursor(), qz, t, members[t], limits), largest_first
+                ),
+                strict=True,
             )
-    finally:
-        con.unregister_filesystem("zip")
+        )
     staged: list[_Staged] = []
     for table, member in members.items():
         lines = f"{_STAGE}.lines_{table}"
@@ -241,18 +368,105 @@ def _delete_quarter(con: duckdb.DuckDBPyConnection, quarter: str) -> None:
         con.execute(f"DELETE FROM {t} WHERE quarter = $q", {"q": quarter})  # noqa: S608 - fixed names
 
 
-def _read_lines(cursor: duckdb.DuckDBPyConnection, qz: QuarterZip, name: str, member: str) -> int:
-    """Read one member into the staging table lines_<name>; return its number of lines."""
+def _read_lines(
+    cursor: duckdb.DuckDBPyConnection, qz: QuarterZip, name: str, member: str, limits: ZipLimits
+) -> int:
+    """Stream one member into the staging table lines_<name>; return its number of lines."""
     table = f"{_STAGE}.lines_{name}"
-    try:
-        with cursor:
-            cursor.execute(_READ_LINES.replace("STAGE_TABLE", table), {"path": f"zip://{member}"})
-            row = cursor.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608
-    except duckdb.Error as e:
-        raise InputError(
-            f"{qz.path}:{member}", f"cannot read (corrupt or truncated zip?): {_first_line(e)}"
-        ) from e
-    return int(row[0]) if row else 0
+    view = f"_batch_{name}"
+    n_lines = 0
+    with cursor:
+        cursor.execute(_STAGE_DDL.replace("STAGE_TABLE", table))
+        try:
+            with zipfile.ZipFile(qz.path) as zf, zf.open(member) as stream:
+                capped = _Capped(stream, qz.compressed.get(member, 0), limits)
+                for batch in _split_lines(capped):
+                    if isinstance(batch, _LongLine):
+                        n_lines += 1
+                        cursor.execute(
+                            _STAGE_LONG.replace("STAGE_TABLE", table),
+                            {"line_no": n_lines, "line": batch.head, "n_bytes": batch.n_bytes},
+                        )
+                        continue
+                    numbers = np.arange(n_lines + 1, n_lines + len(batch) + 1, dtype=np.int64)
+                    frame = pd.DataFrame({"line_no": numbers, "line": batch})
+                    cursor.register(view, frame)
+                    cursor.execute(
+                        _STAGE_BATCH.replace("STAGE_TABLE", table).replace("BATCH_VIEW", view)
+                    )
+                    cursor.unregister(view)
+                    n_lines += len(batch)
+        except _TooBig as e:
+            raise InputError(f"{qz.path}:{member}", f"refused: {e}") from e
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as e:
+            raise InputError(
+                f"{qz.path}:{member}", f"cannot read (corrupt or truncated zip?): {_first_line(e)}"
+            ) from e
+    return n_lines
+
+
+class _TooBig(Exception):
+    """A member inflated past the limits while being read (its zip header lied)."""
+
+
+class _Capped:
+    """A zip member's stream that raises _TooBig once it inflates past the limits."""
+
+    def __init__(self, stream: IO[bytes], compressed: int, limits: ZipLimits) -> None:
+        self._stream = stream
+        self._compressed = compressed
+        self._limits = limits
+        self._inflated = 0
+
+    def read(self, n: int) -> bytes:
+        data = self._stream.read(n)
+        self._inflated += len(data)
+        problem = self._limits.problem(self._inflated, self._compressed)
+        if problem:
+            raise _TooBig(f"it {problem}")
+        return data
+
+
+@dataclass(frozen=True)
+class _LongLine:
+    """A line over MAX_LINE_BYTES: its first MAX_LINE_BYTES, decoded, and its full length."""
+
+    head: str
+    n_bytes: int
+
+
+def _split_lines(stream: _Capped) -> Iterator[list[str] | _LongLine]:
+    """Physical lines of a stream, in order, in batches: split at LF only, one CR before an LF
+    dropped, decoded latin-1. A line over MAX_LINE_BYTES comes alone, cut, as a _LongLine."""
+    rest = b""
+    long_head: bytes | None = None  # set while skipping through an overlong line
+    long_bytes = 0
+    while chunk := stream.read(_CHUNK_BYTES):
+        if long_head is not None:
+            end = chunk.find(b"\n")
+            if end < 0:
+                long_bytes += len(chunk)
+                continue
+            long_bytes += end - (1 if chunk[:end].endswith(b"\r") else 0)
+            yield _LongLine(long_head.decode("latin-1"), long_bytes)
+            long_head, chunk = None, chunk[end + 1 :]
+        data = rest + chunk
+        last = data.rfind(b"\n")
+        if last < 0:
+            rest = data
+            if len(rest) > MAX_LINE_BYTES:
+                long_head, long_bytes, rest = rest[:MAX_LINE_BYTES], len(rest), b""
+            continue
+        rest = data[last + 1 :]
+        lines = data[: last + 1].replace(b"\r\n", b"\n").decode("latin-1").split("\n")
+        lines.pop()  # the empty string after the last LF
+        yield lines
+    if long_head is None and len(rest) > MAX_LINE_BYTES:
+        long_head, long_bytes = rest[:MAX_LINE_BYTES], len(rest)
+    if long_head is not None:
+        yield _LongLine(long_head.decode("latin-1"), long_bytes)
+    elif rest:
+        yield [rest.decode("latin-1")]
 
 
 def _first_line(e: BaseException) -> str:
@@ -264,7 +478,7 @@ def _header(
     con: duckdb.DuckDBPyConnection, qz: QuarterZip, table: str, member: str, lines: str
 ) -> tuple[str, ...]:
     """Canonical column names of a member's header, or InputError naming unexpected columns."""
-    row = con.execute(f"SELECT line FROM {lines} WHERE rowid = 0").fetchone()  # noqa: S608
+    row = con.execute(f"SELECT line FROM {lines} WHERE line_no = 1").fetchone()  # noqa: S608
     if not row or not row[0] or "$" not in row[0]:
         raise InputError(f"{qz.path}:{member}", "no '$'-delimited header line", line=1)
     names = [canonical_name(table, h) for h in row[0].split("$")]
@@ -294,7 +508,8 @@ def _insert_table(con: duckdb.DuckDBPyConnection, qz: QuarterZip, s: _Staged) ->
     else:
         ok = f"n_fields = {n}"
         expect = f"{n} fields"
-    good = f"line IS NOT NULL AND {ok}"  # a blank line never has the right field count
+    overlong, overlong_reason = _OVERLONG
+    good = f"NOT {overlong} AND {ok}"  # a blank line never has the right field count
     has_key = "NOT starts_with(line, '$')"  # primaryid/ISR is the first column of every layout
     params = {"source": qz.quarter.source, "quarter": str(qz.quarter), "file": s.member}
     target = ", ".join(s.columns)
@@ -302,20 +517,21 @@ def _insert_table(con: duckdb.DuckDBPyConnection, qz: QuarterZip, s: _Staged) ->
     # Identifiers come from CANONICAL via _header's check, never from the data.
     con.execute(
         f"""INSERT INTO {raw_table(s.table)} (source, quarter, source_file, source_line, {target})
-        SELECT $source, $quarter, $file, source_line, {values}
-        FROM (SELECT rowid + 1 AS source_line, string_split(line, '$') AS f
-              FROM {s.lines} WHERE rowid > 0 AND {good} AND {has_key})""",  # noqa: S608
+        SELECT $source, $quarter, $file, line_no, {values}
+        FROM (SELECT line_no, string_split(line, '$') AS f
+              FROM {s.lines} WHERE line_no > 1 AND {good} AND {has_key})""",  # noqa: S608
         params,
     )
     con.execute(
         f"""INSERT INTO quarantine
             (quarter, source, file, table_name, line_number, raw_text, reason)
-        SELECT $quarter, $source, $file, $table, rowid + 1, coalesce(line, ''),
-            CASE WHEN line IS NULL OR trim(line) = '' THEN 'blank line'
+        SELECT $quarter, $source, $file, $table, line_no, {_RAW_TEXT},
+            CASE WHEN {overlong} THEN {overlong_reason}
+                 WHEN trim(line) = '' THEN 'blank line'
                  WHEN NOT ({ok}) THEN 'expected {expect}, found ' || n_fields
                  ELSE 'empty primaryid' END
         FROM {s.lines}
-        WHERE rowid > 0 AND NOT ({good} AND {has_key})""",  # noqa: S608
+        WHERE line_no > 1 AND NOT ({good} AND {has_key})""",  # noqa: S608
         {**params, "table": s.table},
     )
 
@@ -323,18 +539,20 @@ def _insert_table(con: duckdb.DuckDBPyConnection, qz: QuarterZip, s: _Staged) ->
 def _insert_deleted(con: duckdb.DuckDBPyConnection, qz: QuarterZip, s: _Staged) -> None:
     """Caseids of the deleted list; blank and non-numeric lines go to quarantine."""
     params = {"source": "FAERS", "quarter": str(qz.quarter), "file": s.member}
-    is_caseid = "regexp_full_match(trim(coalesce(line, '')), '[0-9]+')"
+    overlong, overlong_reason = _OVERLONG
+    is_caseid = f"(NOT {overlong} AND regexp_full_match(trim(line), '[0-9]+'))"
     con.execute(
         f"""INSERT INTO raw_deleted (source, quarter, source_file, source_line, caseid)
-        SELECT $source, $quarter, $file, rowid + 1, trim(line) FROM {s.lines}
+        SELECT $source, $quarter, $file, line_no, trim(line) FROM {s.lines}
         WHERE {is_caseid}""",  # noqa: S608
         params,
     )
     con.execute(
         f"""INSERT INTO quarantine
             (quarter, source, file, table_name, line_number, raw_text, reason)
-        SELECT $quarter, $source, $file, 'deleted', rowid + 1, coalesce(line, ''),
-            CASE WHEN trim(coalesce(line, '')) = '' THEN 'blank line' ELSE 'not a caseid' END
+        SELECT $quarter, $source, $file, 'deleted', line_no, {_RAW_TEXT},
+            CASE WHEN {overlong} THEN {overlong_reason}
+                 WHEN trim(line) = '' THEN 'blank line' ELSE 'not a caseid' END
         FROM {s.lines} WHERE NOT {is_caseid}""",  # noqa: S608
         params,
     )
@@ -358,12 +576,14 @@ def _count(con: duckdb.DuckDBPyConnection, qz: QuarterZip, s: _Staged) -> dict[s
             f"{qz.path}:{s.member}: internal accounting error: read {s.rows_read} rows, "
             f"loaded {loaded}, quarantined {quarantined}"
         )
+    header_only = s.table != "deleted" and s.rows_read == 0
     return {
         "file": s.member,
         "table_name": s.table,
         "rows_read": s.rows_read,
         "rows_loaded": loaded,
         "rows_quarantined": quarantined,
+        "warning": "header only: no data rows" if header_only else None,
     }
 
 
@@ -371,8 +591,10 @@ def _record(con: duckdb.DuckDBPyConnection, qz: QuarterZip, result: QuarterLoad)
     now = datetime.now(UTC).replace(tzinfo=None)
     for f in result.files:
         con.execute(
-            """INSERT INTO load_log VALUES ($quarter, $file, $table_name, $sha, $rows_read,
-                $rows_loaded, $rows_quarantined, $version, $now)""",
+            """INSERT INTO load_log (quarter, file, table_name, zip_sha256, rows_read,
+                rows_loaded, rows_quarantined, tool_version, loaded_at, warning)
+            VALUES ($quarter, $file, $table_name, $sha, $rows_read, $rows_loaded,
+                $rows_quarantined, $version, $now, $warning)""",
             {**f, "quarter": result.quarter, "sha": result.sha256}
             | {"version": __version__, "now": now},
         )

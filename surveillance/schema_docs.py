@@ -182,6 +182,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "rows_quarantined": "lines put in quarantine",
         "tool_version": "version of this package that loaded it",
         "loaded_at": "when it was loaded (UTC)",
+        "warning": "why the file loaded but deserves a look (e.g. a header-only table), else NULL",
     },
     "quarters": {
         "quarter": "FDA publication quarter, e.g. 2024Q1",

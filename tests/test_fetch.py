@@ -1,7 +1,8 @@
 """fetch against a real HTTP server on 127.0.0.1 serving generated zips and an FDA-style index.
 
 The server (a ThreadingHTTPServer in a thread) answers Range requests with 206, and can be told
-to drop the connection mid-file once, to corrupt a zip, to answer 503 a few times, or to 404.
+to drop the connection mid-file once, to corrupt a zip, to answer 503 a few times, to 404, or to
+trickle a file's body (or the index page's headers) one byte per 0.2 s.
 An autouse fixture refuses any host but 127.0.0.1, so no test reaches outside the machine.
 """
 
@@ -12,6 +13,7 @@ import json
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
-from surveillance.fetch import FetchError, fetch, list_published, parse_quarters
+from surveillance.cli import cli
+from surveillance.fetch import FetchError, Timeouts, fetch, list_published, parse_quarters
 from surveillance.synthetic import generate_quarter
 
 EXPORTS = "/content/Exports/"
@@ -39,6 +43,10 @@ class Server:
     drop_after: dict[str, int] = field(default_factory=dict)  # name -> bytes sent, once
     corrupt: set[str] = field(default_factory=set)
     fail_5xx: dict[str, int] = field(default_factory=dict)  # name -> 503s before success
+    trickle: dict[str, int] = field(default_factory=dict)  # name -> bytes sent before trickling
+    trickle_index_headers: bool = False
+    index_5xx: int = 0  # 503s the index page answers before succeeding
+    extra_links: list[tuple[str, str]] = field(default_factory=list)  # (months, href) on the index
     log: list[tuple[str, str | None, int]] = field(default_factory=list)  # path, Range, status
 
     @property
@@ -53,9 +61,9 @@ class Server:
         return [r for r in self.log if r[0].startswith(EXPORTS)]
 
 
-def _index_html(base: str) -> str:
+def _index_html(base: str, extra: list[tuple[str, str]]) -> str:
     """An index page shaped like the FDA's: a panel per year, rows by month, ASCII/XML links."""
-    panels = []
+    panels = [f'<a href="{href}">ASCII ({months})</a>' for months, href in extra]
     for year, rows in (
         (2019, [("January - March", f"{base}{EXPORTS}faers_ascii_2019Q1.zip", "11.7KB")]),
         (2018, [("October - December", "../../content/Exports/faers_ascii_2018q4.zip", "11.5KB")]),
@@ -94,7 +102,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         state: Server = self.server.state
         if self.path == INDEX:
-            return self._reply(200, _index_html(state.base).encode(), {"Content-Type": "text/html"})
+            if state.index_5xx > 0:
+                state.index_5xx -= 1
+                return self._reply(503, b"busy")
+            if state.trickle_index_headers:
+                state.log.append((self.path, None, 200))
+                return self._trickle(b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"z" * 200)
+            page = _index_html(state.base, state.extra_links).encode()
+            return self._reply(200, page, {"Content-Type": "text/html"})
         name = self.path.removeprefix(EXPORTS)
         if not self.path.startswith(EXPORTS) or name not in state.zips:
             return self._reply(404, b"not found")
@@ -116,10 +131,29 @@ class _Handler(BaseHTTPRequestHandler):
         if start:
             status = 206
             headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
+        if name in state.trickle:
+            state.log.append((self.path, self.headers.get("Range"), status))
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            fast = state.trickle[name]
+            self.wfile.write(body[start:][:fast])
+            return self._trickle(body[start:][fast:])
         if name in state.drop_after:
             # Promise the whole body, send part of it, then hang up.
             return self._reply(status, body[start:][: state.drop_after.pop(name)], headers)
         return self._reply(status, body[start:], headers)
+
+    def _trickle(self, data: bytes) -> None:
+        """Send one byte per 0.2 s (at most 200) until the client hangs up."""
+        try:
+            for i in range(min(len(data), 200)):
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:
+            pass
 
 
 @pytest.fixture(autouse=True)
@@ -353,3 +387,75 @@ def test_server_errors_are_retried(server: Server, tmp_path: Path) -> None:
 def test_nothing_to_fetch(tmp_path: Path) -> None:
     with pytest.raises(FetchError, match="nothing to fetch"):
         fetch([], tmp_path)
+
+
+FAST = Timeouts(connect=5, read=5, deadline=1.5)
+
+
+def test_trickling_server_cannot_hang_a_download(server: Server, tmp_path: Path) -> None:
+    """1 byte per 0.2 s never trips a read timeout; the per-file deadline stops it, the partial
+    file stays, and the next run resumes from it."""
+    name = "faers_ascii_2018q4.zip"
+    server.trickle[name] = 4000
+    start = time.monotonic()
+    with pytest.raises(FetchError) as e:
+        _fetch(server, ["2018Q4"], tmp_path, timeouts=FAST)
+    assert time.monotonic() - start < 8
+    part = tmp_path / ".partial" / f"{name}.part"
+    assert str(e.value).startswith(f"{server.exports}{name}: not complete within the 1.5 s")
+    assert f"bytes kept in {part} to resume" in str(e.value)
+    kept = part.read_bytes()
+    assert 4000 <= len(kept) < len(server.zips[name])
+    assert not (tmp_path / name).exists()
+
+    del server.trickle[name]
+    [f] = _fetch(server, ["2018Q4"], tmp_path, timeouts=FAST)
+    assert f.status == "resumed"
+    assert f.path.read_bytes() == server.zips[name]
+    assert server.zip_requests()[-1][1] == f"bytes={len(kept)}-"
+
+
+def test_trickled_index_headers_cannot_hang(server: Server) -> None:
+    server.trickle_index_headers = True
+    start = time.monotonic()
+    with pytest.raises(FetchError, match=r"FPD-QDE-FAERS\.html: no complete answer within 1\.5 s"):
+        list_published(server.index, timeouts=FAST, backoff=0)
+    assert time.monotonic() - start < 8
+
+
+def test_index_page_is_retried(server: Server) -> None:
+    server.index_5xx = 2
+    assert [p.quarter for p in list_published(server.index, backoff=0)] == [
+        "2012Q3",
+        "2018Q4",
+        "2019Q1",
+    ]
+    assert [status for path, _, status in server.log if path == INDEX] == [503, 503, 200]
+    server.index_5xx = 5
+    with pytest.raises(FetchError, match=r"HTTP 503 .*gave up after 1 retries"):
+        list_published(server.index, backoff=0, retries=1)
+
+
+def test_pre_2004_link_on_the_index_is_ignored(server: Server, tmp_path: Path) -> None:
+    server.extra_links.append(("October - December 2003", f"{EXPORTS}aers_ascii_2003q4.zip"))
+    assert [p.quarter for p in list_published(server.index)] == ["2012Q3", "2018Q4", "2019Q1"]
+    [f] = fetch(None, tmp_path, index_url=server.index, latest=True, progress=False, backoff=0)
+    assert f.quarter == "2019Q1"
+
+
+def test_fetch_command_deadline_is_one_line(server: Server, tmp_path: Path) -> None:
+    server.trickle["faers_ascii_2018q4.zip"] = 100
+    args = ["fetch", "2018Q4", "--dest", str(tmp_path), "--base-url", server.exports]
+    result = CliRunner().invoke(cli, [*args, "--deadline", "1", "--quiet"])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "not complete within the 1 s deadline per file" in lines[0]
+
+
+def test_timeouts_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SURVEILLANCE_FETCH_DEADLINE", "42")
+    assert Timeouts.from_env() == Timeouts(deadline=42)
+    assert Timeouts.from_env(deadline=7, read=3) == Timeouts(read=3, deadline=7)
+    monkeypatch.setenv("SURVEILLANCE_FETCH_READ_TIMEOUT", "soon")
+    with pytest.raises(FetchError, match="SURVEILLANCE_FETCH_READ_TIMEOUT='soon'"):
+        Timeouts.from_env()
