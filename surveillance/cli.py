@@ -49,7 +49,26 @@ def _dedup_option(f: Any) -> Any:
     )(f)
 
 
+def _raw_csv(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        from .output import raw_csv
+
+        ctx.with_resource(raw_csv())
+
+
+def _csv_raw_option(f: Any) -> Any:
+    return click.option(
+        "--csv-raw",
+        is_flag=True,
+        expose_value=False,
+        callback=_raw_csv,
+        help="CSV exactly as stored: no quote before text starting with = + - @ (for programs; "
+        "env SURVEILLANCE_CSV_RAW=1).",
+    )(f)
+
+
 def _format_option(f: Any) -> Any:
+    f = _csv_raw_option(f)
     return click.option(
         "--format",
         "fmt",
@@ -71,10 +90,10 @@ def _substance_options(f: Any) -> Any:
     )(f)
 
 
-def _print_frame(frame: Any, fmt: str | None) -> None:
+def _print_frame(frame: Any, fmt: str | None, wrap: str | None = None) -> None:
     from .output import default_format
 
-    click.echo(render(frame, fmt or default_format()), nl=False)
+    click.echo(render(frame, fmt or default_format(), wrap=wrap), nl=False)
 
 
 def _db(db_path: Path | None) -> Path:
@@ -261,14 +280,20 @@ def cases_command(
 @cli.command(name="case")
 @click.argument("caseid")
 @_db_option
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    help="table: a summary to read; json: every field of every table.",
+)
 def case_command(caseid: str, db_path: Path | None, fmt: str) -> None:
-    """Show one case in full: drugs with roles and doses, reactions, outcomes, indications,
-    therapy dates and every version seen.
+    """Show one case: header, patient, versions with what changed, drugs with roles, doses and
+    the matched substance marked, reactions, outcomes, indications and therapy dates.
 
     Example: surveillance case 10014022
     """
-    from .cases import case
+    from .cases import case, format_case
     from .db import connect
 
     with connect(_db(db_path), read_only=True) as con:
@@ -276,13 +301,7 @@ def case_command(caseid: str, db_path: Path | None, fmt: str) -> None:
     if fmt == "json":
         click.echo(render_json({k: _plain(v) for k, v in detail.items()}), nl=False)
         return
-    for key, value in detail.items():
-        if hasattr(value, "to_string"):
-            click.echo(f"\n== {key} ({len(value)})")
-            shown = value.T if key == "case" else value
-            click.echo(shown.to_string(header=key != "case") if not value.empty else "(none)")
-        else:
-            click.echo(f"{key}: {value}")
+    click.echo(format_case(detail), nl=False)
 
 
 def _plain(value: Any) -> Any:
@@ -382,6 +401,10 @@ def compact_signals(table: Any) -> Any:
 
 
 def _export_options(f: Any) -> Any:
+    f = _csv_raw_option(f)
+    f = click.option(
+        "--force", is_flag=True, help="Replace --output FILE if it exists (never a database)."
+    )(f)
     f = click.option(
         "--output",
         "-o",
@@ -420,6 +443,7 @@ def query_command(
     db_path: Path | None,
     fmt: str | None,
     output: Path | None,
+    force: bool,
 ) -> None:
     """Run a named query from queries/*.sql with bound, type-checked parameters.
 
@@ -436,7 +460,7 @@ def query_command(
         raise click.UsageError("give a query NAME, or --list to see them")
     with Database(_db(db_path), read_only=True) as db:
         frame = db.query(name, **params_from_pairs(params))
-    write_output(frame, fmt, output)
+    write_output(frame, fmt, output, force=force, database=_db(db_path))
 
 
 @cli.command(name="sql")
@@ -450,7 +474,12 @@ def query_command(
 @_db_option
 @_export_options
 def sql_command(
-    text: str, limit: int | None, db_path: Path | None, fmt: str | None, output: Path | None
+    text: str,
+    limit: int | None,
+    db_path: Path | None,
+    fmt: str | None,
+    output: Path | None,
+    force: bool,
 ) -> None:
     """Run one SQL statement on a read-only connection; TEXT '-' reads it from stdin.
 
@@ -469,7 +498,7 @@ def sql_command(
         limit = 100 if fmt == "table" else 0
     with Database(_db(db_path), read_only=True) as db:
         frame = db.sql(text, limit=limit or None)
-    write_output(frame, fmt, output)
+    write_output(frame, fmt, output, force=force, database=_db(db_path))
     if frame.attrs.get("truncated"):
         _echo_err(f"(first {limit} rows shown; --limit 0 for all)")
 
@@ -490,7 +519,7 @@ def schema_command(
 
     with Database(_db(db_path), read_only=True) as db:
         frame = db.tables() if tables_only else db.schema(*tables)
-    _print_frame(frame, fmt)
+    _print_frame(frame, fmt, wrap="description")
 
 
 @cli.command(name="trends")
