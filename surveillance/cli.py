@@ -669,6 +669,7 @@ def terms(
     Example: surveillance terms --substance 7-oh
     """
     from .extract import resolve
+    from .output import terminal_safe
 
     ctx.obj = {"db_path": db_path, "substance": substance, "substance_file": substance_file}
     if ctx.invoked_subcommand is not None:
@@ -681,11 +682,16 @@ def terms(
         ("tokens", s.tokens),
         ("patterns", s.patterns),
         ("exclusions", s.exclusions),
+        ("ambiguous (only beside a context word, never beside a blocker)", s.ambiguous),
+        ("context words", s.context),
+        ("blockers", s.blockers),
         ("sources", s.sources),
     ):
+        if not items and label in ("context words", "blockers"):
+            continue
         click.echo(f"{label} ({len(items)}):")
         for item in items:
-            click.echo(f"  {item}")
+            click.echo(f"  {terminal_safe(item)}")
 
 
 @terms.command(name="discover")
@@ -700,10 +706,18 @@ def terms_discover(ctx: click.Context, db_path: Path | None, limit: int, fmt: st
     """
     from .db import connect
     from .extract import discover_terms, resolve
+    from .output import default_format
 
     s = resolve(ctx.obj["substance"], ctx.obj["substance_file"])
     with connect(_db(db_path or ctx.obj["db_path"])) as con:
         frame = discover_terms(con, s, limit=limit)
+    if frame.empty:
+        _echo_err(
+            f"looked at {frame.attrs['n_unmatched']:,} distinct unmatched drug strings; none "
+            f"within similarity {frame.attrs['threshold']:g} of a {s.name} term"
+        )
+        if (fmt or default_format()) == "table":
+            return
     _print_frame(frame, fmt)
 
 
