@@ -78,6 +78,14 @@ def _format_option(f: Any) -> Any:
     )(f)
 
 
+def _quiet_option(f: Any) -> Any:
+    return click.option(
+        "--quiet",
+        is_flag=True,
+        help="No progress on stderr (none either when it is not a terminal).",
+    )(f)
+
+
 def _substance_options(f: Any) -> Any:
     f = click.option(
         "--substance-file",
@@ -183,10 +191,11 @@ def load(paths: tuple[Path, ...], db_path: Path | None, dedup: str | None, quiet
     """
     from .db import connect
     from .pipeline import load as load_zips
+    from .progress import terminal_progress
 
     path = _db(db_path)
-    with connect(path) as con:
-        results = load_zips(con, paths, dedup=dedup, progress=None if quiet else _echo_err)
+    with connect(path) as con, terminal_progress(quiet) as step:
+        results = load_zips(con, paths, dedup=dedup, progress=step)
     if not quiet:
         for r in results:
             click.echo(
@@ -233,16 +242,18 @@ def status(db_path: Path | None, fmt: str) -> None:
 @cli.command()
 @_db_option
 @_dedup_option
-def rebuild(db_path: Path | None, dedup: str | None) -> None:
+@_quiet_option
+def rebuild(db_path: Path | None, dedup: str | None, quiet: bool) -> None:
     """Rebuild the clean layer (deduplicated cases) and the built-in substances' hits.
 
     Example: surveillance rebuild --dedup strict
     """
     from .db import connect
     from .pipeline import rebuild as run_rebuild
+    from .progress import terminal_progress
 
-    with connect(_db(db_path)) as con:
-        steps = run_rebuild(con, dedup=dedup, progress=_echo_err)
+    with connect(_db(db_path)) as con, terminal_progress(quiet) as step:
+        steps = run_rebuild(con, dedup=dedup, progress=step)
     click.echo(render(steps[["step", "n_reports", "n_cases"]], "table"), nl=False)
 
 
@@ -535,6 +546,7 @@ def schema_command(
     help="Write every figure (PNG and SVG) into this folder.",
 )
 @_format_option
+@_quiet_option
 def trends_command(
     db_path: Path | None,
     substance: str,
@@ -543,6 +555,7 @@ def trends_command(
     top_terms: int,
     plot_dir: Path | None,
     fmt: str | None,
+    quiet: bool,
 ) -> None:
     """Per-quarter series for a substance and cumulative signal statistics; optional figures.
 
@@ -551,9 +564,12 @@ def trends_command(
     from .db import connect
     from .extract import resolve
     from .output import default_format
+    from .progress import terminal_progress
     from .trends import trends
 
-    with connect(_db(db_path)) as con:
+    with connect(_db(db_path)) as con, terminal_progress(quiet) as step:
+        if step:
+            step(f"{substance}: series by quarter and cumulative statistics")
         series = trends(con, resolve(substance, substance_file), top_terms, roles)
     fmt = fmt or default_format()
     if fmt == "json":
@@ -567,8 +583,12 @@ def trends_command(
     if plot_dir is not None:
         from .plots import plot_all
 
-        written = plot_all(series, plot_dir)
-        _echo_err(f"wrote {len(written)} files to {plot_dir}")
+        with terminal_progress(quiet) as step:
+            if step:
+                step(f"drawing figures into {plot_dir}")
+            written = plot_all(series, plot_dir)
+        if not quiet:
+            _echo_err(f"wrote {len(written)} files to {plot_dir}")
 
 
 @cli.command(name="report")
@@ -583,6 +603,7 @@ def trends_command(
 )
 @click.option("--roles", default=None, help="Drug roles that count, e.g. PS,SS (default: any).")
 @click.option("--min-cases", type=int, default=3, show_default=True)
+@_quiet_option
 def report_command(
     db_path: Path | None,
     quarter: str,
@@ -591,15 +612,19 @@ def report_command(
     out: Path | None,
     roles: str | None,
     min_cases: int,
+    quiet: bool,
 ) -> None:
     """Write the quarterly report folder: index.html, report.md, tables, figures, metadata.
 
     Example: surveillance report --quarter 2025Q2 --substance kratom --out reports/2025Q2
     """
     from .db import connect
+    from .progress import terminal_progress
     from .report import write_report
 
-    with connect(_db(db_path)) as con:
+    with connect(_db(db_path)) as con, terminal_progress(quiet) as step:
+        if step:
+            step(f"writing the {quarter} report")
         folder = write_report(con, quarter, substance, substance_file, out, roles, min_cases)
     click.echo(f"report: {folder / 'index.html'}")
 
