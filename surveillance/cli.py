@@ -49,13 +49,40 @@ def _dedup_option(f: Any) -> Any:
     )(f)
 
 
+def _raw_csv(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        from .output import raw_csv
+
+        ctx.with_resource(raw_csv())
+
+
+def _csv_raw_option(f: Any) -> Any:
+    return click.option(
+        "--csv-raw",
+        is_flag=True,
+        expose_value=False,
+        callback=_raw_csv,
+        help="CSV exactly as stored: no quote before text starting with = + - @ (for programs; "
+        "env SURVEILLANCE_CSV_RAW=1).",
+    )(f)
+
+
 def _format_option(f: Any) -> Any:
+    f = _csv_raw_option(f)
     return click.option(
         "--format",
         "fmt",
         type=click.Choice(["table", "csv", "json"]),
         default=None,
         help="Output format (default: table on a terminal, csv when piped).",
+    )(f)
+
+
+def _quiet_option(f: Any) -> Any:
+    return click.option(
+        "--quiet",
+        is_flag=True,
+        help="No progress on stderr (none either when it is not a terminal).",
     )(f)
 
 
@@ -71,10 +98,10 @@ def _substance_options(f: Any) -> Any:
     )(f)
 
 
-def _print_frame(frame: Any, fmt: str | None) -> None:
+def _print_frame(frame: Any, fmt: str | None, wrap: str | None = None) -> None:
     from .output import default_format
 
-    click.echo(render(frame, fmt or default_format()), nl=False)
+    click.echo(render(frame, fmt or default_format(), wrap=wrap), nl=False)
 
 
 def _db(db_path: Path | None) -> Path:
@@ -188,10 +215,11 @@ def load(paths: tuple[Path, ...], db_path: Path | None, dedup: str | None, quiet
     """
     from .db import connect
     from .pipeline import load as load_zips
+    from .progress import terminal_progress
 
     path = _db(db_path)
-    with connect(path) as con:
-        results = load_zips(con, paths, dedup=dedup, progress=None if quiet else _echo_err)
+    with connect(path) as con, terminal_progress(quiet) as step:
+        results = load_zips(con, paths, dedup=dedup, progress=step)
     if not quiet:
         for r in results:
             for warning in r.warnings:
@@ -241,16 +269,18 @@ def status(db_path: Path | None, fmt: str) -> None:
 @cli.command()
 @_db_option
 @_dedup_option
-def rebuild(db_path: Path | None, dedup: str | None) -> None:
+@_quiet_option
+def rebuild(db_path: Path | None, dedup: str | None, quiet: bool) -> None:
     """Rebuild the clean layer (deduplicated cases) and the built-in substances' hits.
 
     Example: surveillance rebuild --dedup strict
     """
     from .db import connect
     from .pipeline import rebuild as run_rebuild
+    from .progress import terminal_progress
 
-    with connect(_db(db_path)) as con:
-        steps = run_rebuild(con, dedup=dedup, progress=_echo_err)
+    with connect(_db(db_path)) as con, terminal_progress(quiet) as step:
+        steps = run_rebuild(con, dedup=dedup, progress=step)
     click.echo(render(steps[["step", "n_reports", "n_cases"]], "table"), nl=False)
 
 
@@ -288,14 +318,20 @@ def cases_command(
 @cli.command(name="case")
 @click.argument("caseid")
 @_db_option
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    help="table: a summary to read; json: every field of every table.",
+)
 def case_command(caseid: str, db_path: Path | None, fmt: str) -> None:
-    """Show one case in full: drugs with roles and doses, reactions, outcomes, indications,
-    therapy dates and every version seen.
+    """Show one case: header, patient, versions with what changed, drugs with roles, doses and
+    the matched substance marked, reactions, outcomes, indications and therapy dates.
 
     Example: surveillance case 10014022
     """
-    from .cases import case
+    from .cases import case, format_case
     from .db import connect
 
     with connect(_db(db_path), read_only=True) as con:
@@ -303,13 +339,7 @@ def case_command(caseid: str, db_path: Path | None, fmt: str) -> None:
     if fmt == "json":
         click.echo(render_json({k: _plain(v) for k, v in detail.items()}), nl=False)
         return
-    for key, value in detail.items():
-        if hasattr(value, "to_string"):
-            click.echo(f"\n== {key} ({len(value)})")
-            shown = value.T if key == "case" else value
-            click.echo(shown.to_string(header=key != "case") if not value.empty else "(none)")
-        else:
-            click.echo(f"{key}: {value}")
+    click.echo(format_case(detail), nl=False)
 
 
 def _plain(value: Any) -> Any:
@@ -409,6 +439,10 @@ def compact_signals(table: Any) -> Any:
 
 
 def _export_options(f: Any) -> Any:
+    f = _csv_raw_option(f)
+    f = click.option(
+        "--force", is_flag=True, help="Replace --output FILE if it exists (never a database)."
+    )(f)
     f = click.option(
         "--output",
         "-o",
@@ -447,6 +481,7 @@ def query_command(
     db_path: Path | None,
     fmt: str | None,
     output: Path | None,
+    force: bool,
 ) -> None:
     """Run a named query from queries/*.sql with bound, type-checked parameters.
 
@@ -463,7 +498,7 @@ def query_command(
         raise click.UsageError("give a query NAME, or --list to see them")
     with Database(_db(db_path), read_only=True) as db:
         frame = db.query(name, **params_from_pairs(params))
-    write_output(frame, fmt, output)
+    write_output(frame, fmt, output, force=force, database=_db(db_path))
 
 
 @cli.command(name="sql")
@@ -477,7 +512,12 @@ def query_command(
 @_db_option
 @_export_options
 def sql_command(
-    text: str, limit: int | None, db_path: Path | None, fmt: str | None, output: Path | None
+    text: str,
+    limit: int | None,
+    db_path: Path | None,
+    fmt: str | None,
+    output: Path | None,
+    force: bool,
 ) -> None:
     """Run one SQL statement on a read-only connection; TEXT '-' reads it from stdin.
 
@@ -496,7 +536,7 @@ def sql_command(
         limit = 100 if fmt == "table" else 0
     with Database(_db(db_path), read_only=True) as db:
         frame = db.sql(text, limit=limit or None)
-    write_output(frame, fmt, output)
+    write_output(frame, fmt, output, force=force, database=_db(db_path))
     if frame.attrs.get("truncated"):
         _echo_err(f"(first {limit} rows shown; --limit 0 for all)")
 
@@ -517,7 +557,7 @@ def schema_command(
 
     with Database(_db(db_path), read_only=True) as db:
         frame = db.tables() if tables_only else db.schema(*tables)
-    _print_frame(frame, fmt)
+    _print_frame(frame, fmt, wrap="description")
 
 
 @cli.command(name="trends")
@@ -533,6 +573,7 @@ def schema_command(
     help="Write every figure (PNG and SVG) into this folder.",
 )
 @_format_option
+@_quiet_option
 def trends_command(
     db_path: Path | None,
     substance: str,
@@ -541,6 +582,7 @@ def trends_command(
     top_terms: int,
     plot_dir: Path | None,
     fmt: str | None,
+    quiet: bool,
 ) -> None:
     """Per-quarter series for a substance and cumulative signal statistics; optional figures.
 
@@ -553,9 +595,12 @@ def trends_command(
     from .db import connect
     from .extract import resolve
     from .output import default_format
+    from .progress import terminal_progress
     from .trends import trends
 
-    with connect(_db(db_path)) as con:
+    with connect(_db(db_path)) as con, terminal_progress(quiet) as step:
+        if step:
+            step(f"{substance}: series by quarter and cumulative statistics")
         series = trends(con, resolve(substance, substance_file), top_terms, roles)
     fmt = fmt or default_format()
     if fmt == "json":
@@ -570,8 +615,12 @@ def trends_command(
     if plot_dir is not None:
         from .plots import plot_all
 
-        written = plot_all(series, plot_dir)
-        _echo_err(f"wrote {len(written)} files to {plot_dir}")
+        with terminal_progress(quiet) as step:
+            if step:
+                step(f"drawing figures into {plot_dir}")
+            written = plot_all(series, plot_dir)
+        if not quiet:
+            _echo_err(f"wrote {len(written)} files to {plot_dir}")
 
 
 @cli.command(name="report")
@@ -586,6 +635,7 @@ def trends_command(
 )
 @click.option("--roles", default=None, help="Drug roles that count, e.g. PS,SS (default: any).")
 @click.option("--min-cases", type=int, default=3, show_default=True)
+@_quiet_option
 def report_command(
     db_path: Path | None,
     quarter: str,
@@ -594,15 +644,19 @@ def report_command(
     out: Path | None,
     roles: str | None,
     min_cases: int,
+    quiet: bool,
 ) -> None:
     """Write the quarterly report folder: index.html, report.md, tables, figures, metadata.
 
     Example: surveillance report --quarter 2025Q2 --substance kratom --out reports/2025Q2
     """
     from .db import connect
+    from .progress import terminal_progress
     from .report import write_report
 
-    with connect(_db(db_path)) as con:
+    with connect(_db(db_path)) as con, terminal_progress(quiet) as step:
+        if step:
+            step(f"writing the {quarter} report")
         folder = write_report(con, quarter, substance, substance_file, out, roles, min_cases)
     click.echo(f"report: {folder / 'index.html'}")
 
@@ -672,6 +726,7 @@ def terms(
     Example: surveillance terms --substance 7-oh
     """
     from .extract import resolve
+    from .output import terminal_safe
 
     ctx.obj = {"db_path": db_path, "substance": substance, "substance_file": substance_file}
     if ctx.invoked_subcommand is not None:
@@ -684,11 +739,16 @@ def terms(
         ("tokens", s.tokens),
         ("patterns", s.patterns),
         ("exclusions", s.exclusions),
+        ("ambiguous (only beside a context word, never beside a blocker)", s.ambiguous),
+        ("context words", s.context),
+        ("blockers", s.blockers),
         ("sources", s.sources),
     ):
+        if not items and label in ("context words", "blockers"):
+            continue
         click.echo(f"{label} ({len(items)}):")
         for item in items:
-            click.echo(f"  {item}")
+            click.echo(f"  {terminal_safe(item)}")
 
 
 @terms.command(name="discover")
@@ -703,10 +763,18 @@ def terms_discover(ctx: click.Context, db_path: Path | None, limit: int, fmt: st
     """
     from .db import connect
     from .extract import discover_terms, resolve
+    from .output import default_format
 
     s = resolve(ctx.obj["substance"], ctx.obj["substance_file"])
     with connect(_db(db_path or ctx.obj["db_path"])) as con:
         frame = discover_terms(con, s, limit=limit)
+    if frame.empty:
+        _echo_err(
+            f"looked at {frame.attrs['n_unmatched']:,} distinct unmatched drug strings; none "
+            f"within similarity {frame.attrs['threshold']:g} of a {s.name} term"
+        )
+        if (fmt or default_format()) == "table":
+            return
     _print_frame(frame, fmt)
 
 

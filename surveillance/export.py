@@ -1,5 +1,6 @@
 """Writing a result to a file or stdout: table, CSV and JSON through `output.render`, Parquet
-through DuckDB (no pyarrow needed). Reads a DataFrame; writes the file named, atomically."""
+through DuckDB (no pyarrow needed). Reads a DataFrame; writes the file named, atomically, and
+never over a database file or, without `force`, over an existing file."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from .output import FORMATS, default_format, render
 
 EXPORT_FORMATS = (*FORMATS, "parquet")
 _SUFFIX_FORMATS = {".csv": "csv", ".json": "json", ".parquet": "parquet", ".txt": "table"}
+# DuckDB's database and write-ahead-log files: an export must never replace one.
+_DATABASE_SUFFIXES = (".duckdb", ".wal")
 
 
 def output_format(fmt: str | None, output: Path | None) -> str:
@@ -29,11 +32,37 @@ def output_format(fmt: str | None, output: Path | None) -> str:
     return default_format()
 
 
-def write_output(frame: pd.DataFrame, fmt: str | None, output: Path | None = None) -> None:
+def check_target(output: Path, database: Path | None = None, force: bool = False) -> None:
+    """Refuse an output path that is the database in use (or its .wal), any .duckdb or .wal
+    file, a folder, or, unless `force`, a file that already exists."""
+    target = output.resolve()
+    if database is not None:
+        db = database.resolve()
+        if target in (db, db.with_name(db.name + ".wal")) or (
+            target.exists() and db.exists() and os.path.samefile(target, db)
+        ):
+            raise UsageError(f"{output}: is the database in use; choose another output file")
+    if target.name.lower().endswith(_DATABASE_SUFFIXES):
+        raise UsageError(f"{output}: will not write over a DuckDB file (.duckdb, .wal)")
+    if target.is_dir():
+        raise UsageError(f"{output}: is a folder; give a file name")
+    if target.exists() and not force:
+        raise UsageError(f"{output}: exists; use --force to replace it")
+
+
+def write_output(
+    frame: pd.DataFrame,
+    fmt: str | None,
+    output: Path | None = None,
+    *,
+    force: bool = False,
+    database: Path | None = None,
+) -> None:
     """Write the frame in the format (see `output_format`) to `output`, or to stdout if None.
 
-    Parquet is binary and needs a file. A file is written beside its target and renamed into
-    place, so an error never leaves half a file."""
+    Parquet is binary and needs a file. A file is checked by `check_target` (never the
+    `database` in use, never an existing file unless `force`), written beside its target and
+    renamed into place, so an error never leaves half a file."""
     fmt = output_format(fmt, output)
     if fmt == "parquet" and output is None:
         raise UsageError("--format parquet writes a file: give --output FILE")
@@ -41,6 +70,7 @@ def write_output(frame: pd.DataFrame, fmt: str | None, output: Path | None = Non
         sys.stdout.write(render(frame, fmt))
         sys.stdout.flush()
         return
+    check_target(output, database, force)
     partial = output.with_name(output.name + ".partial")
     try:
         if fmt == "parquet":

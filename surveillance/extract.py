@@ -30,6 +30,10 @@ _DDL = (
 )
 
 
+# Similarity (0-100) at which `discover_terms` suggests an unmatched string.
+DISCOVER_THRESHOLD = 80.0
+
+
 def resolve(substance: str | None = None, substance_file: str | Path | None = None) -> Substance:
     """The substance a command asks for: a user's term file, else a built-in name (kratom)."""
     if substance_file is not None:
@@ -154,14 +158,19 @@ def unmatched_strings(con: duckdb.DuckDBPyConnection, substance: Substance) -> p
 def discover_terms(
     con: duckdb.DuckDBPyConnection, substance: Substance, limit: int = 50
 ) -> pd.DataFrame:
-    """Unmatched drug strings that look like the substance, best first, for an analyst to review."""
+    """Unmatched drug strings that look like the substance, best first, for an analyst to review
+    (with a note on collisions of ambiguous names); attrs hold how many strings were compared
+    and the similarity threshold."""
     unmatched = unmatched_strings(con, substance)
     found = discover(
         zip(unmatched["string"], unmatched["n_cases"].astype(int), strict=True),
         substance,
         limit=limit,
+        threshold=DISCOVER_THRESHOLD,
     )
-    return pd.DataFrame(
-        [(s.string, s.n_cases, s.score, s.nearest_term) for s in found],
-        columns=["string", "n_cases", "score", "nearest_term"],
+    frame = pd.DataFrame(
+        [(s.string, s.n_cases, s.score, s.nearest_term, s.note) for s in found],
+        columns=["string", "n_cases", "score", "nearest_term", "note"],
     )
+    frame.attrs.update(n_unmatched=len(unmatched), threshold=DISCOVER_THRESHOLD)
+    return frame

@@ -1,10 +1,23 @@
 """Rendering results for people and scripts: an aligned table for a terminal, CSV with a header,
-JSON as records. Shared by every command that prints rows."""
+JSON as records. Shared by every command that prints rows.
+
+Every string may come from hostile data. CSV neutralises spreadsheet formulas (OWASP's advice: a
+text cell starting with =, +, -, @, tab or CR gets a leading single quote) unless raw CSV is
+asked for; tables show control characters, escape sequences and bidi overrides visibly instead
+of sending them to the terminal; JSON keeps every value as it is."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import os
+import re
 import sys
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import date, datetime
 from typing import Any
 
@@ -13,10 +26,58 @@ import pandas as pd
 
 FORMATS = ("table", "csv", "json")
 
+# Set to 1 for CSV exactly as stored (for machine consumers); commands' --csv-raw does the same.
+CSV_RAW_ENV = "SURVEILLANCE_CSV_RAW"
+_csv_raw: ContextVar[bool] = ContextVar("csv_raw", default=False)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+# C0 controls, DEL, C1 controls, and the Unicode marks that reorder or hide text on screen
+# (bidi embeddings, overrides and isolates, directional marks, zero-width joiners, BOM).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+
 
 def default_format() -> str:
     """A table on a terminal, CSV when piped."""
     return "table" if sys.stdout.isatty() else "csv"
+
+
+def csv_raw() -> bool:
+    """Whether CSV keeps formula-like text as is: $SURVEILLANCE_CSV_RAW=1 or inside `raw_csv()`."""
+    return _csv_raw.get() or os.environ.get(CSV_RAW_ENV, "").strip() == "1"
+
+
+@contextmanager
+def raw_csv(raw: bool = True) -> Iterator[None]:
+    """Within the block, CSV output keeps formula-like text as is (the --csv-raw option)."""
+    token = _csv_raw.set(raw)
+    try:
+        yield
+    finally:
+        _csv_raw.reset(token)
+
+
+def formula_safe(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula, prefixed with a single quote.
+
+    Only text: numbers (-1.5 in a numeric column) are untouched, while the text "-1" is
+    prefixed, because a text column holds what a report said, not a number."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x20 or code == 0x7F:
+        return "^" + chr(code ^ 0x40)
+    return f"<U+{code:04X}>"
+
+
+def terminal_safe(text: str) -> str:
+    """Text that cannot move the cursor, clear the screen, ring the bell or reorder what follows:
+    control characters shown in caret notation (ESC as ^[, BEL as ^G, CR as ^M), C1 controls and
+    bidi or zero-width marks as <U+202E>."""
+    return _UNSAFE.sub(_visible, text)
 
 
 def _plain_value(value: Any) -> Any:
@@ -48,6 +109,30 @@ def _flatten(frame: pd.DataFrame, separator: str) -> pd.DataFrame:
     return out
 
 
+def _map_text(frame: pd.DataFrame, function: Any) -> pd.DataFrame:
+    """Apply `function` to every text cell and to the column names."""
+    out = frame.copy()
+    for column in out.columns:
+        values = [function(v) if isinstance(v, str) else v for v in out[column]]
+        out[column] = pd.Series(values, index=out.index, dtype=out[column].dtype)
+    out.columns = [function(c) if isinstance(c, str) else c for c in out.columns]
+    return out
+
+
+def _blank_missing(frame: pd.DataFrame) -> pd.DataFrame:
+    """Missing values as empty cells, so a person never reads NaN, None, NaT or <NA>."""
+    out = frame.copy()
+    for column in out.columns:
+        values = [v for v in out[column]]
+        if any(v is None or (not isinstance(v, list | str) and pd.isna(v)) for v in values):
+            values = [
+                "" if v is None or (not isinstance(v, list | str) and pd.isna(v)) else v
+                for v in values
+            ]
+            out[column] = pd.Series(values, index=out.index, dtype=object)
+    return out
+
+
 TABLE_WIDTH = 80
 CELL_WIDTH = 32
 
@@ -69,27 +154,77 @@ def _fit(frame: pd.DataFrame, width: int) -> tuple[pd.DataFrame, int]:
     return cut.iloc[:, :keep], len(cut.columns) - keep
 
 
-def render(frame: pd.DataFrame, fmt: str, max_rows: int | None = None) -> str:
+def _wrapped(frame: pd.DataFrame, column: str, width: int) -> str:
+    """A left-aligned table whose `column` (the last one shown) wraps onto continuation lines
+    within `width`, so long descriptions are read whole rather than cut."""
+    others = [c for c in frame.columns if c != column]
+    text = frame.astype(str)
+    widths = [max(len(str(c)), *(len(v) for v in text[c])) for c in others]
+    indent = sum(widths) + 2 * len(others)
+    room = max(width - indent, 24)
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(others, widths, strict=True)) + "  " + column
+    ]
+    for _, row in text.iterrows():
+        head = "  ".join(row[c].ljust(w) for c, w in zip(others, widths, strict=True))
+        parts = textwrap.wrap(row[column], room, break_on_hyphens=False) or [""]
+        lines.append((head + "  " + parts[0]).rstrip())
+        lines.extend(" " * indent + part for part in parts[1:])
+    return "\n".join(lines)
+
+
+def render(
+    frame: pd.DataFrame, fmt: str, max_rows: int | None = None, wrap: str | None = None
+) -> str:
     """One DataFrame as text in the given format; max_rows limits only the table form.
 
-    CSV has a header, ISO dates and list fields joined by ';'; JSON is a list of records. The
-    table fits an 80-column terminal: long cells are cut and columns that do not fit are left
-    out, with a note; CSV and JSON always carry everything."""
+    CSV has a header, ISO dates and list fields joined by ';', formula-like text neutralised
+    (see `formula_safe`; `csv_raw` turns that off); JSON is a list of records. The table fits
+    an 80-column terminal: long cells are cut (or, for the `wrap` column, wrapped) and columns
+    that do not fit are left out, with a note; missing values are blank and control characters
+    visible. CSV and JSON always carry everything."""
     if fmt == "csv":
-        return str(_flatten(frame, ";").to_csv(index=False))
+        flat = _flatten(frame, ";")
+        if not csv_raw():
+            flat = _map_text(flat, formula_safe)
+        return _csv_text(flat)
     if fmt == "json":
         return json.dumps(_records(frame), indent=2, default=str, ensure_ascii=False) + "\n"
     if fmt == "table":
-        shown, hidden = _fit(
-            _flatten(frame if max_rows is None else frame.head(max_rows), "; "), TABLE_WIDTH
-        )
+        head = frame if max_rows is None else frame.head(max_rows)
+        flat = _map_text(_blank_missing(_flatten(head, "; ")), terminal_safe)
+        if wrap is not None and wrap in frame.columns and not frame.empty:
+            return _wrapped(flat, terminal_safe(wrap), TABLE_WIDTH) + "\n" + _more(frame, max_rows)
+        shown, hidden = _fit(flat, TABLE_WIDTH)
         text = "(no rows)" if frame.empty else shown.to_string(index=False)
         if hidden and not frame.empty:
             text += f"\n({hidden} more columns not shown: use --format csv or json)"
-        if max_rows is not None and len(frame) > max_rows:
-            text += f"\n... {len(frame) - max_rows} more rows (use --format csv for all)"
-        return text + "\n"
+        return text + "\n" + _more(frame, max_rows)
     raise ValueError(f"unknown format {fmt!r}")
+
+
+def _csv_text(frame: pd.DataFrame) -> str:
+    """CSV with LF line ends whose fields are quoted when they hold a delimiter, a quote, LF or
+    CR (pandas leaves a lone CR unquoted, which ends the row for most readers)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    lines = []
+    for row in (list(map(str, frame.columns)), *frame.itertuples(index=False, name=None)):
+        writer.writerow(["" if _missing(v) else v for v in row])
+        lines.append(buffer.getvalue()[:-2])
+        buffer.seek(0)
+        buffer.truncate()
+    return "\n".join(lines) + "\n"
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (not isinstance(value, str | list) and bool(pd.isna(value)))
+
+
+def _more(frame: pd.DataFrame, max_rows: int | None) -> str:
+    if max_rows is not None and len(frame) > max_rows:
+        return f"... {len(frame) - max_rows} more rows (use --format csv for all)\n"
+    return ""
 
 
 def render_json(data: Any) -> str:

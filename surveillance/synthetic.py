@@ -258,7 +258,7 @@ KRATOM_DRUGNAMES: tuple[str, ...] = (
     "GREEN MALAY KRATOM",
     "OPMS KRATOM",
     "kratom extract",
-    "KETUM",
+    "KETUM LEAF",
     "BIAK-BIAK",
 )
 SEVEN_OH_DRUGNAMES: tuple[str, ...] = (

@@ -14,6 +14,7 @@ from surveillance.cli import cli
 from surveillance.db import connect
 from surveillance.pipeline import load, rebuild
 from surveillance.report import report_is_current, write_report
+from surveillance.substances import load_substance
 from surveillance.synthetic import PTS, generate_series
 
 PLANTED = "QT prolongation"  # a real MedDRA PT the generator never writes
@@ -75,7 +76,8 @@ def test_metadata_matches_the_database(report: Path, series_db) -> None:
         ).fetchall()
         assert report_is_current(con, report)
     assert [(q["quarter"], q["zip_sha256"]) for q in meta["quarters_loaded"]] == quarters
-    assert meta["term_file_version"] == "1.0.0" and meta["substance"] == "kratom"
+    assert meta["term_file_version"] == load_substance("kratom").version
+    assert meta["substance"] == "kratom"
     assert meta["dedup_mode"] == "fda" and meta["synthetic"] is True
     assert meta["thresholds"]["eb05_threshold"] == 2.0 and "generated_at" in meta
 

@@ -20,9 +20,17 @@ Term-file format (also documented at the top of ``kratom.toml``)::
     exclusions = ['\\bmitragyna (parvifolia|hirsuta)\\b']  # look-alikes, blanked out first
     fuzzy = ["kratom"]           # words `discover` compares for misspellings (optional)
 
+    [ambiguous]                  # names that also name another product (optional)
+    names = ["ketum"]            # match only beside a context word, never beside a blocker
+    context = ["kratom", "mitragyn", "leaf", "powder"]   # word beginnings, in the raw string
+    blockers = ["gel", "cream"]  # whole words: product forms of the other product
+
 Rules are tried on the field after exclusions have blanked out their look-alike text, in the
-order terms, tokens, patterns; the first that fires gives the ``Match``. Terms and tokens are
-normalised when loaded; patterns and exclusions are written against normalised text.
+order terms, tokens, patterns, ambiguous names; the first that fires gives the ``Match``. Terms,
+tokens and ambiguous names are normalised when loaded; patterns and exclusions are written
+against normalised text. Context words and blockers are looked for among the words of the
+string itself (before dose-form words such as "powder" are dropped): a context word as the
+beginning of a word ("mitragyn" in "mitragynine"), a blocker as a whole word.
 """
 
 from __future__ import annotations
@@ -53,7 +61,7 @@ __all__ = [
 ]
 
 Field = Literal["drugname", "prod_ai"]
-Rule = Literal["term", "token", "pattern"]
+Rule = Literal["term", "token", "pattern", "context"]
 
 
 class SubstanceError(InputError):
@@ -86,6 +94,11 @@ _BYTE_MAP = bytes(
 # "7-OH", "7 OH", "7OH" -> "7oh" and "7-hydroxy X" -> "7hydroxy X", so one rule covers all.
 _NUMBER_HYDROXY = re.compile(r"(\d) +(?=oh|hydroxy)", _FLAGS)
 _SPACES = re.compile(r" {2,}")
+
+
+def _words(text: str) -> list[str]:
+    """The words of a raw string: lower-case ASCII letters and digits, everything else a gap."""
+    return _to_ascii(text).lower().encode("ascii").translate(_BYTE_MAP).decode("ascii").split()
 
 
 def _to_ascii(text: str) -> str:
@@ -142,12 +155,14 @@ class Match:
 
 @dataclass(frozen=True)
 class Suggestion:
-    """An unmatched drug string that looks like the substance, for an analyst to review."""
+    """An unmatched drug string that looks like the substance, for an analyst to review; `note`
+    says why an ambiguous name in it did not count (a collision with another product)."""
 
     string: str
     n_cases: int
     score: float
     nearest_term: str
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -164,6 +179,9 @@ class Substance:
     source_path: str
     sources: tuple[str, ...] = ()
     fuzzy: tuple[str, ...] = ()
+    ambiguous: tuple[str, ...] = ()
+    context: tuple[str, ...] = ()
+    blockers: tuple[str, ...] = ()
 
     @cached_property
     def _token_re(self) -> re.Pattern[str] | None:
@@ -190,14 +208,37 @@ class Substance:
     def _term_set(self) -> frozenset[str]:
         return frozenset(self.terms)
 
+    @cached_property
+    def _ambiguous_re(self) -> re.Pattern[str] | None:
+        if not self.ambiguous:
+            return None
+        alternatives = sorted(self.ambiguous, key=lambda t: (-len(t), t))
+        return re.compile(r"\b(?:" + "|".join(map(re.escape, alternatives)) + r")\b", _FLAGS)
+
+    def ambiguity(self, normalised: str, raw: str | None = None) -> tuple[str, str] | None:
+        """For a string whose only evidence is an ambiguous name: (name, why it does not count),
+        e.g. ('ketum', "beside 'gel'") or ('ketum', 'no context word'); None otherwise."""
+        if self._ambiguous_re is None:
+            return None
+        m = self._ambiguous_re.search(self.mask(normalised))
+        if m is None:
+            return None
+        words = _words(raw) if raw is not None else normalised.split()
+        if blocker := next((b for b in self.blockers if b in words), None):
+            return m.group(0), f"beside {blocker!r}"
+        if not any(w.startswith(c) for c in self.context for w in words):
+            return m.group(0), "without a context word"
+        return None
+
     def mask(self, normalised: str) -> str:
         """Blank out the look-alike text the exclusions match in a normalised string."""
         if self._exclusion_re is None or not self._exclusion_re.search(normalised):
             return normalised
         return " ".join(self._exclusion_re.sub(" ", normalised).split())
 
-    def match_normalised(self, normalised: str) -> tuple[Rule, str] | None:
-        """Return (rule, term) of the first rule that fires on an already normalised string."""
+    def match_normalised(self, normalised: str, raw: str | None = None) -> tuple[Rule, str] | None:
+        """Return (rule, term) of the first rule that fires on an already normalised string;
+        `raw` (the string before normalising) is where ambiguous names look for context."""
         text = self.mask(normalised)
         if not text:
             return None
@@ -208,6 +249,9 @@ class Substance:
         if self._pattern_re is not None and (m := self._pattern_re.search(text)):
             index = int(next(k for k, v in m.groupdict().items() if v is not None)[1:])
             return "pattern", self.patterns[index]
+        if self._ambiguous_re is not None and (m := self._ambiguous_re.search(text)):
+            if self.ambiguity(normalised, raw) is None:
+                return "context", m.group(0)
         return None
 
     def match(self, drugname: str | None, prod_ai: str | None = None) -> Match | None:
@@ -217,14 +261,14 @@ class Substance:
             ("prod_ai", prod_ai),
         )
         for name, value in fields:
-            if value and (hit := self.match_normalised(normalise(value))):
+            if value and (hit := self.match_normalised(normalise(value), value)):
                 return Match(self.name, value, name, hit[0], hit[1])
         return None
 
     @cached_property
     def _blob_res(self) -> tuple[re.Pattern[str], ...]:
         # One regex each: over a long text, separate scans beat one big alternation.
-        sources = [self._token_re.pattern] if self._token_re else []
+        sources = [r.pattern for r in (self._token_re, self._ambiguous_re) if r is not None]
         sources += [*self.patterns, *self.exclusions]
         return tuple(re.compile(source, _FLAGS | re.MULTILINE) for source in sources)
 
@@ -246,7 +290,7 @@ class Substance:
                 candidates.update(range(first, bisect_right(starts, m.end())))
         hits: dict[str, Match] = {}
         for i in sorted(candidates):
-            if lines[i] and (hit := self.match_normalised(lines[i])):
+            if lines[i] and (hit := self.match_normalised(lines[i], raw[i])):
                 hits[raw[i]] = Match(self.name, raw[i], field, hit[0], hit[1])
         return hits
 
@@ -254,6 +298,7 @@ class Substance:
 # --- loading -------------------------------------------------------------------------------
 _SUBSTANCE_KEYS = {"name", "version", "description", "sources"}
 _RULE_KEYS = ("terms", "tokens", "patterns", "exclusions", "fuzzy")
+_AMBIGUOUS_KEYS = ("names", "context", "blockers")
 # Patterns are combined into one regex (group numbers shift, our group names could clash) and run
 # over many strings joined by newlines (where \A and \Z would mean the whole text).
 _UNSUPPORTED = re.compile(r"\\[1-9AZ]|\(\?P[=<]")
@@ -267,7 +312,7 @@ def _string_list(doc: dict[str, Any], key: str, where: str) -> list[str]:
 
 
 def _parse(doc: dict[str, Any], where: str) -> Substance:
-    unknown = set(doc) - {"substance", "rules"}
+    unknown = set(doc) - {"substance", "rules", "ambiguous"}
     if unknown:
         raise SubstanceError(f"{where}: unknown table or key {sorted(unknown)[0]!r}")
     meta = doc.get("substance")
@@ -276,7 +321,14 @@ def _parse(doc: dict[str, Any], where: str) -> Substance:
     rules = doc.get("rules", {})
     if not isinstance(rules, dict):
         raise SubstanceError(f"{where}: [rules] must be a table")
-    for table, allowed in (("substance", _SUBSTANCE_KEYS), ("rules", set(_RULE_KEYS))):
+    ambiguous = doc.get("ambiguous", {})
+    if not isinstance(ambiguous, dict):
+        raise SubstanceError(f"{where}: [ambiguous] must be a table")
+    for table, allowed in (
+        ("substance", _SUBSTANCE_KEYS),
+        ("rules", set(_RULE_KEYS)),
+        ("ambiguous", set(_AMBIGUOUS_KEYS)),
+    ):
         extra = set(doc.get(table, {})) - allowed
         if extra:
             raise SubstanceError(f"{where}: unknown key {sorted(extra)[0]!r} in [{table}]")
@@ -308,6 +360,13 @@ def _parse(doc: dict[str, Any], where: str) -> Substance:
                 raise SubstanceError(f"{where}: bad regex in {key}: {pattern!r}: {e}") from e
             if any((m := compiled.search(probe)) and not m.group() for probe in ("", " x ")):
                 raise SubstanceError(f"{where}: {key} entry {pattern!r} matches empty text")
+    amb = {key: _string_list(ambiguous, key, where) for key in _AMBIGUOUS_KEYS}
+    for key in _AMBIGUOUS_KEYS:
+        for raw in amb[key]:
+            if not (normalise(raw) if key == "names" else _words(raw)):
+                raise SubstanceError(f"{where}: ambiguous {key} entry {raw!r} is empty")
+    if amb["names"] and not amb["context"]:
+        raise SubstanceError(f"{where}: [ambiguous] names need context words")
     fuzzy = literal["fuzzy"] or tuple(t for t in literal["tokens"] if " " not in t)
     return Substance(
         name=meta["name"].strip(),
@@ -320,6 +379,9 @@ def _parse(doc: dict[str, Any], where: str) -> Substance:
         source_path=where,
         sources=tuple(sources),
         fuzzy=fuzzy,
+        ambiguous=tuple(dict.fromkeys(normalise(n) for n in amb["names"])),
+        context=tuple(dict.fromkeys(w for c in amb["context"] for w in _words(c))),
+        blockers=tuple(dict.fromkeys(w for b in amb["blockers"] for w in _words(b))),
     )
 
 
@@ -370,7 +432,9 @@ def discover(
     words against the substance's fuzzy words (normalised Levenshtein similarity, for
     misspellings like 'kratim' or 'mitragina'). Scores run 0-100; strings scoring at least
     ``threshold`` are returned, best first, then by n_cases. Strings the rules match and text
-    the exclusions blank out (the known look-alikes) are never suggested.
+    the exclusions blank out (the known look-alikes) are never suggested. A string whose only
+    evidence is an ambiguous name (a collision such as "KETUM GEL") is listed with score 100
+    and a note saying why it did not count.
     """
     from rapidfuzz import fuzz, process
     from rapidfuzz.distance import Levenshtein
@@ -380,12 +444,19 @@ def discover(
         return []
     texts = _normalise_many([s for s, _ in pairs])
     rows: list[tuple[str, int, str]] = []
+    collisions: list[Suggestion] = []
     for (string, n_cases), text in zip(pairs, texts, strict=True):
         masked = substance.mask(text)
-        if masked and substance.match_normalised(text) is None:
+        if not masked or substance.match_normalised(text, string) is not None:
+            continue
+        if ambiguity := substance.ambiguity(text, string):
+            name, why = ambiguity
+            note = f"ambiguous name {name!r} {why}: not counted"
+            collisions.append(Suggestion(string, n_cases, 100.0, name, note))
+        else:
             rows.append((string, n_cases, masked))
     if not rows:
-        return []
+        return sorted(collisions, key=lambda s: (-s.n_cases, s.string))[:limit]
 
     # token_set_ratio and partial_ratio score 100 whenever one text contains the other, which
     # would suggest every "X speciosa" for "mitragyna speciosa"; ratio/token_sort do not.
@@ -412,7 +483,7 @@ def discover(
                 if w in word_best and word_best[w][0] > best[i][0]:
                     best[i] = word_best[w]
 
-    found = [
+    found = collisions + [
         Suggestion(string, n_cases, round(score, 1), nearest)
         for (string, n_cases, _), (score, nearest) in zip(rows, best, strict=True)
         if score >= threshold
