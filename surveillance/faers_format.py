@@ -2,13 +2,17 @@
 
 Facts from ../shared/faers-format.md (sections 1-3). Ingest reads this to map every era's header
 onto one canonical column set per table; the synthetic generator reads it to write each era's
-exact header. Nothing here touches a database.
+exact header, and load and fetch the limits on how far a member may inflate. Nothing here
+touches a database.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
+
+from .errors import SurveillanceError
 
 TABLES = ("demo", "drug", "reac", "outc", "rpsr", "ther", "indi")
 
@@ -102,6 +106,7 @@ QUARTER = re.compile(r"^(\d{4})[qQ]([1-4])$")
 
 LAERS = "LAERS"
 FAERS = "FAERS"
+MAX_MEMBER_BYTES_ENV = "SURVEILLANCE_MAX_MEMBER_BYTES"
 
 
 @dataclass(frozen=True, order=True)
@@ -157,3 +162,41 @@ def canonical_name(table: str, header_name: str) -> str:
 def has_trailing_dollar(source: str, table: str) -> bool:
     """LAERS data rows end with one extra "$" (an empty last field), except INDI (format §2)."""
     return source == LAERS and table != "indi"
+
+
+@dataclass(frozen=True)
+class ZipLimits:
+    """How far one member may inflate: refuses a zip bomb before reading and while streaming.
+
+    Real FAERS members reach about 1.5 GB at a compression ratio of 8-10."""
+
+    max_member_bytes: int = 8 << 30
+    max_ratio: float = 200.0
+    ratio_floor_bytes: int = 64 << 20  # smaller members may have any ratio
+
+    @classmethod
+    def from_env(cls) -> ZipLimits:
+        """Defaults, with max_member_bytes from $SURVEILLANCE_MAX_MEMBER_BYTES when set."""
+        value = os.environ.get(MAX_MEMBER_BYTES_ENV)
+        if not value:
+            return cls()
+        try:
+            return cls(max_member_bytes=int(value))
+        except ValueError as e:
+            raise SurveillanceError(
+                f"{MAX_MEMBER_BYTES_ENV}={value!r}: expected a number of bytes"
+            ) from e
+
+    def problem(self, inflated: int, compressed: int) -> str | None:
+        """Why a member of this inflated and compressed size is refused, or None."""
+        if inflated > self.max_member_bytes:
+            return (
+                f"inflates to more than {self.max_member_bytes:,} bytes "
+                f"(set {MAX_MEMBER_BYTES_ENV} to allow more)"
+            )
+        if inflated > self.ratio_floor_bytes and inflated > self.max_ratio * max(compressed, 1):
+            return (
+                f"inflates {compressed:,} compressed bytes to more than {inflated:,} "
+                f"(ratio over {self.max_ratio:g}): a zip bomb?"
+            )
+        return None

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import IO, Any, Literal
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -45,7 +45,7 @@ from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 from . import __version__
 from .errors import SurveillanceError
-from .faers_format import LAERS, TABLE_MEMBER, Quarter
+from .faers_format import LAERS, TABLE_MEMBER, Quarter, ZipLimits
 
 DEFAULT_INDEX_URL = "https://fis.fda.gov/extensions/FPD-QDE-FAERS/FPD-QDE-FAERS.html"
 DEFAULT_BASE_URL = "https://fis.fda.gov/content/Exports/"
@@ -250,11 +250,14 @@ def fetch(
             links = {Quarter.parse(p.quarter): p.url for p in published}
             if latest:
                 wanted.add(max(links))
-        dest.mkdir(parents=True, exist_ok=True)
         how = _How(show, retries, backoff, timeouts)
-        return [
-            _fetch_quarter(s, q, _candidates(q, base, links), dest, how) for q in sorted(wanted)
-        ]
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+            return [
+                _fetch_quarter(s, q, _candidates(q, base, links), dest, how) for q in sorted(wanted)
+            ]
+        except OSError as e:  # a full or read-only disk while installing a download
+            raise FetchError(f"{e.filename or dest}: cannot write: {e.strerror or e}") from e
 
 
 @dataclass(frozen=True)
@@ -509,33 +512,45 @@ def _attempt(s: requests.Session, url: str, part: Path, offset: int, how: _How) 
             raise FetchError(f"{url}: the server sent Content-Encoding {encoding}, not the file")
         length = r.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
-        with (
-            part.open("ab" if offset else "wb") as f,
-            tqdm(
-                total=total,
-                initial=offset,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=part.name.removesuffix(".part"),
-                disable=not how.progress,
-                leave=False,
-            ) as bar,
-        ):
-            try:
-                # raw, undecoded read1 hands over every byte as it arrives, so what came before
-                # a dropped connection or a passed deadline is kept for resuming.
-                while chunk := r.raw.read1(CHUNK_BYTES, decode_content=False):
-                    f.write(chunk)
-                    bar.update(len(chunk))
-            except (ProtocolError, ReadTimeoutError, OSError) as e:
-                raise _Transient(f"connection dropped ({e})") from e
-            finally:
-                f.flush()
-                os.fsync(f.fileno())
+        try:
+            with (
+                part.open("ab" if offset else "wb") as f,
+                tqdm(
+                    total=total,
+                    initial=offset,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=part.name.removesuffix(".part"),
+                    disable=not how.progress,
+                    leave=False,
+                ) as bar,
+            ):
+                try:
+                    _copy_body(r, f, bar)
+                finally:
+                    f.flush()
+                    os.fsync(f.fileno())
+        except OSError as e:  # the socket's errors became _Transient: this is the file's
+            raise FetchError(f"{part}: cannot write: {e.strerror or e}") from e
         if total is not None and part.stat().st_size != total:
             raise _Transient(f"connection closed at {part.stat().st_size} of {total} bytes")
         return r.status_code == 206
+
+
+def _copy_body(r: requests.Response, f: IO[bytes], bar: tqdm[Any]) -> None:
+    """Append the response body to f; a failed read is _Transient, a failed write an OSError."""
+    while True:
+        try:
+            # raw, undecoded read1 hands over every byte as it arrives, so what came before a
+            # dropped connection or a passed deadline is kept for resuming.
+            chunk = r.raw.read1(CHUNK_BYTES, decode_content=False)
+        except (ProtocolError, ReadTimeoutError, OSError) as e:
+            raise _Transient(f"connection dropped ({e})") from e
+        if not chunk:
+            return
+        f.write(chunk)
+        bar.update(len(chunk))
 
 
 def _range_start(r: requests.Response) -> int | None:
@@ -549,9 +564,17 @@ def _range_total(r: requests.Response) -> int | None:
 
 
 def _verify(path: Path, q: Quarter, source: str) -> None:
-    """Check every member's CRC, and that the zip holds this quarter's FAERS tables."""
+    """Check every member's CRC, and that the zip holds this quarter's FAERS tables.
+
+    A member that would inflate past ZipLimits (a zip bomb) is refused before any is read."""
+    limits = ZipLimits.from_env()
     try:
         with zipfile.ZipFile(path) as zf:
+            size = path.stat().st_size
+            for info in zf.infolist():
+                problem = limits.problem(info.file_size, min(info.compress_size, size))
+                if problem:
+                    raise FetchError(f"{source}: member {info.filename} {problem}")
             bad = zf.testzip()
             names = zf.namelist()
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import os
 import re
 import zipfile
 import zlib
@@ -38,6 +37,7 @@ from .faers_format import (
     TABLE_MEMBER,
     TABLES,
     Quarter,
+    ZipLimits,
     canonical_name,
     has_trailing_dollar,
 )
@@ -48,7 +48,6 @@ SYNTHETIC_MARKER = "README_SYNTHETIC.txt"
 # it goes to quarantine with only its first MAX_LINE_BYTES kept, so memory stays bounded.
 MAX_LINE_BYTES = 2 << 20
 _CHUNK_BYTES = 8 << 20
-MAX_MEMBER_BYTES_ENV = "SURVEILLANCE_MAX_MEMBER_BYTES"
 
 # Staged outside the quarter's transaction: every member is read and checked before the database
 # is touched. line_no is the 1-based physical line; n_bytes the line's full length (a line over
@@ -68,44 +67,6 @@ _OVERLONG = (
     f"'line of ' || n_bytes || ' bytes is over the {MAX_LINE_BYTES}-byte limit; "
     f"raw_text keeps its first {MAX_LINE_BYTES} bytes'",
 )
-
-
-@dataclass(frozen=True)
-class ZipLimits:
-    """How far one member may inflate: refuses a zip bomb before reading and while streaming.
-
-    Real FAERS members reach about 1.5 GB at a compression ratio of 8-10."""
-
-    max_member_bytes: int = 8 << 30
-    max_ratio: float = 200.0
-    ratio_floor_bytes: int = 64 << 20  # smaller members may have any ratio
-
-    @classmethod
-    def from_env(cls) -> ZipLimits:
-        """Defaults, with max_member_bytes from $SURVEILLANCE_MAX_MEMBER_BYTES when set."""
-        value = os.environ.get(MAX_MEMBER_BYTES_ENV)
-        if not value:
-            return cls()
-        try:
-            return cls(max_member_bytes=int(value))
-        except ValueError as e:
-            raise SurveillanceError(
-                f"{MAX_MEMBER_BYTES_ENV}={value!r}: expected a number of bytes"
-            ) from e
-
-    def problem(self, inflated: int, compressed: int) -> str | None:
-        """Why a member of this inflated and compressed size is refused, or None."""
-        if inflated > self.max_member_bytes:
-            return (
-                f"inflates to more than {self.max_member_bytes:,} bytes "
-                f"(set {MAX_MEMBER_BYTES_ENV} to allow more)"
-            )
-        if inflated > self.ratio_floor_bytes and inflated > self.max_ratio * max(compressed, 1):
-            return (
-                f"inflates {compressed:,} compressed bytes to more than {inflated:,} "
-                f"(ratio over {self.max_ratio:g}): a zip bomb?"
-            )
-        return None
 
 
 @dataclass(frozen=True)

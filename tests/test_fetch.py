@@ -9,11 +9,15 @@ An autouse fixture refuses any host but 127.0.0.1, so no test reaches outside th
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 import re
 import socket
+import subprocess
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -459,3 +463,49 @@ def test_timeouts_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SURVEILLANCE_FETCH_READ_TIMEOUT", "soon")
     with pytest.raises(FetchError, match="SURVEILLANCE_FETCH_READ_TIMEOUT='soon'"):
         Timeouts.from_env()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """An 8 KB tmpfs (needs root; skipped elsewhere), unmounted afterwards."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = ["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(mnt)]
+    if subprocess.run(mount, capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_full_disk_is_one_line_naming_the_file(server: Server, tiny_disk: Path) -> None:
+    args = ["fetch", "2018Q4", "--dest", str(tiny_disk), "--base-url", server.exports, "--quiet"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    part = tiny_disk / ".partial" / "faers_ascii_2018q4.zip.part"
+    assert result.output.strip() == f"Error: {part}: cannot write: No space left on device"
+    assert not (tiny_disk / "faers_ascii_2018q4.zip").exists()
+
+
+def test_zip_bomb_refused_before_it_is_inflated(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """testzip would inflate every member: the zip directory is checked against the caps first."""
+    name = "faers_ascii_2018q4.zip"
+    with zipfile.ZipFile(io.BytesIO(server.zips[name])) as src:
+        members = {n: src.read(n) for n in src.namelist()}
+    members["ascii/ZEROS.txt"] = b"0" * (4 << 20)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for n, data in members.items():
+            zf.writestr(n, data)
+    server.zips[name] = out.getvalue()
+    monkeypatch.setenv("SURVEILLANCE_MAX_MEMBER_BYTES", str(1 << 20))
+    with pytest.raises(
+        FetchError, match=r"member ascii/ZEROS\.txt inflates to more than 1,048,576"
+    ):
+        _fetch(server, ["2018Q4"], tmp_path)
+    assert _leftovers(tmp_path) == []

@@ -19,6 +19,7 @@ from surveillance import ingest
 from surveillance.cli import cli
 from surveillance.db import connect
 from surveillance.errors import InputError
+from surveillance.faers_format import MAX_MEMBER_BYTES_ENV, ZipLimits
 from surveillance.synthetic import write_full_size_quarter
 
 DRUG = "ASCII/DRUG24Q1.txt"
@@ -136,7 +137,7 @@ def _q2(members: dict[str, str]) -> dict[str, str | bytes]:
     return {_q2_name(k): v for k, v in members.items()}
 
 
-SMALL = ingest.ZipLimits(max_member_bytes=64 << 20, ratio_floor_bytes=1 << 20)
+SMALL = ZipLimits(max_member_bytes=64 << 20, ratio_floor_bytes=1 << 20)
 
 
 def test_zip_bomb_refused_from_the_directory(loaded_db: Path, tmp_path: Path) -> None:
@@ -148,14 +149,14 @@ def test_zip_bomb_refused_from_the_directory(loaded_db: Path, tmp_path: Path) ->
     assert "zip bomb" in str(e.value)
     assert snapshot(loaded_db) == before
     with connect(loaded_db) as con, pytest.raises(InputError, match="inflates to more than"):
-        ingest.load(con, [bomb], limits=ingest.ZipLimits(max_member_bytes=1 << 20))
+        ingest.load(con, [bomb], limits=ZipLimits(max_member_bytes=1 << 20))
 
 
 def test_zip_bomb_ceiling_from_the_environment(
     loaded_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = snapshot(loaded_db)
-    monkeypatch.setenv(ingest.MAX_MEMBER_BYTES_ENV, str(1 << 20))
+    monkeypatch.setenv(MAX_MEMBER_BYTES_ENV, str(1 << 20))
     code, output = run_load(loaded_db, _zeros_member(tmp_path, 2 << 20))
     assert_one_line_error(code, output, "ASCII/DRUG24Q2.txt", "inflates to more than 1,048,576")
     assert snapshot(loaded_db) == before
