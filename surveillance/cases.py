@@ -230,7 +230,11 @@ def format_case(detail: dict[str, Any]) -> str:
             _text(versions["fda_dt"].iloc[0]),
             "initial receipt (first version)",
         )
-    version = _text(c["caseversion"]) or f"{c['source']} {_text(c['primaryid'])}"
+    version = (
+        f"version {_text(c['caseversion'])}"
+        if _text(c["caseversion"])
+        else f"legacy report (ISR {_text(c['primaryid'])})"
+    )
     reporter = _text(c["reporter_type_label"])
     reporter = (
         f"{reporter} ({_text(c['reporter_type'])})" if reporter else _text(c["reporter_type"])
@@ -239,7 +243,7 @@ def format_case(detail: dict[str, Any]) -> str:
         " | ".join(
             p
             for p in (
-                f"case {caseid} version {version}",
+                f"case {caseid} {version}",
                 f"{initial_label} {iso_date(initial) or 'unknown'}",
                 f"latest FDA date {iso_date(c['fda_dt']) or 'unknown'}",
                 f"report type {_text(c['report_type']) or 'unknown'}",
