@@ -141,25 +141,30 @@ def case(con: duckdb.DuckDBPyConnection, caseid: str) -> dict[str, Any]:
     return detail
 
 
-def _text(value: Any) -> str:
-    """A value as text for a person: missing values as empty text, never NaN/None/NaT/<NA>."""
+def _raw_text(value: Any) -> str:
+    """A value as text, missing values as empty text (never NaN/None/NaT/<NA>)."""
     if value is None or (not isinstance(value, list | tuple) and pd.isna(value)):
         return ""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    return terminal_safe(str(value).strip())
+    return str(value).strip()
+
+
+def _text(value: Any) -> str:
+    """A value as text for a terminal: `_raw_text` with control characters made visible."""
+    return terminal_safe(_raw_text(value))
 
 
 def iso_date(raw: Any) -> str:
     """A FAERS date (YYYYMMDD, YYYYMM or YYYY) as ISO text at its own precision."""
-    text = _text(raw)
+    text = _raw_text(raw)
     if text.isdigit() and len(text) in (4, 6, 8):
         return "-".join(p for p in (text[:4], text[4:6], text[6:8]) if p)
     return text
 
 
 def _field(row: pd.Series, columns: tuple[str, ...]) -> str:
-    return " ".join(t for t in (_text(row[c]) for c in columns) if t)
+    return " ".join(t for t in (_raw_text(row[c]) for c in columns) if t)
 
 
 def _changes(versions: pd.DataFrame, items: pd.DataFrame) -> list[list[str]]:
@@ -189,7 +194,7 @@ def _changes(versions: pd.DataFrame, items: pd.DataFrame) -> list[list[str]]:
                     changes.append(f"{kind} added: {'; '.join(sorted(new - old))}")
                 if old - new:
                     changes.append(f"{kind} removed: {'; '.join(sorted(old - new))}")
-        out.append([terminal_safe(c) for c in changes])
+        out.append(changes)
         previous = row
     return out
 
@@ -217,7 +222,7 @@ def format_case(detail: dict[str, Any]) -> str:
     if "case" not in detail:
         lines.append(f"case {caseid}: {detail['note']}")
         lines += _version_lines(versions, None)
-        return "\n".join(lines) + "\n"
+        return "\n".join(map(terminal_safe, lines)) + "\n"
     c = detail["case"].iloc[0]
     current = versions[versions["primaryid"] == c["primaryid"]]
     raw = current.iloc[-1] if not current.empty else None
@@ -230,7 +235,11 @@ def format_case(detail: dict[str, Any]) -> str:
             _text(versions["fda_dt"].iloc[0]),
             "initial receipt (first version)",
         )
-    version = _text(c["caseversion"]) or f"{c['source']} {_text(c['primaryid'])}"
+    version = (
+        f"version {_text(c['caseversion'])}"
+        if _text(c["caseversion"])
+        else f"legacy report (ISR {_text(c['primaryid'])})"
+    )
     reporter = _text(c["reporter_type_label"])
     reporter = (
         f"{reporter} ({_text(c['reporter_type'])})" if reporter else _text(c["reporter_type"])
@@ -239,7 +248,7 @@ def format_case(detail: dict[str, Any]) -> str:
         " | ".join(
             p
             for p in (
-                f"case {caseid} version {version}",
+                f"case {caseid} {version}",
                 f"{initial_label} {iso_date(initial) or 'unknown'}",
                 f"latest FDA date {iso_date(c['fda_dt']) or 'unknown'}",
                 f"report type {_text(c['report_type']) or 'unknown'}",
@@ -275,7 +284,7 @@ def format_case(detail: dict[str, Any]) -> str:
     lines += [
         f"  {code} {OUTCOME_FLAGS.get(code, 'unknown code').replace('_', ' ')}" for code in outcomes
     ] or ["  (none)"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(map(terminal_safe, lines)) + "\n"
 
 
 def _version_lines(versions: pd.DataFrame, current: Any) -> list[str]:
@@ -292,7 +301,7 @@ def _version_lines(versions: pd.DataFrame, current: Any) -> list[str]:
             f"{iso_date(v['fda_dt']) or 'unknown'}  quarter {quarters}"
             + (f"  ({', '.join(marks)})" if marks else "")
         )
-        lines += [f"         {change}" for change in v["changes"]]
+        lines += [f"         {terminal_safe(change)}" for change in v["changes"]]
     return lines
 
 

@@ -775,7 +775,7 @@ def terms_discover(ctx: click.Context, db_path: Path | None, limit: int, fmt: st
         )
         if (fmt or default_format()) == "table":
             return
-    _print_frame(frame, fmt)
+    _print_frame(frame, fmt, wrap="note")
 
 
 @cli.command()

@@ -9,7 +9,6 @@ of sending them to the terminal; JSON keeps every value as it is."""
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import re
@@ -113,7 +112,7 @@ def _map_text(frame: pd.DataFrame, function: Any) -> pd.DataFrame:
     """Apply `function` to every text cell and to the column names."""
     out = frame.copy()
     for column in out.columns:
-        values = [function(v) if isinstance(v, str) else v for v in out[column]]
+        values = [function(v) if isinstance(v, str) else v for v in out[column].tolist()]
         out[column] = pd.Series(values, index=out.index, dtype=out[column].dtype)
     out.columns = [function(c) if isinstance(c, str) else c for c in out.columns]
     return out
@@ -123,12 +122,9 @@ def _blank_missing(frame: pd.DataFrame) -> pd.DataFrame:
     """Missing values as empty cells, so a person never reads NaN, None, NaT or <NA>."""
     out = frame.copy()
     for column in out.columns:
-        values = [v for v in out[column]]
-        if any(v is None or (not isinstance(v, list | str) and pd.isna(v)) for v in values):
-            values = [
-                "" if v is None or (not isinstance(v, list | str) and pd.isna(v)) else v
-                for v in values
-            ]
+        values = out[column].tolist()
+        if any(_missing(v) for v in values):
+            values = ["" if _missing(v) else v for v in values]
             out[column] = pd.Series(values, index=out.index, dtype=object)
     return out
 
@@ -203,22 +199,27 @@ def render(
     raise ValueError(f"unknown format {fmt!r}")
 
 
+class _Rows(list[str]):
+    """A file for csv.writer that keeps each row's text apart (it writes one row per call)."""
+
+    def write(self, text: str) -> None:
+        self.append(text)
+
+
 def _csv_text(frame: pd.DataFrame) -> str:
     """CSV with LF line ends whose fields are quoted when they hold a delimiter, a quote, LF or
     CR (pandas leaves a lone CR unquoted, which ends the row for most readers)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    lines = []
-    for row in (list(map(str, frame.columns)), *frame.itertuples(index=False, name=None)):
-        writer.writerow(["" if _missing(v) else v for v in row])
-        lines.append(buffer.getvalue()[:-2])
-        buffer.seek(0)
-        buffer.truncate()
-    return "\n".join(lines) + "\n"
+    rows = _Rows()
+    writer = csv.writer(rows, lineterminator="\r\n")  # CR in the terminator: CR gets quoted
+    writer.writerow(map(str, frame.columns))
+    columns = [["" if _missing(v) else v for v in frame[c].tolist()] for c in frame.columns]
+    writer.writerows(zip(*columns, strict=True))
+    return "".join(row[:-2] + "\n" for row in rows)
 
 
 def _missing(value: Any) -> bool:
-    return value is None or (not isinstance(value, str | list) and bool(pd.isna(value)))
+    """None, pd.NA or a float NaN: what `_flatten` leaves of a missing value."""
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
 
 
 def _more(frame: pd.DataFrame, max_rows: int | None) -> str:

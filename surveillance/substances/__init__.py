@@ -217,7 +217,7 @@ class Substance:
 
     def ambiguity(self, normalised: str, raw: str | None = None) -> tuple[str, str] | None:
         """For a string whose only evidence is an ambiguous name: (name, why it does not count),
-        e.g. ('ketum', "beside 'gel'") or ('ketum', 'no context word'); None otherwise."""
+        e.g. ('ketum', "beside 'gel'") or ('ketum', 'without a context word'); else None."""
         if self._ambiguous_re is None:
             return None
         m = self._ambiguous_re.search(self.mask(normalised))
