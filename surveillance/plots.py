@@ -790,6 +790,7 @@ def save_figure(trends: Trends, name: str, out_dir: Path) -> list[Path]:
             path = out_dir / f"{name}.{fmt}"
             metadata = {"Title": caption.title, "Description": caption.alt, "Date": None}
             fig.savefig(path, format=fmt, dpi=DPI, metadata=metadata)
+            fig.set_layout_engine("none")  # laid out once, by the first format's drawing
             if fmt == "svg":
                 svg = path.read_text(encoding="utf-8")
                 path.write_text(_svg_with_title(svg, caption), encoding="utf-8")
