@@ -566,7 +566,7 @@ def _place_labels(ax: Axes, fig: Figure, points: list[tuple[float, float, str]])
     renderer = _renderer(fig)
     inside = ax.get_window_extent(renderer)
     xy = ax.transData.transform(np.array([(x, y) for x, y, _ in points]).reshape(-1, 2))
-    all_xy = ax.transData.transform(np.column_stack(_offsets_source(ax)))
+    all_xy = ax.transData.transform(_scatter_points(ax))
     directions = [(1, 1), (-1, 1), (1, -1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1)]
     rings = [(r * dx, r * dy) for r in (4, 10, 18, 28) for dx, dy in directions]
     placed: list[Bbox] = []
@@ -611,11 +611,10 @@ def _place_labels(ax: Axes, fig: Figure, points: list[tuple[float, float, str]])
     return len(placed)
 
 
-def _offsets_source(ax: Axes) -> tuple[np.ndarray, np.ndarray]:
-    """Data coordinates of every point the axes' scatter collections draw."""
-    offsets = [c.get_offsets() for c in ax.collections if len(c.get_offsets())]
-    stacked = np.vstack(offsets) if offsets else np.empty((0, 2))
-    return stacked[:, 0], stacked[:, 1]
+def _scatter_points(ax: Axes) -> np.ndarray:
+    """Data coordinates (n x 2) of every point the axes' scatter collections draw."""
+    offsets = [np.asarray(c.get_offsets(), dtype=float).reshape(-1, 2) for c in ax.collections]
+    return np.vstack(offsets) if offsets else np.empty((0, 2))
 
 
 def _draw_volcano(fig: Figure, trends: Trends) -> Caption:
