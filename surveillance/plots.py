@@ -1,6 +1,6 @@
 """Figures of a substance's trends, fit to print and to read, byte-for-byte reproducible.
 
-Reads a `trends.Trends` and the regulatory dates in `surveillance/data/regulatory_events.csv`;
+Reads a `trends.Trends` and the regulatory dates (`trends.regulatory_events`);
 writes, per figure, `<name>.png` (200 dpi, 2000 x 1120 px) and `<name>.svg` into a folder. Every
 figure is numbered (its place in `FIGURES`) and carries a caption saying what it shows and an
 alt text stating its finding, computed from the data: in the PNG as the text chunks `Title` and
@@ -12,13 +12,11 @@ text kept as text in SVG, and no dates in the file metadata.
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
@@ -36,7 +34,7 @@ from matplotlib.transforms import Bbox
 from . import stats
 from .definitions import AGE_UNKNOWN, CRITERIA, OUTCOMES, SEXES
 from .faers_format import Quarter
-from .trends import Trends
+from .trends import RegulatoryEvent, Trends, regulatory_events
 
 if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType
@@ -88,34 +86,6 @@ class Caption:
 
     title: str
     alt: str
-
-
-@dataclass(frozen=True)
-class RegulatoryEvent:
-    """A dated regulatory action drawn on time axes; `source` cites where the date comes from."""
-
-    date: date
-    label: str
-    substances: tuple[str, ...]
-    source: str
-
-
-def regulatory_events(substance: str | None = None) -> list[RegulatoryEvent]:
-    """The events of the packaged data file, oldest first (only the substance's, if given)."""
-    text = (resources.files("surveillance") / "data" / "regulatory_events.csv").read_text("utf-8")
-    events = [
-        RegulatoryEvent(
-            date.fromisoformat(row["date"]),
-            row["label"],
-            tuple(s.strip() for s in row["substance"].split(";")),
-            row["source"],
-        )
-        for row in csv.DictReader(text.splitlines())
-    ]
-    return sorted(
-        (e for e in events if substance is None or substance in e.substances),
-        key=lambda e: e.date,
-    )
 
 
 def number(x: float) -> str:
