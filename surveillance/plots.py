@@ -478,7 +478,13 @@ def _forest_panel(ax: Axes, text_ax: Axes, rows: pd.DataFrame, st: _Statistic) -
     text_ax.set_xlim(0, 1)
     text_ax.text(0.0, len(rows) - 0.4, f"{st.name} ({st.interval})", fontweight="bold", va="bottom")
     for yy, (_, row) in zip(y, rows.iterrows(), strict=True):
-        text_ax.text(0.0, yy, estimate(row[st.point], row[st.lower], row[st.upper]), va="center")
+        mark = "*" if st.name != "EBGM" and bool(row.get("zero_corrected", False)) else ""
+        text = estimate(row[st.point], row[st.lower], row[st.upper]) + mark
+        text_ax.text(0.0, yy, text, va="center")
+    if st.name != "EBGM" and rows.get("zero_corrected", pd.Series(dtype=bool)).fillna(False).any():
+        text_ax.text(
+            0.0, -0.9, "* zero cell: +0.5 on all four cells", fontsize=7.5, va="top", color="0.3"
+        )
 
 
 def _draw_forest(fig: Figure, trends: Trends) -> Caption:
@@ -825,6 +831,14 @@ PLOTS: tuple[Callable[[Trends, Path], list[Path]], ...] = (
 )
 
 
-def plot_all(trends: Trends, out_dir: Path) -> list[Path]:
-    """Every figure, PNG and SVG, into out_dir; returns the files written."""
-    return [path for name, _ in FIGURES for path in save_figure(trends, name, Path(out_dir))]
+def plot_all(
+    trends: Trends, out_dir: Path, progress: Callable[[str], None] | None = None
+) -> list[Path]:
+    """Every figure, PNG and SVG, into out_dir; returns the files written. `progress` is told
+    each figure."""
+    paths = []
+    for name, _ in FIGURES:
+        if progress:
+            progress(f"figure {name}")
+        paths += save_figure(trends, name, Path(out_dir))
+    return paths

@@ -22,6 +22,7 @@ full drug-by-term table for each quarter; with a fixed prior each earlier quarte
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from importlib import resources
@@ -212,12 +213,15 @@ def trends(
     substance: Substance,
     top_terms: int = 8,
     roles: str | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Trends:
     """Every series for the substance over the loaded quarters, and cumulative signals of the
     `top_terms` terms with the highest EB05 (IC025 when EBGM is unavailable; at least
-    TOP_TERM_MIN_CASES cases) at the end."""
+    TOP_TERM_MIN_CASES cases) at the end. `progress` is told each step."""
+    say = progress or (lambda message: None)
     ensure_extracted(con, substance)
     ensure_macros(con)
+    say(f"trends: {substance.name} signals through the latest quarter")
     latest = signals(con, substance, roles=roles, min_cases=1)
     loaded = [
         (str(q), bool(s))
@@ -230,7 +234,7 @@ def trends(
     case_rows = con.execute(_CASE_ROWS, params).fetchdf()
     rank = "eb05" if latest.ebgm_available else "ic025"
     top = _top_terms(latest.table, top_terms, rank)
-    cumulative = _cumulative(con, substance, latest, quarters, top)
+    cumulative = _cumulative(con, substance, latest, quarters, top, say)
     event_years = case_rows["event_year"].dropna()
     return Trends(
         substance=substance.name,
@@ -429,11 +433,13 @@ def _cumulative(
     latest: SignalRun,
     quarters: list[str],
     top: list[str],
+    say: Callable[[str], None],
 ) -> pd.DataFrame:
     """The top terms' statistics as of the end of each loaded quarter, with the latest prior;
     a term with no substance case yet has a = 0, no statistics and no signal."""
     frames = []
     for quarter in quarters:
+        say(f"trends: cumulative statistics as of {quarter}")
         run = (
             latest
             if quarter == latest.through

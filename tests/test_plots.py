@@ -285,3 +285,22 @@ def test_hostile_terms_stay_text(kratom_trends, tmp_path: Path) -> None:
     svg = next(p for p in paths if p.suffix == ".svg").read_text(encoding="utf-8")
     assert "<script>" not in svg and "&lt;script&gt;" in svg
     ET.fromstring(svg)  # still well-formed: control characters were replaced
+
+
+def test_forest_marks_zero_corrected_estimates(kratom_trends) -> None:
+    table = kratom_trends.latest_signals.copy()
+    table["zero_corrected"] = table["term"] == kratom_trends.top_terms[0]
+    fig, _ = figure(dataclasses.replace(kratom_trends, latest_signals=table), "forest_ror")
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    row = table.set_index("term").loc[kratom_trends.top_terms[0]]
+    assert estimate(row["ror"], row["ror_lower"], row["ror_upper"]) + "*" in texts
+    assert sum(t.endswith("*") for t in texts) == 1
+    assert any(t.startswith("* zero cell") for t in texts)
+
+
+def test_plot_all_reports_progress(kratom_trends, tmp_path: Path) -> None:
+    told: list[str] = []
+    paths = plot_all(
+        dataclasses.replace(kratom_trends, top_terms=()), tmp_path, progress=told.append
+    )
+    assert told == [f"figure {name}" for name, _ in FIGURES] and len(paths) == 2 * len(told)

@@ -289,8 +289,14 @@ def test_first_signal_is_the_earliest_quarter_meeting_the_criterion(
 
 
 def test_roles_restrict_every_series(series_con, kratom_trends: Trends) -> None:
-    suspects = trends(series_con, resolve("kratom"), top_terms=3, roles="ss,ps")
+    told: list[str] = []
+    suspects = trends(
+        series_con, resolve("kratom"), top_terms=3, roles="ss,ps", progress=told.append
+    )
     assert suspects.roles == "PS,SS"
+    assert [m for m in told if "as of" in m] == [
+        f"trends: cumulative statistics as of {q}" for q in suspects.quarters
+    ]
     run = signals(series_con, resolve("kratom"), roles="PS,SS", min_cases=1)
     assert suspects.by_quarter["n_cases_latest_version"].sum() == run.n_substance_cases
     new_cases = suspects.by_quarter["n_cases"].sum()
