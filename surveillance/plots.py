@@ -431,9 +431,10 @@ def _draw_cumulative(fig: Figure, trends: Trends, st: _Statistic) -> Caption:
         ax.tick_params(labelsize=7.5)
     fig.supylabel(f"{st.name} ({st.interval} as band)", fontsize=9)
     fig.suptitle(
-        f"Cases as of the end of each loaded quarter (grey: not loaded); dashed: "
-        f"{st.reference_label}; filled: meets the {criterion.name} criterion ({criterion.rule})"
-        + ("; one EBGM prior (last quarter)" if st.name == "EBGM" else ""),
+        "Cases as of the end of each loaded quarter (grey: not loaded)"
+        + ("; one EBGM prior, the last quarter's" if st.name == "EBGM" else "")
+        + f"\ndashed: {st.reference_label}; filled: meets the {criterion.name} criterion "
+        f"({criterion.rule})",
         fontsize=8,
         fontweight="normal",
     )
