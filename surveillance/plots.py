@@ -1,6 +1,6 @@
 """Figures of a substance's trends, fit to print and to read, byte-for-byte reproducible.
 
-Reads a `trends.Trends` and the regulatory dates in `surveillance/data/regulatory_events.csv`;
+Reads a `trends.Trends` and the regulatory dates (`trends.regulatory_events`);
 writes, per figure, `<name>.png` (200 dpi, 2000 x 1120 px) and `<name>.svg` into a folder. Every
 figure is numbered (its place in `FIGURES`) and carries a caption saying what it shows and an
 alt text stating its finding, computed from the data: in the PNG as the text chunks `Title` and
@@ -12,13 +12,11 @@ text kept as text in SVG, and no dates in the file metadata.
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
@@ -36,7 +34,7 @@ from matplotlib.transforms import Bbox
 from . import stats
 from .definitions import AGE_UNKNOWN, CRITERIA, OUTCOMES, SEXES
 from .faers_format import Quarter
-from .trends import Trends
+from .trends import RegulatoryEvent, Trends, regulatory_events
 
 if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType
@@ -88,34 +86,6 @@ class Caption:
 
     title: str
     alt: str
-
-
-@dataclass(frozen=True)
-class RegulatoryEvent:
-    """A dated regulatory action drawn on time axes; `source` cites where the date comes from."""
-
-    date: date
-    label: str
-    substances: tuple[str, ...]
-    source: str
-
-
-def regulatory_events(substance: str | None = None) -> list[RegulatoryEvent]:
-    """The events of the packaged data file, oldest first (only the substance's, if given)."""
-    text = (resources.files("surveillance") / "data" / "regulatory_events.csv").read_text("utf-8")
-    events = [
-        RegulatoryEvent(
-            date.fromisoformat(row["date"]),
-            row["label"],
-            tuple(s.strip() for s in row["substance"].split(";")),
-            row["source"],
-        )
-        for row in csv.DictReader(text.splitlines())
-    ]
-    return sorted(
-        (e for e in events if substance is None or substance in e.substances),
-        key=lambda e: e.date,
-    )
 
 
 def number(x: float) -> str:
@@ -461,9 +431,10 @@ def _draw_cumulative(fig: Figure, trends: Trends, st: _Statistic) -> Caption:
         ax.tick_params(labelsize=7.5)
     fig.supylabel(f"{st.name} ({st.interval} as band)", fontsize=9)
     fig.suptitle(
-        f"Cases as of the end of each loaded quarter (grey: not loaded); dashed: "
-        f"{st.reference_label}; filled: meets the {criterion.name} criterion ({criterion.rule})"
-        + ("; one EBGM prior (last quarter)" if st.name == "EBGM" else ""),
+        "Cases as of the end of each loaded quarter (grey: not loaded)"
+        + ("; one EBGM prior, the last quarter's" if st.name == "EBGM" else "")
+        + f"\ndashed: {st.reference_label}; filled: meets the {criterion.name} criterion "
+        f"({criterion.rule})",
         fontsize=8,
         fontweight="normal",
     )
@@ -508,7 +479,13 @@ def _forest_panel(ax: Axes, text_ax: Axes, rows: pd.DataFrame, st: _Statistic) -
     text_ax.set_xlim(0, 1)
     text_ax.text(0.0, len(rows) - 0.4, f"{st.name} ({st.interval})", fontweight="bold", va="bottom")
     for yy, (_, row) in zip(y, rows.iterrows(), strict=True):
-        text_ax.text(0.0, yy, estimate(row[st.point], row[st.lower], row[st.upper]), va="center")
+        mark = "*" if st.name != "EBGM" and bool(row.get("zero_corrected", False)) else ""
+        text = estimate(row[st.point], row[st.lower], row[st.upper]) + mark
+        text_ax.text(0.0, yy, text, va="center")
+    if st.name != "EBGM" and rows.get("zero_corrected", pd.Series(dtype=bool)).fillna(False).any():
+        text_ax.text(
+            0.0, -0.9, "* zero cell: +0.5 on all four cells", fontsize=7.5, va="top", color="0.3"
+        )
 
 
 def _draw_forest(fig: Figure, trends: Trends) -> Caption:
@@ -566,7 +543,7 @@ def _place_labels(ax: Axes, fig: Figure, points: list[tuple[float, float, str]])
     renderer = _renderer(fig)
     inside = ax.get_window_extent(renderer)
     xy = ax.transData.transform(np.array([(x, y) for x, y, _ in points]).reshape(-1, 2))
-    all_xy = ax.transData.transform(np.column_stack(_offsets_source(ax)))
+    all_xy = ax.transData.transform(_scatter_points(ax))
     directions = [(1, 1), (-1, 1), (1, -1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1)]
     rings = [(r * dx, r * dy) for r in (4, 10, 18, 28) for dx, dy in directions]
     placed: list[Bbox] = []
@@ -611,11 +588,10 @@ def _place_labels(ax: Axes, fig: Figure, points: list[tuple[float, float, str]])
     return len(placed)
 
 
-def _offsets_source(ax: Axes) -> tuple[np.ndarray, np.ndarray]:
-    """Data coordinates of every point the axes' scatter collections draw."""
-    offsets = [c.get_offsets() for c in ax.collections if len(c.get_offsets())]
-    stacked = np.vstack(offsets) if offsets else np.empty((0, 2))
-    return stacked[:, 0], stacked[:, 1]
+def _scatter_points(ax: Axes) -> np.ndarray:
+    """Data coordinates (n x 2) of every point the axes' scatter collections draw."""
+    offsets = [np.asarray(c.get_offsets(), dtype=float).reshape(-1, 2) for c in ax.collections]
+    return np.vstack(offsets) if offsets else np.empty((0, 2))
 
 
 def _draw_volcano(fig: Figure, trends: Trends) -> Caption:
@@ -790,6 +766,7 @@ def save_figure(trends: Trends, name: str, out_dir: Path) -> list[Path]:
             path = out_dir / f"{name}.{fmt}"
             metadata = {"Title": caption.title, "Description": caption.alt, "Date": None}
             fig.savefig(path, format=fmt, dpi=DPI, metadata=metadata)
+            fig.set_layout_engine("none")  # laid out once, by the first format's drawing
             if fmt == "svg":
                 svg = path.read_text(encoding="utf-8")
                 path.write_text(_svg_with_title(svg, caption), encoding="utf-8")
@@ -855,6 +832,14 @@ PLOTS: tuple[Callable[[Trends, Path], list[Path]], ...] = (
 )
 
 
-def plot_all(trends: Trends, out_dir: Path) -> list[Path]:
-    """Every figure, PNG and SVG, into out_dir; returns the files written."""
-    return [path for name, _ in FIGURES for path in save_figure(trends, name, Path(out_dir))]
+def plot_all(
+    trends: Trends, out_dir: Path, progress: Callable[[str], None] | None = None
+) -> list[Path]:
+    """Every figure, PNG and SVG, into out_dir; returns the files written. `progress` is told
+    each figure."""
+    paths = []
+    for name, _ in FIGURES:
+        if progress:
+            progress(f"figure {name}")
+        paths += save_figure(trends, name, Path(out_dir))
+    return paths

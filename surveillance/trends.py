@@ -21,7 +21,11 @@ full drug-by-term table for each quarter; with a fixed prior each earlier quarte
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
+from importlib import resources
 from typing import Any
 
 import duckdb
@@ -37,6 +41,9 @@ from .query import run_query
 from .signals import SignalRun, data_fingerprint, signals
 from .substances import Substance
 
+EVENT_WINDOW_QUARTERS = 4
+"""Regulatory-event readings compare this many quarters before an event's quarter with as many
+after it (the event's own quarter, part before and part after, is in neither)."""
 TOP_TERM_MIN_CASES = 3
 """A top term needs at least this many substance cases at the last quarter (Evans' a >= 3)."""
 CO_REPORTED_ROWS = 20
@@ -85,6 +92,34 @@ WHERE event_year IS NOT NULL GROUP BY event_year"""
 
 
 @dataclass(frozen=True)
+class RegulatoryEvent:
+    """A dated regulatory action drawn on time axes; `source` cites where the date comes from."""
+
+    date: date
+    label: str
+    substances: tuple[str, ...]
+    source: str
+
+
+def regulatory_events(substance: str | None = None) -> list[RegulatoryEvent]:
+    """The events of the packaged data file, oldest first (only the substance's, if given)."""
+    text = (resources.files("surveillance") / "data" / "regulatory_events.csv").read_text("utf-8")
+    events = [
+        RegulatoryEvent(
+            date.fromisoformat(row["date"]),
+            row["label"],
+            tuple(s.strip() for s in row["substance"].split(";")),
+            row["source"],
+        )
+        for row in csv.DictReader(text.splitlines())
+    ]
+    return sorted(
+        (e for e in events if substance is None or substance in e.substances),
+        key=lambda e: e.date,
+    )
+
+
+@dataclass(frozen=True)
 class Trends:
     """The per-quarter series of one substance, its cumulative signals and their provenance."""
 
@@ -123,6 +158,9 @@ class Trends:
     latest_signals: pd.DataFrame
     co_reported: pd.DataFrame
     demographics: pd.DataFrame
+    around_events: pd.DataFrame
+    """New cases (initial receipt) in the loaded quarters before and after each regulatory event
+    inside the loaded span (EVENT_WINDOW_QUARTERS each side)."""
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Every series by name, in the order a reader wants them."""
@@ -136,6 +174,7 @@ class Trends:
             "first_signal": self.first_signal,
             "co_reported": self.co_reported,
             "demographics": self.demographics,
+            "around_events": self.around_events,
         }
 
     def long_table(self) -> pd.DataFrame:
@@ -174,12 +213,15 @@ def trends(
     substance: Substance,
     top_terms: int = 8,
     roles: str | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Trends:
     """Every series for the substance over the loaded quarters, and cumulative signals of the
     `top_terms` terms with the highest EB05 (IC025 when EBGM is unavailable; at least
-    TOP_TERM_MIN_CASES cases) at the end."""
+    TOP_TERM_MIN_CASES cases) at the end. `progress` is told each step."""
+    say = progress or (lambda message: None)
     ensure_extracted(con, substance)
     ensure_macros(con)
+    say(f"trends: {substance.name} signals through the latest quarter")
     latest = signals(con, substance, roles=roles, min_cases=1)
     loaded = [
         (str(q), bool(s))
@@ -192,7 +234,7 @@ def trends(
     case_rows = con.execute(_CASE_ROWS, params).fetchdf()
     rank = "eb05" if latest.ebgm_available else "ic025"
     top = _top_terms(latest.table, top_terms, rank)
-    cumulative = _cumulative(con, substance, latest, quarters, top)
+    cumulative = _cumulative(con, substance, latest, quarters, top, say)
     event_years = case_rows["event_year"].dropna()
     return Trends(
         substance=substance.name,
@@ -226,6 +268,7 @@ def trends(
             limit_rows=CO_REPORTED_ROWS,
         ),
         demographics=_demographics(case_rows),
+        around_events=_around_events(substance.name, case_rows, quarters),
     )
 
 
@@ -339,6 +382,45 @@ def _demographics(case_rows: pd.DataFrame) -> pd.DataFrame:
     return counts.reindex(grid, fill_value=0).astype("int64").rename("n_cases").reset_index()
 
 
+def _quarter(index: int) -> str:
+    """The quarter of a count of quarters since year 0 (year * 4 + quarter - 1)."""
+    return f"{index // 4}Q{index % 4 + 1}"
+
+
+def _around_events(substance: str, case_rows: pd.DataFrame, quarters: list[str]) -> pd.DataFrame:
+    """Per regulatory event in the loaded span: new cases in the loaded quarters of the window
+    before and after the event's quarter, and how many of those quarters are loaded."""
+    columns = (
+        "event event_date event_quarter quarters_before quarters_after n_quarters_before_loaded "
+        "n_quarters_after_loaded n_cases_before n_cases_after"
+    ).split()
+    rows = []
+    loaded = set(quarters)
+    new = case_rows["quarter"].value_counts()
+    for event in regulatory_events(substance):
+        at = event.date.year * 4 + (event.date.month - 1) // 3
+        if not quarters or not quarters[0] <= _quarter(at) <= quarters[-1]:
+            continue
+        before = [_quarter(at - k) for k in range(EVENT_WINDOW_QUARTERS, 0, -1)]
+        after = [_quarter(at + k) for k in range(1, EVENT_WINDOW_QUARTERS + 1)]
+        seen_before = [x for x in before if x in loaded]
+        seen_after = [x for x in after if x in loaded]
+        rows.append(
+            {
+                "event": event.label,
+                "event_date": event.date.isoformat(),
+                "event_quarter": _quarter(at),
+                "quarters_before": f"{before[0]}-{before[-1]}",
+                "quarters_after": f"{after[0]}-{after[-1]}",
+                "n_quarters_before_loaded": len(seen_before),
+                "n_quarters_after_loaded": len(seen_after),
+                "n_cases_before": int(sum(new.get(x, 0) for x in seen_before)),
+                "n_cases_after": int(sum(new.get(x, 0) for x in seen_after)),
+            }
+        )
+    return pd.DataFrame(rows, columns=columns)
+
+
 def _top_terms(table: pd.DataFrame, n: int, rank: str) -> list[str]:
     eligible = table[table["a"] >= TOP_TERM_MIN_CASES]
     ranked = eligible.sort_values([rank, "term"], ascending=[False, True], kind="mergesort")
@@ -351,11 +433,13 @@ def _cumulative(
     latest: SignalRun,
     quarters: list[str],
     top: list[str],
+    say: Callable[[str], None],
 ) -> pd.DataFrame:
     """The top terms' statistics as of the end of each loaded quarter, with the latest prior;
     a term with no substance case yet has a = 0, no statistics and no signal."""
     frames = []
     for quarter in quarters:
+        say(f"trends: cumulative statistics as of {quarter}")
         run = (
             latest
             if quarter == latest.through

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.text import Annotation
+from matplotlib.text import Annotation, Text
 from matplotlib.transforms import Bbox
 from PIL import Image
 
@@ -286,3 +286,45 @@ def test_hostile_terms_stay_text(kratom_trends, tmp_path: Path) -> None:
     svg = next(p for p in paths if p.suffix == ".svg").read_text(encoding="utf-8")
     assert "<script>" not in svg and "&lt;script&gt;" in svg
     ET.fromstring(svg)  # still well-formed: control characters were replaced
+
+
+def test_forest_marks_zero_corrected_estimates(kratom_trends) -> None:
+    table = kratom_trends.latest_signals.copy()
+    table["zero_corrected"] = table["term"] == kratom_trends.top_terms[0]
+    fig, _ = figure(dataclasses.replace(kratom_trends, latest_signals=table), "forest_ror")
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    row = table.set_index("term").loc[kratom_trends.top_terms[0]]
+    assert estimate(row["ror"], row["ror_lower"], row["ror_upper"]) + "*" in texts
+    assert sum(t.endswith("*") for t in texts) == 1
+    assert any(t.startswith("* zero cell") for t in texts)
+
+
+def test_plot_all_reports_progress(kratom_trends, tmp_path: Path) -> None:
+    told: list[str] = []
+    paths = plot_all(
+        dataclasses.replace(kratom_trends, top_terms=()), tmp_path, progress=told.append
+    )
+    assert told == [f"figure {name}" for name, _ in FIGURES] and len(paths) == 2 * len(told)
+
+
+@pytest.mark.parametrize("name", [name for name, _ in FIGURES])
+def test_no_text_is_clipped_by_the_figure_edge(kratom_trends, name: str) -> None:
+    series = dataclasses.replace(kratom_trends, ebgm_available=True, synthetic=False)
+    fig, _ = figure(series, name)
+    boxes(fig, [])  # lay out and draw once, so ticks are final
+    hidden = set()  # tick labels of ticks outside the view are kept but never drawn
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = sorted(axis.get_view_interval())
+            for tick in [*axis.get_major_ticks(), *axis.get_minor_ticks()]:
+                if not lo <= tick.get_loc() <= hi:
+                    hidden |= {id(tick.label1), id(tick.label2)}
+    texts = [
+        t
+        for t in fig.findobj(Text)
+        if t.get_visible() and t.get_text().strip() and id(t) not in hidden
+    ]
+    page = fig.bbox
+    for box, text in zip(boxes(fig, texts), texts, strict=True):
+        assert page.x0 - 1 <= box.x0 and box.x1 <= page.x1 + 1, text.get_text()
+        assert page.y0 - 1 <= box.y0 and box.y1 <= page.y1 + 1, text.get_text()

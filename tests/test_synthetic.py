@@ -305,6 +305,9 @@ def expected_cases(series: Series) -> pd.DataFrame:
     demo["isr"] = demo["primaryid"].astype(int)
     demo = demo.sort_values(["faers", "version", "fda_dt", "isr", "quarter"])
     latest = demo.groupby("caseid").tail(1).set_index("caseid")
+    first = demo.groupby("caseid")["quarter"].min()
+    init = demo.dropna(subset=["init_fda_dt"]).groupby("caseid")["init_fda_dt"].min()
+    init_quarter = init.str[:4] + "Q" + ((init.str[4:6].astype(int) + 2) // 3).astype(str)
     deleted = {d["caseid"]: qf.quarter for qf in series.quarters for d in qf.deleted}
     names = drug.assign(
         name=drug["drugname"].str.casefold(), ai=drug["prod_ai"].fillna("").str.casefold()
@@ -322,6 +325,8 @@ def expected_cases(series: Series) -> pd.DataFrame:
                 "surviving": caseid not in deleted,
                 "primaryid_latest": row["primaryid"],
                 "quarter_latest": row["quarter"],
+                "quarter_initial": min(init_quarter.get(caseid, first[caseid]), first[caseid]),
+                "quarter_first_version": first[caseid],
                 "is_kratom": bool(spelled & KRATOM),
                 "is_7oh": bool(spelled & SEVEN_OH),
                 "has_decoy": bool(spelled & DECOYS),

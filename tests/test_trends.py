@@ -20,7 +20,14 @@ from surveillance.extract import resolve
 from surveillance.query import run_query
 from surveillance.signals import signals
 from surveillance.synthetic import Series
-from surveillance.trends import CRITERIA, OUTCOMES, TOP_TERM_MIN_CASES, Trends, trends
+from surveillance.trends import (
+    CRITERIA,
+    OUTCOMES,
+    TOP_TERM_MIN_CASES,
+    Trends,
+    regulatory_events,
+    trends,
+)
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +95,34 @@ def test_new_cases_count_by_initial_receipt(quarters, series_db, kratom_trends: 
     latest = Counter(kratom_cases["quarter_latest"])
     assert list(got["n_cases_latest_version"]) == _by_quarter(latest, quarters)
     assert list(got["n_cases_latest_version"]) != list(got["n_cases"])
+
+
+def test_event_readings_count_new_cases_by_initial_receipt(
+    quarters, series_db, kratom_trends: Trends
+) -> None:
+    """Before/after an event: new cases (initial receipt) in the loaded quarters of each window."""
+    truth = _truth_cases(series_db[0])
+    kratom = Counter(truth.loc[truth["is_kratom"], "quarter_initial"])
+    got = kratom_trends.around_events.set_index("event")
+    in_span = [
+        e for e in regulatory_events("kratom") if quarters[0] <= _quarter_of(e.date) <= quarters[-1]
+    ]
+    assert list(got.index) == [e.label for e in in_span] and len(in_span) >= 5
+    for event in in_span:
+        year, q = event.date.year, (event.date.month - 1) // 3
+        window = [f"{(year * 4 + q + k) // 4}Q{(year * 4 + q + k) % 4 + 1}" for k in range(-4, 5)]
+        before = [w for w in window[:4] if w in quarters]
+        after = [w for w in window[5:] if w in quarters]
+        row = got.loc[event.label]
+        assert row["n_quarters_before_loaded"] == len(before), event.label
+        assert row["n_cases_before"] == sum(kratom[w] for w in before), event.label
+        assert row["n_quarters_after_loaded"] == len(after), event.label
+        assert row["n_cases_after"] == sum(kratom[w] for w in after), event.label
+    assert got["n_cases_after"].sum() > 0 and got["n_cases_before"].sum() > 0
+
+
+def _quarter_of(d) -> str:
+    return f"{d.year}Q{(d.month - 1) // 3 + 1}"
 
 
 def test_followups_equal_truth_versions(quarters, series_db, kratom_trends: Trends) -> None:
@@ -198,14 +233,16 @@ def test_co_reported_and_demographics_equal_named_queries(series_con, kratom_tre
     assert {k: v for k, v in got.items() if v} == want.to_dict()
 
 
-def test_top_terms_rank_by_eb05(kratom_trends: Trends) -> None:
+def test_top_terms_rank_by_eb05_or_ic025_without_ebgm(kratom_trends: Trends) -> None:
+    rank = kratom_trends.top_term_rank
+    assert rank == ("eb05" if kratom_trends.ebgm_available else "ic025")
     table = kratom_trends.latest_signals
-    eligible = table[table["a"] >= TOP_TERM_MIN_CASES].sort_values("eb05", ascending=False)
+    eligible = table[table["a"] >= TOP_TERM_MIN_CASES].sort_values(rank, ascending=False)
     assert len(kratom_trends.top_terms) == 8
     assert set(kratom_trends.top_terms) <= set(eligible["term"])
-    ranked = eligible.set_index("term").loc[list(kratom_trends.top_terms), "eb05"]
+    ranked = eligible.set_index("term").loc[list(kratom_trends.top_terms), rank]
     assert ranked.is_monotonic_decreasing
-    assert ranked.iloc[-1] >= eligible["eb05"].iloc[len(kratom_trends.top_terms)]
+    assert ranked.iloc[-1] >= eligible[rank].iloc[len(kratom_trends.top_terms)]
 
 
 def _rows(cumulative: pd.DataFrame, quarter: str) -> pd.DataFrame:
@@ -252,8 +289,14 @@ def test_first_signal_is_the_earliest_quarter_meeting_the_criterion(
 
 
 def test_roles_restrict_every_series(series_con, kratom_trends: Trends) -> None:
-    suspects = trends(series_con, resolve("kratom"), top_terms=3, roles="ss,ps")
+    told: list[str] = []
+    suspects = trends(
+        series_con, resolve("kratom"), top_terms=3, roles="ss,ps", progress=told.append
+    )
     assert suspects.roles == "PS,SS"
+    assert [m for m in told if "as of" in m] == [
+        f"trends: cumulative statistics as of {q}" for q in suspects.quarters
+    ]
     run = signals(series_con, resolve("kratom"), roles="PS,SS", min_cases=1)
     assert suspects.by_quarter["n_cases_latest_version"].sum() == run.n_substance_cases
     new_cases = suspects.by_quarter["n_cases"].sum()
