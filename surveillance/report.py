@@ -621,24 +621,27 @@ def png_text(path: Path) -> dict[str, str]:
 
 
 def _figures(paths: Iterable[Path]) -> list[dict[str, str]]:
-    """Each PNG with its caption and alt text (from its metadata, else from its file name)."""
-    pngs = sorted(p for p in paths if p.suffix == ".png")
+    """Each PNG with its caption and alt text from its metadata (Title, Description), in the
+    order of the figure numbers there; a PNG without them is captioned from its file name."""
+    texts = {p: png_text(p) for p in paths if p.suffix == ".png"}
+
+    def number(png: Path) -> tuple[int, str]:
+        found = re.match(r"Figure (\d+)", texts[png].get("Title", ""))
+        return (int(found.group(1)) if found else 10_000, png.name)
+
     described = []
-    for i, png in enumerate(pngs, start=1):
-        text = png_text(png)
-        caption = text.get("Title") or f"Figure {i}. {png.stem.replace('_', ' ')}"
-        number = re.match(r"Figure (\d+)", caption)
+    for i, png in enumerate(sorted(texts, key=number), start=1):
+        caption = texts[png].get("Title") or f"Figure {i}. {png.stem.replace('_', ' ')}"
         described.append(
             {
                 "caption": caption,
-                "alt": text.get("Description") or caption,
+                "alt": texts[png].get("Description") or caption,
                 "src": "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode(),
                 "svg": f"figures/{png.stem}.svg",
                 "png": f"figures/{png.name}",
-                "order": f"{int(number.group(1)) if number else 10_000 + i:06d}",
             }
         )
-    return sorted(described, key=lambda f: f["order"])
+    return described
 
 
 # ---------------------------------------------------------------------------------------------

@@ -328,3 +328,26 @@ def test_a_killed_report_leaves_no_work_folder_after_the_next_run(
     with connect(planted["db"]) as con:
         write_report(con, QUARTER, out=out)
     assert sorted(p.name for p in out.parent.iterdir()) == [QUARTER]
+
+
+def test_figures_take_caption_and_alt_text_from_the_png(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from surveillance.report import _figures, png_text
+
+    title = "Figure 3. Reporting odds ratio (95% CI) of the 8 most reported terms, through 2025Q2"
+    alt = "Overdose has the highest ROR, 12 (95% CI ≥ 3)."
+    fig, _ = plt.subplots(figsize=(1, 1))
+    fig.savefig(tmp_path / "forest.png", metadata={"Title": title, "Description": alt})
+    fig.savefig(tmp_path / "cases_by_quarter.png")
+    plt.close(fig)
+    assert png_text(tmp_path / "forest.png")["Description"] == alt
+    figures = _figures([tmp_path / "cases_by_quarter.png", tmp_path / "forest.png"])
+    assert [(f["caption"], f["alt"]) for f in figures] == [
+        (title, alt),
+        ("Figure 2. cases by quarter", "Figure 2. cases by quarter"),
+    ]
+    assert figures[0]["src"].startswith("data:image/png;base64,")
