@@ -247,8 +247,11 @@ def test_ebgm_unavailable_is_shown_and_not_counted(
     body = html.split('id="signal-table"')[1].split("</table>")[0]
     assert body.count(">unavailable<") == len(_csv(out, "signals")) > 0
     assert not re.search(r">[PRI -]*E</td>", body)
-    for row in _csv(out, "signals"):
+    rows = _csv(out, "signals")
+    for row in rows:
         assert row["ebgm"] == "" and row["eb05"] == "" and row["signal_ebgm"] == "False"
+    lower = [float(r["ror_lower"]) for r in rows]
+    assert lower == sorted(lower, reverse=True)  # EBGM does not order the table
     assert "**EBGM unavailable.**" in (out / "report.md").read_text(encoding="utf-8")
 
 
@@ -351,3 +354,20 @@ def test_figures_take_caption_and_alt_text_from_the_png(tmp_path: Path) -> None:
         ("Figure 2. cases by quarter", "Figure 2. cases by quarter"),
     ]
     assert figures[0]["src"].startswith("data:image/png;base64,")
+
+
+def test_a_database_without_a_clean_layer_is_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from surveillance.cli import cli
+
+    with connect(tmp_path / "empty.duckdb"):
+        pass
+    result = CliRunner().invoke(
+        cli, ["report", "--db", str(tmp_path / "empty.duckdb"), "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: the clean layer is empty; run 'surveillance load' first"
+    )
+    assert not (tmp_path / "r").exists()
