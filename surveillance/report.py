@@ -321,6 +321,8 @@ def _full_cell(value: Any) -> str:
 def case_frame(con: duckdb.DuckDBPyConnection, s: Substance, roles: str | None) -> pd.DataFrame:
     """One row per surviving case involving the substance, with its initial-receipt quarter,
     worst outcome, age group, country group, product type and co-reported drugs."""
+    from .trends import worst_outcome
+
     ensure_macros(con)
     ensure_extracted(con, s)
     ensure_extracted(con, resolve(SEVEN_OH))
@@ -340,21 +342,6 @@ def case_frame(con: duckdb.DuckDBPyConnection, s: Substance, roles: str | None) 
     return frame
 
 
-def worst_outcome(frame: pd.DataFrame) -> pd.Series:
-    """Each case's worst outcome, in the order of definitions.OUTCOMES."""
-    choice = np.select(
-        [
-            frame["death"].to_numpy(bool),
-            frame["life_threatening"].to_numpy(bool),
-            frame["hospitalization"].to_numpy(bool),
-            frame["serious"].to_numpy(bool),
-        ],
-        list(OUTCOMES[:4]),
-        default=OUTCOMES[4],
-    )
-    return pd.Series(choice, index=frame.index, dtype=object)
-
-
 def age_group(age: pd.Series) -> pd.Series:
     """definitions.AGE_GROUPS of ages in years (AGE_UNKNOWN when missing)."""
     years = age.to_numpy(dtype=float)
@@ -367,6 +354,15 @@ def _followups(frame: pd.DataFrame, quarter: str) -> int:
     """Report versions received in `quarter` for cases initially received before it."""
     earlier = frame[frame["initial_quarter"] < quarter]
     return int(sum(v.count(quarter) for v in earlier["version_quarters"]))
+
+
+_QUARTER_ROWS = {
+    "new_cases": "New cases (initial FDA receipt in the quarter)",
+    "new_deaths": "New cases with a fatal outcome",
+    "new_serious": "New serious cases",
+    "followups": "Follow-up reports received for earlier cases",
+    "new_signals": "New signals (term and criterion)",
+}
 
 
 def quarter_counts(
@@ -383,15 +379,6 @@ def quarter_counts(
         "followups": _followups(frame, quarter),
         "new_signals": n_new_signals,
     }
-
-
-_QUARTER_ROWS = {
-    "new_cases": "New cases (initial FDA receipt in the quarter)",
-    "new_deaths": "New cases with a fatal outcome",
-    "new_serious": "New serious cases",
-    "followups": "Follow-up reports received for earlier cases",
-    "new_signals": "New signals (term and criterion)",
-}
 
 
 def this_quarter_table(

@@ -152,8 +152,9 @@ def test_new_cases_count_initial_receipt(planted: dict[str, Any]) -> None:
 def test_what_changed_finds_the_planted_signal(planted: dict[str, Any]) -> None:
     text = (planted["out"] / "index.html").read_text(encoding="utf-8")
     section = text.split('id="changes"')[1].split('id="signals"')[0]
-    assert PLANTED in section.split("New signals")[1].split("Lost signals")[0]
-    assert PLANTED not in section.split("Lost signals")[1].split("moved most")[0]
+    new, lost = section.split("<h3>New signals</h3>")[1].split("<h3>Lost signals</h3>")
+    assert PLANTED in new
+    assert PLANTED not in lost.split("moved most")[0]
     assert PLANTED in text.split('id="findings-text"')[1].split("</p>")[0]
     rows = {r["measure"]: r for r in _csv(planted["out"], "this_quarter")}
     assert int(rows["New signals (term and criterion)"][QUARTER]) >= 1
