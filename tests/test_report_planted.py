@@ -151,6 +151,7 @@ def test_new_cases_count_initial_receipt(planted: dict[str, Any]) -> None:
 
 def test_what_changed_finds_the_planted_signal(planted: dict[str, Any]) -> None:
     text = (planted["out"] / "index.html").read_text(encoding="utf-8")
+    assert 'id="comparison-notice"' not in text and "not loaded" not in text  # 2024Q1 is loaded
     section = text.split('id="changes"')[1].split('id="signals"')[0]
     new, lost = section.split("<h3>New signals</h3>")[1].split("<h3>Lost signals</h3>")
     assert PLANTED in new
