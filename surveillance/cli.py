@@ -625,7 +625,11 @@ def trends_command(
 
 @cli.command(name="report")
 @_db_option
-@click.option("--quarter", required=True, help="The quarter to report, e.g. 2025Q2.")
+@click.option(
+    "--quarter",
+    default=None,
+    help="The quarter to report, e.g. 2025Q2 (default: the latest loaded; must be loaded).",
+)
 @_substance_options
 @click.option(
     "--out",
@@ -638,7 +642,7 @@ def trends_command(
 @_quiet_option
 def report_command(
     db_path: Path | None,
-    quarter: str,
+    quarter: str | None,
     substance: str,
     substance_file: Path | None,
     out: Path | None,

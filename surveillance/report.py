@@ -1,98 +1,732 @@
 """The quarterly surveillance report: one self-contained folder per quarter and substance.
 
-Reads the database (signals as of the quarter and the one before, the case list, trends) and
-writes `<out>/index.html` (one file, figures embedded, no external requests, sortable signal
-table), `report.md`, `tables/*.csv`, `figures/*.png|svg` and `metadata.json` (data vintage:
-quarters and zip checksums, term-file version, thresholds, dedup mode). The folder is written
-under a temporary name and renamed into place, so a killed run never leaves half a report.
-The same database and options give the same tables and figures.
+Reads the database (signals as of the quarter and the loaded quarters before it, the substance's
+cases with the quarter of their initial FDA receipt, trends) and writes `<out>/index.html` (one
+file, figures embedded, no external requests), `report.md`, `tables/*.csv`, `figures/*.png|svg`
+and `metadata.json` (data vintage: quarters and zip checksums, term-file version, thresholds,
+dedup mode, prior). The folder is built under a hidden work name beside `out` and renamed into
+place; work folders left by a killed run are removed by the next one. Everything from the data
+or the file system is escaped in HTML and Markdown. Same database and options, same tables and
+figures.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import math
+import os
+import re
 import shutil
+import struct
 import tempfile
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, PackageLoader
+from markupsafe import Markup
 
 from . import __version__, stats
-from .cases import cases as case_list
-from .extract import resolve
+from .clean import REPORTER_TYPES, ensure_macros
+from .definitions import (
+    AGE_BOUNDS,
+    AGE_GROUPS,
+    AGE_UNKNOWN,
+    CRITERIA,
+    NEW_CASE,
+    OUTCOMES,
+    SEXES,
+    criteria_legend,
+)
+from .errors import NoDataError, UsageError
+from .extract import ensure_extracted, has_table, resolve
 from .faers_format import Quarter
 from .output import render
 from .pipeline import current_dedup
-from .signals import CAVEATS, OUTPUT_COLUMNS, SignalRun, data_fingerprint, signals
+from .signals import CAVEATS, OUTPUT_COLUMNS, SignalRun, data_fingerprint, resolve_through, signals
 from .substances import Substance
 
-CRITERIA = {
-    "signal_prr": "PRR (Evans: a >= 3, PRR >= 2, chi2 >= 4)",
-    "signal_ror": "ROR (lower 95% bound > 1, a >= 3)",
-    "signal_ic": "IC (IC025 > 0)",
-    "signal_ebgm": f"EBGM (EB05 >= {stats.EB05_THRESHOLD:g})",
-}
 MOVERS = 10
+TOP_ROWS = 15
+STRONGEST = 3
+SEVEN_OH = "7-oh"
+SUSPECT_ROLES = "PS,SS"
+EBGM_COLUMNS = ("ebgm", "eb05", "eb95")
+ZERO_MARK = "†"
+NOT_REPORTED = "not reported"
+
+# NEW_CASE (definitions.NEW_CASE), computed in this one place until the clean layer carries
+# cases.initial_quarter: the quarter of the earliest init_fda_dt (day or month precision) among a
+# case's versions, else the quarter of its first version. Also lists the quarters in which the
+# case's versions were received, for counting follow-ups.
+_INITIAL = """initial AS (
+    SELECT caseid,
+        coalesce(
+            min(CASE WHEN date_precision(init_fda_dt) IN ('day', 'month')
+                THEN substr(init_fda_dt, 1, 4) || 'Q'
+                     || CAST((CAST(substr(init_fda_dt, 5, 2) AS INTEGER) + 2) // 3 AS VARCHAR)
+                END),
+            min(quarter)) AS initial_quarter,
+        list(quarter ORDER BY quarter) AS version_quarters
+    FROM reports WHERE caseid IN (SELECT caseid FROM hits) GROUP BY caseid)"""
+
+# One row per surviving case involving the substance in the counted roles; `suspect` says whether
+# it is involved as PS or SS. Constant fragments only; every value is bound.
+_CASE_FRAME = f"""WITH hits AS (
+    SELECT caseid,
+        list_sort(list_distinct(list(matched_string || ' (' || upper(trim(role_cod)) || ')')))
+            AS matched,
+        bool_or(upper(trim(role_cod)) IN ('PS', 'SS')) AS suspect
+    FROM substance_hits WHERE substance = $substance
+    GROUP BY caseid
+    HAVING bool_or($roles IS NULL
+        OR list_contains(string_split($roles, ','), upper(trim(role_cod))))),
+{_INITIAL},
+seven_oh AS (SELECT DISTINCT caseid FROM substance_hits WHERE substance = $seven_oh),
+reactions AS (
+    SELECT caseid, list_sort(list_distinct(list(pt))) AS reactions
+    FROM case_reactions WHERE caseid IN (SELECT caseid FROM hits) GROUP BY caseid),
+others AS (
+    SELECT d.caseid,
+        list_sort(list_distinct(list(upper(trim(coalesce(d.prod_ai, d.drugname))))
+            FILTER (WHERE upper(trim(d.role_cod)) IN ('PS', 'SS')))) AS co_suspects,
+        list_sort(list_distinct(list(upper(trim(coalesce(d.prod_ai, d.drugname))))))
+            AS co_drugs
+    FROM case_drugs d JOIN hits USING (caseid)
+    WHERE coalesce(d.prod_ai, d.drugname) IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM substance_hits s
+        WHERE s.substance = $substance AND s.caseid = d.caseid AND s.drug_seq = d.drug_seq)
+    GROUP BY d.caseid)
+SELECT c.caseid, i.initial_quarter, i.version_quarters, c.init_fda_date,
+    c.quarter AS latest_quarter, c.age_years, c.sex, c.country, c.reporter_type_label,
+    c.serious, c.death, c.life_threatening, c.hospitalization, h.matched, h.suspect,
+    s.caseid IS NOT NULL AS seven_oh, coalesce(r.reactions, []) AS reactions,
+    coalesce(o.co_suspects, []) AS co_suspects, coalesce(o.co_drugs, []) AS co_drugs
+FROM cases c
+JOIN hits h USING (caseid)
+JOIN initial i USING (caseid)
+LEFT JOIN seven_oh s USING (caseid)
+LEFT JOIN reactions r USING (caseid)
+LEFT JOIN others o USING (caseid)
+ORDER BY c.caseid"""  # noqa: S608
 
 
-def _previous_quarter(con: duckdb.DuckDBPyConnection, quarter: str) -> str | None:
-    row = con.execute(
-        "SELECT max(quarter) FROM quarters WHERE quarter < $q", {"q": quarter}
-    ).fetchone()
-    return None if row is None or row[0] is None else str(row[0])
+def opioids() -> frozenset[str]:
+    """The opioid ingredient words of `surveillance/data/opioids.txt` (documented there)."""
+    text = resources.files("surveillance").joinpath("data/opioids.txt").read_text("utf-8")
+    return frozenset(
+        line.strip().upper() for line in text.splitlines() if line.strip() and line[0] != "#"
+    )
 
 
-def what_changed(now: SignalRun, before: SignalRun | None, new_cases: int) -> dict[str, Any]:
-    """New and lost signals (per criterion), and the terms whose EBGM moved most."""
-    if before is None:
-        return {"previous": None, "new_cases": new_cases, "new": [], "lost": [], "movers": []}
-    cur = now.table.set_index("term")
-    old = before.table.set_index("term")
-    new, lost = [], []
-    for flag, label in CRITERIA.items():
-        was = set(old.index[old[flag].astype(bool)])
-        isnow = set(cur.index[cur[flag].astype(bool)])
-        new += [{"term": t, "criterion": label, "a": int(cur.loc[t, "a"])} for t in isnow - was]
-        lost += [
-            {"term": t, "criterion": label, "a": int(cur.loc[t, "a"]) if t in cur.index else 0}
-            for t in was - isnow
-        ]
+def _is_opioid(ingredient: str, words: frozenset[str]) -> bool:
+    return any(w in words for w in re.split(r"[^A-Z0-9]+", ingredient.upper()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Quarters
+
+
+def _comparison(loaded: Sequence[str], quarter: str) -> tuple[str | None, str | None]:
+    """The previous loaded quarter, and a notice when it is not the calendar-previous one."""
+    earlier = [q for q in loaded if q < quarter]
+    if not earlier:
+        return (
+            None,
+            f"{quarter} is the first loaded quarter: there is no earlier quarter to compare with",
+        )
+    previous = earlier[-1]
+    gap, q = [], Quarter.parse(previous).next()
+    while str(q) != quarter:
+        gap.append(str(q))
+        q = q.next()
+    if not gap:
+        return previous, None
+    missing = gap[0] + " is" if len(gap) == 1 else f"{gap[0]}-{gap[-1]} are"
+    return previous, f"compared with {previous}, the previous loaded quarter; {missing} not loaded"
+
+
+# ---------------------------------------------------------------------------------------------
+# Signals
+
+
+def _run(
+    con: duckdb.DuckDBPyConnection, s: Substance, through: str | None, **options: Any
+) -> tuple[SignalRun | None, str | None]:
+    """A signals run, or None and the reason when no case involves the substance by then."""
+    if through is None:
+        return None, None
+    try:
+        return signals(con, s, through=through, **options), None
+    except NoDataError as e:
+        return None, str(e)
+
+
+def usable_table(run: SignalRun) -> pd.DataFrame:
+    """The run's table as the report shows it: EBGM blanked and not counted when its prior is
+    unavailable, strongest first (by EB05, else by the ROR's lower bound)."""
+    table = run.table.copy()
+    if not run.ebgm_available:
+        for column in EBGM_COLUMNS:
+            table[column] = np.nan
+        table["signal_ebgm"] = False
+    key = "eb05" if run.ebgm_available else "ror_lower"
+    table = table.sort_values([key, "term"], ascending=[False, True], kind="mergesort")
+    return table.reset_index(drop=True)
+
+
+def _flags(table: pd.DataFrame | None) -> set[tuple[str, str]]:
+    """(term, criterion flag) pairs met in a table (none for no table)."""
+    if table is None:
+        return set()
+    return {(t, c.flag) for c in CRITERIA for t in table["term"][table[c.flag].astype(bool)]}
+
+
+def what_changed(
+    now: pd.DataFrame, before: pd.DataFrame | None, previous: str | None, measure: str
+) -> dict[str, Any]:
+    """New and lost signals (per term and criterion), and the terms whose `measure` moved most."""
+    if previous is None:
+        return {"previous": None, "new": [], "lost": [], "movers": [], "measure": measure}
+    names = {c.flag: c.name for c in CRITERIA}
+    cur = now.set_index("term")
+    old = before.set_index("term") if before is not None else now.iloc[0:0].set_index("term")
+    was, isnow = _flags(before), _flags(now)
+
+    def row(term: str, flag: str) -> dict[str, Any]:
+        a = int(cur.loc[term, "a"]) if term in cur.index else 0
+        return {"term": term, "criterion": names[flag], "a": a}
+
     both = cur.index.intersection(old.index)
     moved = pd.DataFrame(
         {
             "term": both,
             "a_before": old.loc[both, "a"].to_numpy(),
             "a_now": cur.loc[both, "a"].to_numpy(),
-            "ebgm_before": old.loc[both, "ebgm"].round(3).to_numpy(),
-            "ebgm_now": cur.loc[both, "ebgm"].round(3).to_numpy(),
-            "ror_before": old.loc[both, "ror"].round(3).to_numpy(),
-            "ror_now": cur.loc[both, "ror"].round(3).to_numpy(),
+            "before": old.loc[both, measure].to_numpy(dtype=float),
+            "now": cur.loc[both, measure].to_numpy(dtype=float),
         }
     )
-    moved["change"] = (moved["ebgm_now"] - moved["ebgm_before"]).round(3)
-    moved = moved.reindex(moved["change"].abs().sort_values(ascending=False).index)
-    key = ("criterion", "term")
+    moved["change"] = moved["now"] - moved["before"]
+    moved = moved.dropna(subset=["change"])
+    moved = moved.iloc[np.lexsort((moved["term"].to_numpy(), -moved["change"].abs().to_numpy()))]
     return {
-        "previous": before.through,
-        "new_cases": new_cases,
-        "new": sorted(new, key=lambda r: tuple(r[k] for k in key)),
-        "lost": sorted(lost, key=lambda r: tuple(r[k] for k in key)),
+        "previous": previous,
+        "new": [row(t, f) for t, f in sorted(isnow - was, key=lambda p: (names[p[1]], p[0]))],
+        "lost": [row(t, f) for t, f in sorted(was - isnow, key=lambda p: (names[p[1]], p[0]))],
         "movers": moved.head(MOVERS).to_dict(orient="records"),
+        "measure": measure,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Number formats (2-3 significant figures for reading; the CSV keeps full precision)
+
+
+def sig(value: Any) -> str:
+    """A number to three significant figures (integers above 100), 'n/a' when missing."""
+    if value is None or (isinstance(value, float | np.floating) and math.isnan(value)):
+        return "n/a"
+    x = float(value)
+    if math.isinf(x):
+        return "∞" if x > 0 else "-∞"
+    if x == 0:
+        return "0"
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    return f"{x:#.3g}".rstrip(".")
+
+
+def p_value(value: Any) -> str:
+    """A p value as an analyst writes it: '<0.001' below 0.001, else two significant figures."""
+    if value is None or pd.isna(value):
+        return "n/a"
+    return "<0.001" if float(value) < 0.001 else f"{float(value):.2g}"
+
+
+def _interval(estimate: Any, lower: Any, upper: Any) -> str:
+    return f"{sig(estimate)} ({sig(lower)}-{sig(upper)})"
+
+
+def marks(row: pd.Series | dict[str, Any]) -> str:
+    """The criteria a term meets as text marks (P R I E), a dash for each one it does not."""
+    return " ".join(c.mark if bool(row[c.flag]) else "-" for c in CRITERIA)
+
+
+def _compact(table: pd.DataFrame, ebgm_available: bool) -> list[dict[str, Any]]:
+    """The signal table as the report prints it by default, with sort keys for each column."""
+    rows = []
+    for r in table.to_dict(orient="records"):
+        ebgm = _interval(r["ebgm"], r["eb05"], r["eb95"]) if ebgm_available else "unavailable"
+        rows.append(
+            {
+                "term": r["term"],
+                "zero_corrected": bool(r["zero_corrected"]),
+                "a": int(r["a"]),
+                "expected": sig(r["expected"]),
+                "prr": _interval(r["prr"], r["prr_lower"], r["prr_upper"]),
+                "ror": _interval(r["ror"], r["ror_lower"], r["ror_upper"]),
+                "ic025": sig(r["ic025"]),
+                "ebgm": ebgm,
+                "p": p_value(r["p_adj"]),
+                "marks": marks(r),
+                "signal": any(bool(r[c.flag]) for c in CRITERIA),
+                "keys": {
+                    "expected": r["expected"],
+                    "prr": r["prr"],
+                    "ror": r["ror"],
+                    "ic025": r["ic025"],
+                    "ebgm": r["ebgm"] if ebgm_available else "",
+                    "p": r["p_adj"],
+                },
+            }
+        )
+    return rows
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _pct_text(value: Any) -> str:
+    return "n/a" if value is None or pd.isna(value) else f"{float(value):.1f}"
+
+
+def _age_text(value: Any) -> str:
+    return "" if value is None or pd.isna(value) else f"{float(value):g}"
+
+
+def _full_cell(value: Any) -> str:
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        return "n/a" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cases: this quarter, the line listing and the descriptive tables
+
+
+def case_frame(con: duckdb.DuckDBPyConnection, s: Substance, roles: str | None) -> pd.DataFrame:
+    """One row per surviving case involving the substance, with its initial-receipt quarter,
+    worst outcome, age group, country group, product type and co-reported drugs."""
+    from .trends import worst_outcome
+
+    ensure_macros(con)
+    ensure_extracted(con, s)
+    ensure_extracted(con, resolve(SEVEN_OH))
+    frame = con.execute(
+        _CASE_FRAME, {"substance": s.name, "roles": roles, "seven_oh": SEVEN_OH}
+    ).fetchdf()
+    for column in ("version_quarters", "matched", "reactions", "co_suspects", "co_drugs"):
+        frame[column] = [list(v) for v in frame[column]]
+    frame["outcome"] = worst_outcome(frame)
+    frame["age_group"] = age_group(frame["age_years"])
+    frame["country_group"] = [
+        "unknown" if not isinstance(c, str) else "US" if c == "US" else "non-US"
+        for c in frame["country"]
+    ]
+    frame["reporter"] = frame["reporter_type_label"].fillna(NOT_REPORTED)
+    frame["initial_year"] = frame["initial_quarter"].str[:4]
+    return frame
+
+
+def age_group(age: pd.Series) -> pd.Series:
+    """definitions.AGE_GROUPS of ages in years (AGE_UNKNOWN when missing)."""
+    years = age.to_numpy(dtype=float)
+    index = np.searchsorted(np.asarray(AGE_BOUNDS, dtype=float), np.nan_to_num(years), "right")
+    groups = np.where(np.isnan(years), AGE_UNKNOWN, np.asarray(AGE_GROUPS, dtype=object)[index])
+    return pd.Series(groups, index=age.index, dtype=object)
+
+
+def _followups(frame: pd.DataFrame, quarter: str) -> int:
+    """Report versions received in `quarter` for cases initially received before it."""
+    earlier = frame[frame["initial_quarter"] < quarter]
+    return int(sum(v.count(quarter) for v in earlier["version_quarters"]))
+
+
+_QUARTER_ROWS = {
+    "new_cases": "New cases (initial FDA receipt in the quarter)",
+    "new_deaths": "New cases with a fatal outcome",
+    "new_serious": "New serious cases",
+    "followups": "Follow-up reports received for earlier cases",
+    "new_signals": "New signals (term and criterion)",
+}
+
+
+def quarter_counts(
+    frame: pd.DataFrame, quarter: str | None, n_new_signals: int | None
+) -> dict[str, int | None]:
+    """The 'This quarter' numbers of one quarter (all None when there is no such quarter)."""
+    if quarter is None:
+        return dict.fromkeys(_QUARTER_ROWS)
+    new = frame[frame["initial_quarter"] == quarter]
+    return {
+        "new_cases": len(new),
+        "new_deaths": int(new["death"].sum()),
+        "new_serious": int(new["serious"].sum()),
+        "followups": _followups(frame, quarter),
+        "new_signals": n_new_signals,
+    }
+
+
+def this_quarter_table(
+    quarter: str, now: dict[str, int | None], previous: str | None, before: dict[str, int | None]
+) -> pd.DataFrame:
+    """The 'This quarter' table: one row per measure, the quarter and the previous one."""
+    return pd.DataFrame(
+        {
+            "measure": list(_QUARTER_ROWS.values()),
+            quarter: pd.array([now[k] for k in _QUARTER_ROWS], dtype="Int64"),
+            f"previous ({previous or 'none'})": pd.array(
+                [before[k] for k in _QUARTER_ROWS], dtype="Int64"
+            ),
+        }
+    )
+
+
+def line_listing(frame: pd.DataFrame, quarter: str) -> pd.DataFrame:
+    """The new cases of the quarter, one row each, as the report lists them."""
+    return listing_columns(frame[frame["initial_quarter"] == quarter])
+
+
+def listing_columns(new: pd.DataFrame) -> pd.DataFrame:
+    """Cases of the case frame with the columns of the line listing."""
+    return pd.DataFrame(
+        {
+            "caseid": new["caseid"],
+            "initial_receipt": [
+                q if pd.isna(d) else f"{q} ({pd.Timestamp(d).date().isoformat()})"
+                for q, d in zip(new["initial_quarter"], new["init_fda_date"], strict=True)
+            ],
+            "age_years": new["age_years"],
+            "sex": new["sex"],
+            "country": new["country"].fillna(NOT_REPORTED),
+            "reporter_type": new["reporter"],
+            "outcome": new["outcome"],
+            "substance_matched": new["matched"],
+            "co_suspect_drugs": new["co_suspects"],
+            "reactions": new["reactions"],
+        }
+    ).reset_index(drop=True)
+
+
+def _shares(
+    values: pd.Series,
+    suspect: pd.Series,
+    label: str,
+    order: Iterable[str] | None = None,
+    top: int | None = None,
+) -> pd.DataFrame:
+    """Cases per category with percentages, for all cases and for suspect-only cases.
+
+    A list value puts a case in each of its categories (percentages then do not add up)."""
+    n_all, n_suspect = len(values), int(suspect.sum())
+    exploded = values.explode().dropna()
+    all_counts = exploded.value_counts()
+    suspect_counts = exploded[suspect.reindex(exploded.index).to_numpy(bool)].value_counts()
+    if order is not None:
+        index = list(order)
+    else:
+        ranked = sorted(all_counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
+        index = [k for k, _ in ranked][:top]
+    counts = all_counts.reindex(index, fill_value=0).astype("int64")
+    suspects = suspect_counts.reindex(index, fill_value=0).astype("int64")
+    return pd.DataFrame(
+        {
+            label: index,
+            "n_cases": counts.to_numpy(),
+            "pct": _pct(counts.to_numpy(), n_all),
+            "n_cases_suspect": suspects.to_numpy(),
+            "pct_suspect": _pct(suspects.to_numpy(), n_suspect),
+        }
+    )
+
+
+def _pct(counts: np.ndarray, total: int) -> np.ndarray:
+    if total == 0:
+        return np.full(len(counts), np.nan)
+    return np.round(100.0 * counts / total, 1)
+
+
+def describe(frame: pd.DataFrame, words: frozenset[str]) -> dict[str, pd.DataFrame]:
+    """The descriptive tables of a set of cases, any role and suspect-only side by side."""
+    suspect = frame["suspect"].astype(bool)
+    opioid = [[d for d in drugs if _is_opioid(d, words)] for drugs in frame["co_drugs"]]
+    poly = pd.Series(
+        [
+            [
+                label
+                for label, present in (
+                    ("another drug (any role)", bool(drugs)),
+                    ("another suspect drug (PS/SS)", bool(co)),
+                    ("an opioid (any role)", bool(op)),
+                    ("an opioid as suspect (PS/SS)", bool(set(op) & set(co))),
+                )
+                if present
+            ]
+            for drugs, co, op in zip(frame["co_drugs"], frame["co_suspects"], opioid, strict=True)
+        ],
+        index=frame.index,
+        dtype=object,
+    )
+    product = pd.Series(
+        np.where(frame["seven_oh"].to_numpy(bool), _PRODUCTS[0], _PRODUCTS[1]),
+        index=frame.index,
+        dtype=object,
+    )
+    years = sorted(frame["initial_year"].dropna().unique())
+    reporters = [*REPORTER_TYPES.values(), NOT_REPORTED]
+    return {
+        "outcomes": _shares(frame["outcome"], suspect, "outcome", OUTCOMES),
+        "reporter_type": _shares(frame["reporter"], suspect, "reporter type", reporters),
+        "country_group": _shares(
+            frame["country_group"], suspect, "country", ("US", "non-US", "unknown")
+        ),
+        "sex": _shares(frame["sex"], suspect, "sex", SEXES),
+        "age_group": _shares(frame["age_group"], suspect, "age group", (*AGE_GROUPS, AGE_UNKNOWN)),
+        "initial_year": _shares(frame["initial_year"], suspect, "year", years),
+        "product_type": _shares(product, suspect, "product", _PRODUCTS),
+        "polysubstance": _shares(poly, suspect, "co-reported", _POLY),
+        "top_reactions": _shares(frame["reactions"], suspect, "reaction", top=TOP_ROWS),
+        "co_reported": _shares(frame["co_drugs"], suspect, "substance", top=TOP_ROWS),
+    }
+
+
+_PRODUCTS = ("7-OH product (7-oh term file)", "kratom leaf or unspecified")
+_POLY = (
+    "another drug (any role)",
+    "another suspect drug (PS/SS)",
+    "an opioid (any role)",
+    "an opioid as suspect (PS/SS)",
+)
+TABLE_TITLES = {
+    "outcomes": "Worst outcome",
+    "reporter_type": "Reporter type",
+    "country_group": "US and non-US cases",
+    "sex": "Sex",
+    "age_group": "Age group (years)",
+    "initial_year": "Cases by year of initial FDA receipt",
+    "product_type": "Kratom leaf and 7-OH products",
+    "polysubstance": "Polysubstance reports",
+    "top_reactions": f"Top {TOP_ROWS} reaction terms",
+    "co_reported": f"Top {TOP_ROWS} co-reported substances",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Key findings
+
+
+def key_findings(
+    substance: str,
+    quarter: str,
+    counts: dict[str, int | None],
+    changed: dict[str, Any],
+    table: pd.DataFrame | None,
+    caveats: list[str],
+    no_cases: str | None,
+) -> str:
+    """One paragraph an analyst can paste into an email: this quarter's numbers, new and lost
+    signals, the strongest signals and the caveats that apply."""
+    parts = [
+        f"{quarter}: {counts['new_cases']} new {substance} cases (initial FDA receipt in "
+        f"{quarter}), {counts['new_deaths']} with a fatal outcome and {counts['new_serious']} "
+        f"serious; {counts['followups']} follow-up reports of earlier cases."
+    ]
+    if no_cases is not None:
+        parts.append(f"No signal analysis: {no_cases}.")
+    elif changed["previous"] is not None:
+        news = ", ".join(f"{r['term']} ({r['criterion']})" for r in changed["new"][:5])
+        more = " and more" if len(changed["new"]) > 5 else ""
+        parts.append(
+            f"Since {changed['previous']}: {len(changed['new'])} new and "
+            f"{len(changed['lost'])} lost signals (term and criterion)"
+            + (f", new: {news}{more}." if news else ".")
+        )
+    if table is not None and no_cases is None:
+        flagged = table[table[[c.flag for c in CRITERIA]].any(axis=1)].head(STRONGEST)
+        if flagged.empty:
+            parts.append(f"No term meets a signal criterion through {quarter}.")
+        else:
+            strongest = "; ".join(
+                f"{r['term']} (a = {int(r['a'])}, "
+                f"ROR {sig(r['ror'])}, 95% CI {sig(r['ror_lower'])}-{sig(r['ror_upper'])}"
+                + ("" if pd.isna(r["eb05"]) else f", EB05 {sig(r['eb05'])}")
+                + ")"
+                for r in flagged.to_dict(orient="records")
+            )
+            parts.append(f"Strongest signals through {quarter}: {strongest}.")
+    if caveats:
+        parts.append("Caveats: " + "; ".join(caveats) + ".")
+    return " ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+
+def png_text(path: Path) -> dict[str, str]:
+    """The text chunks (tEXt, zTXt, iTXt) of a PNG file: matplotlib's Title, Description..."""
+    data = path.read_bytes()
+    found: dict[str, str] = {}
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IEND":
+            break
+        try:
+            if kind == b"tEXt":
+                key, _, value = body.partition(b"\0")
+                found[key.decode("latin-1")] = value.decode("latin-1")
+            elif kind == b"zTXt":
+                key, _, rest = body.partition(b"\0")
+                found[key.decode("latin-1")] = zlib.decompress(rest[1:]).decode("latin-1")
+            elif kind == b"iTXt":
+                key, _, rest = body.partition(b"\0")
+                compressed, rest = rest[0], rest[2:]
+                _lang, _, rest = rest.partition(b"\0")
+                _translated, _, text = rest.partition(b"\0")
+                raw = zlib.decompress(text) if compressed else text
+                found[key.decode("latin-1")] = raw.decode("utf-8")
+        except (zlib.error, UnicodeDecodeError, IndexError):
+            continue
+    return found
+
+
+def _figures(paths: Iterable[Path]) -> list[dict[str, str]]:
+    """Each PNG with its caption and alt text from its metadata (Title, Description), in the
+    order of the figure numbers there; a PNG without them is captioned from its file name."""
+    texts = {p: png_text(p) for p in paths if p.suffix == ".png"}
+
+    def number(png: Path) -> tuple[int, str]:
+        found = re.match(r"Figure (\d+)", texts[png].get("Title", ""))
+        return (int(found.group(1)) if found else 10_000, png.name)
+
+    described = []
+    for i, png in enumerate(sorted(texts, key=number), start=1):
+        caption = texts[png].get("Title") or f"Figure {i}. {png.stem.replace('_', ' ')}"
+        described.append(
+            {
+                "caption": caption,
+                "alt": texts[png].get("Description") or caption,
+                "src": "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode(),
+                "svg": f"figures/{png.stem}.svg",
+                "png": f"figures/{png.name}",
+            }
+        )
+    return described
+
+
+# ---------------------------------------------------------------------------------------------
+# Escaping
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
+_JS_SCHEME = re.compile(r"(?i)(java|vb)(\s*)script(\s*):")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]")
+
+
+def md_escape(value: Any) -> str:
+    """Text safe inside a Markdown table cell: no raw HTML, no broken row, no live link."""
+    if value is None:
+        return ""
+    text = _CONTROL.sub("", str(value)).replace("\r", " ").replace("\n", " ")
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    return _JS_SCHEME.sub(lambda m: f"{m.group(1)}{m.group(2)}script{m.group(3)}&#58;", text)
+
+
+def _md_finalize(value: Any) -> Any:
+    """Every value a Markdown template prints is escaped, except text the template marks safe."""
+    if isinstance(value, Markup) or not isinstance(value, str):
+        return value
+    return md_escape(value)
+
+
+def _environments() -> tuple[Environment, Environment]:
+    """The HTML environment (autoescape always on) and the Markdown one (every value passes
+    md_escape); the template names decide nothing."""
+    loader = PackageLoader("surveillance", "templates")
+    html = Environment(loader=loader, autoescape=True, keep_trailing_newline=True)
+    md = Environment(
+        loader=loader, autoescape=False, keep_trailing_newline=True, finalize=_md_finalize
+    )
+    for env in (html, md):
+        env.filters.update(
+            sig=sig, cell=_full_cell, sentence=_sentence, pct=_pct_text, age=_age_text
+        )
+        env.globals["zip"] = zip
+    return html, md
+
+
+# ---------------------------------------------------------------------------------------------
+# The work folder
+
+
+_WORK = re.compile(r"^\..+\.report-(\d+)-[A-Za-z0-9_]+$")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def clean_stale_work(parent: Path) -> list[Path]:
+    """Remove work folders (`.<name>.report-<pid>-*`) left in `parent` by killed report runs."""
+    removed: list[Path] = []
+    if not parent.is_dir():
+        return removed
+    for path in sorted(parent.iterdir()):
+        match = _WORK.match(path.name)
+        if match and path.is_dir() and not _alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _replace(work: Path, out: Path) -> None:
+    """Put the finished folder at `out`, replacing an older report there."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.report-{os.getpid()}-old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        work.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        work.rename(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metadata and freshness
 
 
 def _metadata(
     con: duckdb.DuckDBPyConnection,
     quarter: str,
     substance: Substance,
-    now: SignalRun,
-    options: dict[str, Any],
+    now: SignalRun | None,
+    extra: dict[str, Any],
 ) -> dict[str, Any]:
     quarters = con.execute(
         "SELECT quarter, era, zip_name, zip_sha256, synthetic FROM quarters ORDER BY quarter"
@@ -107,6 +741,8 @@ def _metadata(
         "dedup_mode": current_dedup(con),
         "synthetic": bool(quarters["synthetic"].any()),
         "quarters_loaded": quarters.drop(columns=["synthetic"]).to_dict(orient="records"),
+        "new_case_definition": NEW_CASE,
+        "criteria": [asdict(c) for c in CRITERIA],
         "thresholds": {
             "evans_min_cases": stats.EVANS_MIN_CASES,
             "evans_min_prr": stats.EVANS_MIN_PRR,
@@ -114,10 +750,11 @@ def _metadata(
             "ror_min_cases": stats.ROR_MIN_CASES,
             "ic_signal": "IC025 > 0",
             "eb05_threshold": stats.EB05_THRESHOLD,
-            "min_cases_shown": now.min_cases,
+            "min_cases_shown": now.min_cases if now else None,
         },
-        "prior": asdict(now.prior),
-        "options": options,
+        "prior": asdict(now.prior) if now else None,
+        "ebgm_available": bool(now.ebgm_available) if now else None,
+        **extra,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
@@ -145,66 +782,184 @@ def report_is_current(
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# The report
+
+
+def _quarter_option(con: duckdb.DuckDBPyConnection, quarter: str | None) -> tuple[str, list[str]]:
+    """The quarter to report (default: the latest loaded) and the loaded quarters."""
+    if not has_table(con, "cases") or not has_table(con, "quarters"):
+        raise NoDataError("the clean layer is empty; run 'surveillance load' first")
+    if quarter is not None:
+        try:
+            quarter = str(Quarter.parse(quarter))
+        except ValueError as e:
+            raise UsageError(f"--quarter: {e}") from e
+    resolved, _ = resolve_through(con, quarter)
+    loaded = [str(r[0]) for r in con.execute("SELECT quarter FROM quarters ORDER BY 1").fetchall()]
+    return resolved, loaded
+
+
 def write_report(
     con: duckdb.DuckDBPyConnection,
-    quarter: str,
+    quarter: str | None = None,
     substance: str = "kratom",
     substance_file: Path | None = None,
     out: Path | None = None,
     roles: str | None = None,
     min_cases: int = 3,
+    progress: Callable[[str], None] | None = None,
 ) -> Path:
-    """Write the report for a quarter into `out` (default reports/<quarter>); return the folder."""
-    from .plots import plot_all
-    from .trends import trends
-
-    quarter = str(Quarter.parse(quarter))
+    """Write the report for a quarter (default: the latest loaded) into `out` (default
+    reports/<quarter>); return the folder. `progress` is told each step as it starts."""
+    step = progress or (lambda _message: None)
+    quarter, loaded = _quarter_option(con, quarter)
     out = Path(out) if out is not None else Path("reports") / quarter
     s = resolve(substance, substance_file)
-    now = signals(con, s, through=quarter, roles=roles, min_cases=min_cases)
-    previous = _previous_quarter(con, quarter)
-    before = (
-        signals(con, s, through=previous, roles=roles, min_cases=min_cases, prior=now.prior)
-        if previous
+    previous, gap_notice = _comparison(loaded, quarter)
+    before_previous, _ = _comparison(loaded, previous) if previous else (None, None)
+
+    step(f"signals through {quarter}")
+    options = {"roles": roles, "min_cases": min_cases}
+    now, no_cases = _run(con, s, quarter, **options)
+    prior = now.prior if now else None
+    step("signals of the earlier quarters")
+    before, _ = _run(con, s, previous, **options, prior=prior)
+    before2, _ = _run(con, s, before_previous, **options, prior=prior)
+    suspect, _ = _run(con, s, quarter, roles=SUSPECT_ROLES, min_cases=min_cases, prior=prior)
+    ebgm = bool(now.ebgm_available) if now else False
+    table = usable_table(now) if now else None
+    before_table = usable_table(before) if before and now else None
+    measure = "ebgm" if ebgm else "ror"
+    changed = what_changed(table, before_table, previous, measure) if table is not None else None
+    older = (
+        what_changed(before_table, usable_table(before2), before_previous, measure)
+        if (before_table is not None and before2 is not None)
         else None
     )
-    changed = what_changed(now, before, len(now.exposed - (before.exposed if before else set())))
-    series = trends(con, s, roles=roles)
-    listing = case_list(con, s, until=quarter, roles=roles)
-    options = {"roles": roles, "min_cases": min_cases}
-    meta = _metadata(con, quarter, s, now, options)
+
+    step("cases")
+    frame = case_frame(con, s, now.roles if now else _plain_roles(roles))
+    through = frame[frame["initial_quarter"] <= quarter]
+    counts = quarter_counts(frame, quarter, len(changed["new"]) if changed else None)
+    counts_before = quarter_counts(frame, previous, len(older["new"]) if older else None)
+    listing = line_listing(frame, quarter)
+    descriptive = describe(through.reset_index(drop=True), opioids())
+
+    step("trends")
+    series = _trends(con, s, roles)
+    synthetic = bool(
+        con.execute("SELECT coalesce(bool_or(synthetic), false) FROM quarters").fetchone()
+        == (True,)
+    )
+    caveats = _caveats(now, ebgm, synthetic, gap_notice if previous else None, quarter, loaded)
+    meta = _metadata(
+        con,
+        quarter,
+        s,
+        now,
+        {
+            "options": options,
+            "previous_quarter": previous,
+            "comparison_notice": gap_notice,
+            "no_cases": no_cases,
+        },
+    )
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    clean_stale_work(out.parent)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.report-{os.getpid()}-", dir=out.parent))
     try:
+        step("tables")
         tables = work / "tables"
         tables.mkdir()
-        frames = {
-            "signals": now.table,
-            "cases": listing,
-            "trends_by_quarter": series.by_quarter,
-            "cumulative_signals": series.cumulative,
-            "first_signal": series.first_signal,
-            "co_reported": series.co_reported,
-            "demographics": series.demographics,
+        frames: dict[str, pd.DataFrame] = {
+            "this_quarter": this_quarter_table(quarter, counts, previous, counts_before),
+            "new_cases": listing,
+            "cases": listing_columns(through),
+            **{f"cases_{k}": v for k, v in descriptive.items()},
         }
-        for name, frame in frames.items():
-            (tables / f"{name}.csv").write_text(render(frame, "csv"), encoding="utf-8")
-        figures = plot_all(series, work / "figures")
+        if table is not None:
+            frames["signals"] = table
+        if suspect is not None:
+            frames["signals_suspect"] = usable_table(suspect)
+        if series is not None:
+            frames.update(
+                {
+                    "trends_by_quarter": series.by_quarter,
+                    "cumulative_signals": series.cumulative,
+                    "first_signal": series.first_signal,
+                    "co_reported": series.co_reported,
+                    "demographics": series.demographics,
+                }
+            )
+        for name, data in frames.items():
+            (tables / f"{name}.csv").write_text(render(data, "csv"), encoding="utf-8")
+        step("figures")
+        figures: list[Path] = []
+        if series is not None:
+            from .plots import plot_all
+
+            figures = plot_all(series, work / "figures")
         (work / "metadata.json").write_text(
             json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8"
         )
-        context = _context(quarter, s, now, changed, series, listing, meta, figures)
-        env = Environment(
-            loader=PackageLoader("surveillance", "templates"),
-            autoescape=select_autoescape(["html"]),
-            keep_trailing_newline=True,
-        )
+        step("pages")
+        context = {
+            "quarter": quarter,
+            "substance": s,
+            "run": now,
+            "no_cases": no_cases,
+            "ebgm_available": ebgm,
+            "previous": previous,
+            "gap_notice": gap_notice,
+            "changed": changed,
+            "counts": counts,
+            "this_quarter_rows": {
+                "header": list(frames["this_quarter"].columns[1:]),
+                "rows": [
+                    tuple("n/a" if pd.isna(v) else v for v in r)
+                    for r in frames["this_quarter"].itertuples(index=False)
+                ],
+            },
+            "findings": key_findings(
+                s.name, quarter, counts, changed or {"previous": None}, table, caveats, no_cases
+            ),
+            "caveats": caveats,
+            "signals": _compact(table, ebgm) if table is not None else [],
+            "full_columns": list(OUTPUT_COLUMNS),
+            "full": table.to_dict(orient="records") if table is not None else [],
+            "n_zero_corrected": int(table["zero_corrected"].sum()) if table is not None else 0,
+            "n_signals": {
+                c.name: int(table[c.flag].sum()) if table is not None else 0 for c in CRITERIA
+            },
+            "n_suspect_signals": {
+                c.name: int(usable_table(suspect)[c.flag].sum()) for c in CRITERIA
+            }
+            if suspect is not None
+            else None,
+            "suspect": suspect,
+            "criteria": CRITERIA,
+            "legend": criteria_legend(),
+            "zero_mark": ZERO_MARK,
+            "listing": listing.to_dict(orient="records"),
+            "n_through": len(through),
+            "n_through_suspect": int(through["suspect"].sum()),
+            "descriptive": descriptive,
+            "titles": TABLE_TITLES,
+            "series": series,
+            "figures": _figures(figures),
+            "meta": meta,
+            "read_with_care": CAVEATS,
+            "new_case": NEW_CASE,
+            "latest": loaded[-1],
+        }
+        html, md = _environments()
         (work / "index.html").write_text(
-            env.get_template("report.html.j2").render(**context, embed=_embed), encoding="utf-8"
+            html.get_template("report.html.j2").render(**context), encoding="utf-8"
         )
         (work / "report.md").write_text(
-            env.get_template("report.md.j2").render(**context), encoding="utf-8"
+            md.get_template("report.md.j2").render(**context), encoding="utf-8"
         )
         _replace(work, out)
     except BaseException:
@@ -213,51 +968,41 @@ def write_report(
     return out
 
 
-def _replace(work: Path, out: Path) -> None:
-    """Put the finished folder at `out`, replacing an older report there."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        work.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        work.rename(out)
+def _plain_roles(roles: str | None) -> str | None:
+    return ",".join(r.strip().upper() for r in roles.split(",") if r.strip()) if roles else None
 
 
-def _embed(path: Path) -> str:
-    """A figure as a data: URI, so index.html needs no other file and makes no request."""
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+def _trends(con: duckdb.DuckDBPyConnection, s: Substance, roles: str | None) -> Any:
+    """The trend series, or None when no loaded quarter has a case of the substance."""
+    from .trends import trends
+
+    try:
+        return trends(con, s, roles=roles)
+    except NoDataError:
+        return None
 
 
-def _context(
+def _caveats(
+    now: SignalRun | None,
+    ebgm: bool,
+    synthetic: bool,
+    gap: str | None,
     quarter: str,
-    s: Substance,
-    now: SignalRun,
-    changed: dict[str, Any],
-    series: Any,
-    listing: pd.DataFrame,
-    meta: dict[str, Any],
-    figures: list[Path],
-) -> dict[str, Any]:
-    signal_rows = now.table.copy()
-    flags = list(CRITERIA)
-    signal_rows["criteria"] = [
-        ", ".join(f.removeprefix("signal_").upper() for f in flags if row[f])
-        for _, row in signal_rows.iterrows()
-    ]
-    return {
-        "quarter": quarter,
-        "substance": s,
-        "run": now,
-        "changed": changed,
-        "series": series,
-        "signals": signal_rows,
-        "signal_columns": [c for c in OUTPUT_COLUMNS if not c.startswith("signal_")],
-        "n_signals": {f: int(now.table[f].sum()) for f in flags},
-        "criteria": CRITERIA,
-        "listing": listing,
-        "meta": meta,
-        "caveats": CAVEATS,
-        "pngs": sorted(p for p in figures if p.suffix == ".png"),
-    }
+    loaded: list[str],
+) -> list[str]:
+    """The data caveats that apply to this report."""
+    found = []
+    if now is not None and not ebgm:
+        found.append(
+            "EBGM unavailable: its prior did not converge or sits on a bound, so EBGM, EB05 "
+            "and EB95 are not shown and do not count as a criterion"
+        )
+    if synthetic:
+        found.append("SYNTHETIC DATA: generated FAERS-format files, not FDA data")
+    if gap:
+        found.append(gap)
+    if quarter != loaded[-1]:
+        found.append(f"cases are described as they stand in the latest loaded data ({loaded[-1]})")
+    if now is not None and bool(now.table["zero_corrected"].any()):
+        found.append("some statistics use a zero-cell correction (marked " + ZERO_MARK + ")")
+    return found

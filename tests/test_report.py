@@ -1,10 +1,14 @@
-"""The quarterly report: a complete, self-contained, reproducible folder whose first section
-finds a signal planted between two quarters."""
+"""The quarterly report on the shared multi-era series: a complete, self-contained, reproducible
+folder whose numbers agree with the database and with each other, and whose comparison with a
+quarter that is not the calendar-previous one says so."""
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 from html.parser import HTMLParser
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -12,67 +16,127 @@ from click.testing import CliRunner
 
 from surveillance.cli import cli
 from surveillance.db import connect
-from surveillance.pipeline import load, rebuild
-from surveillance.report import report_is_current, write_report
+from surveillance.definitions import AGE_GROUPS, CRITERIA, OUTCOMES
+from surveillance.report import ZERO_MARK, report_is_current, write_report
 from surveillance.substances import load_substance
-from surveillance.synthetic import PTS, generate_series
 
-PLANTED = "QT prolongation"  # a real MedDRA PT the generator never writes
+QUARTER = "2023Q1"  # the series' latest quarter; 2019Q2 is the loaded quarter before it
 
 
 class _Page(HTMLParser):
+    """Images, URLs, ids, and the text of each table row of a page."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.images: list[str] = []
+        self.images: list[dict[str, str | None]] = []
         self.urls: list[str] = []
         self.ids: set[str] = set()
+        self.rows: dict[str, list[list[str]]] = {}
+        self._table: list[str] = []
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = dict(attrs)
         if tag == "img":
-            self.images.append(values.get("src") or "")
+            self.images.append(values)
         for name in ("src", "href"):
             if values.get(name):
                 self.urls.append(values[name] or "")
         if values.get("id"):
             self.ids.add(values["id"] or "")
+        if tag == "table":
+            self._table.append(values.get("id") or "")
+            self.rows.setdefault(self._table[-1], [])
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self._table.pop()
+        elif tag == "tr" and self._row is not None and self._table:
+            self.rows[self._table[-1]].append(self._row)
+            self._row = None
+        elif tag in ("td", "th") and self._cell is not None and self._row is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _page(report: Path) -> _Page:
+    page = _Page()
+    page.feed((report / "index.html").read_text(encoding="utf-8"))
+    return page
+
+
+def _csv(report: Path, name: str) -> list[dict[str, str]]:
+    with (report / "tables" / f"{name}.csv").open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")
 def report(series_db, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("report") / "2023Q1"
+    out = tmp_path_factory.mktemp("report") / QUARTER
     with connect(series_db[1]) as con:
-        write_report(con, "2023Q1", out=out)
+        write_report(con, QUARTER, out=out)
     return out
 
 
 def test_folder_is_complete(report: Path) -> None:
     for name in ("index.html", "report.md", "metadata.json"):
         assert (report / name).stat().st_size > 0
-    for table in ("signals", "cases", "trends_by_quarter", "co_reported", "cumulative_signals"):
-        assert (report / "tables" / f"{table}.csv").stat().st_size > 0
+    for table in (
+        "signals",
+        "signals_suspect",
+        "this_quarter",
+        "new_cases",
+        "cases",
+        "cases_outcomes",
+        "cases_polysubstance",
+        "cases_product_type",
+        "trends_by_quarter",
+        "co_reported",
+        "cumulative_signals",
+    ):
+        assert (report / "tables" / f"{table}.csv").stat().st_size > 0, table
     pngs = sorted((report / "figures").glob("*.png"))
     assert len(pngs) >= 9 and len(list((report / "figures").glob("*.svg"))) == len(pngs)
+    assert not [p for p in report.parent.iterdir() if p.name.startswith(".")]
 
 
-def test_index_is_self_contained(report: Path) -> None:
-    page = _Page()
-    page.feed((report / "index.html").read_text(encoding="utf-8"))
-    assert page.images and all(src.startswith("data:image/png;base64,") for src in page.images)
-    assert len(page.images) == len(list((report / "figures").glob("*.png")))
+def test_index_is_self_contained_and_accessible(report: Path) -> None:
+    page = _page(report)
+    srcs = [img.get("src") or "" for img in page.images]
+    assert srcs and all(src.startswith("data:image/png;base64,") for src in srcs)
+    assert len(srcs) == len(list((report / "figures").glob("*.png")))
+    assert all((img.get("alt") or "").strip() for img in page.images)
     external = [u for u in page.urls if not (u.startswith("#") or u.startswith("data:"))]
     assert external == []
-    assert {"changes", "signals", "trends", "cases", "vintage", "synthetic"} <= page.ids
+    sections = {"key-findings", "this-quarter", "changes", "signals", "cases", "characteristics"}
+    assert sections | {"trends", "methods", "vintage", "synthetic"} <= page.ids
     text = (report / "index.html").read_text(encoding="utf-8")
-    assert "not evidence that the substance causes" in text and "SYNTHETIC DATA" in text
-    assert 'class="sortable"' in text
+    assert '<html lang="en">' in text and "SYNTHETIC DATA" in text
+    assert "not evidence that the substance causes" in text
+    heads = re.findall(
+        r"<th[^>]*>(.*?)</th>", text.split('id="signal-table"')[1].split("</thead>")[0]
+    )
+    assert heads and all("<button" in h for h in heads)
+    assert text.count('aria-sort="none"') >= len(heads)
+    levels = [int(n) for n in re.findall(r"<h([1-6])[ >]", text)]
+    assert levels[0] == 1 and all(b <= a + 1 for a, b in pairwise(levels))
 
 
 def test_metadata_matches_the_database(report: Path, series_db) -> None:
     meta = json.loads((report / "metadata.json").read_text(encoding="utf-8"))
     with connect(series_db[1]) as con:
         quarters = con.execute(
-            "SELECT quarter, zip_sha256 FROM quarters WHERE quarter <= '2023Q1' ORDER BY 1"
+            "SELECT quarter, zip_sha256 FROM quarters WHERE quarter <= $q ORDER BY 1",
+            {"q": QUARTER},
         ).fetchall()
         assert report_is_current(con, report)
     assert [(q["quarter"], q["zip_sha256"]) for q in meta["quarters_loaded"]] == quarters
@@ -80,37 +144,154 @@ def test_metadata_matches_the_database(report: Path, series_db) -> None:
     assert meta["substance"] == "kratom"
     assert meta["dedup_mode"] == "fda" and meta["synthetic"] is True
     assert meta["thresholds"]["eb05_threshold"] == 2.0 and "generated_at" in meta
+    assert meta["previous_quarter"] == "2019Q2"
+
+
+def test_comparison_gap_is_said_visibly(report: Path) -> None:
+    notice = "ompared with 2019Q2, the previous loaded quarter; 2019Q3-2022Q4 are not loaded"
+    html = (report / "index.html").read_text(encoding="utf-8")
+    assert 'id="comparison-notice"' in html
+    assert notice in html.split('id="comparison-notice"')[1].split("</p>")[0]
+    assert notice in html.split('id="findings-text"')[1].split("</p>")[0]
+    assert f"**C{notice}.**" in (report / "report.md").read_text(encoding="utf-8")
+    assert json.loads((report / "metadata.json").read_text())["comparison_notice"].endswith(
+        "2019Q3-2022Q4 are not loaded"
+    )
+
+
+def test_numbers_agree_across_text_tables_and_csv(report: Path) -> None:
+    rows = {r["measure"]: r for r in _csv(report, "this_quarter")}
+    new = int(rows["New cases (initial FDA receipt in the quarter)"][QUARTER])
+    deaths = int(rows["New cases with a fatal outcome"][QUARTER])
+    serious = int(rows["New serious cases"][QUARTER])
+    followups = int(rows["Follow-up reports received for earlier cases"][QUARTER])
+    listing = _csv(report, "new_cases")
+    assert new == len(listing) > 0
+    assert deaths == sum(r["outcome"] == "death" for r in listing)
+    page = _page(report)
+    html_table = {r[0]: r[1:] for r in page.rows["table-this-quarter"][1:]}
+    assert html_table["New cases (initial FDA receipt in the quarter)"][0] == str(new)
+    assert len(page.rows["table-new-cases"]) - 1 == new
+    assert {f"case-{r['caseid']}" for r in listing} <= page.ids
+    findings = (report / "index.html").read_text(encoding="utf-8").split('id="findings-text">')[1]
+    expected = (
+        f"{QUARTER}: {new} new kratom cases (initial FDA receipt in {QUARTER}), {deaths} with a "
+        f"fatal outcome and {serious} serious; {followups} follow-up reports"
+    )
+    assert findings.startswith(expected)
+    md = (report / "report.md").read_text(encoding="utf-8")
+    assert f"> {expected}" in md
+    assert f"| New cases (initial FDA receipt in the quarter) | {new} |" in md
+
+
+def test_case_tables_agree_with_the_database(report: Path, series_db) -> None:
+    with connect(series_db[1]) as con:
+        kratom, suspect, seven_oh = con.execute(
+            """SELECT count(DISTINCT caseid),
+                count(DISTINCT caseid) FILTER (WHERE upper(role_cod) IN ('PS', 'SS')),
+                count(DISTINCT caseid) FILTER (WHERE caseid IN (
+                    SELECT caseid FROM substance_hits WHERE substance = '7-oh'))
+            FROM substance_hits WHERE substance = 'kratom'
+              AND caseid IN (SELECT caseid FROM cases)"""
+        ).fetchone()
+    assert len(_csv(report, "cases")) == kratom
+    outcomes = _csv(report, "cases_outcomes")
+    assert [r["outcome"] for r in outcomes] == list(OUTCOMES)
+    assert sum(int(r["n_cases"]) for r in outcomes) == kratom
+    assert sum(int(r["n_cases_suspect"]) for r in outcomes) == suspect
+    assert abs(sum(float(r["pct"]) for r in outcomes) - 100) < 0.5
+    ages = _csv(report, "cases_age_group")
+    assert [r["age group"] for r in ages][:-1] == list(AGE_GROUPS)
+    assert sum(int(r["n_cases"]) for r in ages) == kratom
+    product = {r["product"]: int(r["n_cases"]) for r in _csv(report, "cases_product_type")}
+    assert product["7-OH product (7-oh term file)"] == seven_oh
+    assert sum(product.values()) == kratom
+    poly = {r["co-reported"]: r for r in _csv(report, "cases_polysubstance")}
+    cases = _csv(report, "cases")
+    with_suspect = sum(bool(r["co_suspect_drugs"]) for r in cases)
+    assert int(poly["another suspect drug (PS/SS)"]["n_cases"]) == with_suspect
+    assert int(poly["an opioid (any role)"]["n_cases"]) <= kratom
+
+
+def test_compact_signal_table(report: Path) -> None:
+    signals = _csv(report, "signals")
+    assert "zero_corrected" in signals[0]
+    page = _page(report)
+    rows = page.rows["signal-table"]
+    assert rows[0] == [
+        "term",
+        "a",
+        "E",
+        "PRR (95% CI)",
+        "ROR (95% CI)",
+        "IC025",
+        "EBGM (EB05-EB95)",
+        "p (BH)",
+        "criteria",
+    ]
+    assert len(rows) - 1 == len(signals)
+    by_term = {r[0].rstrip(ZERO_MARK): r for r in rows[1:]}
+    for s in signals:
+        row = by_term[s["term"]]
+        assert row[0].endswith(ZERO_MARK) == (s["zero_corrected"] == "True")
+        assert row[1] == s["a"]
+        expected_marks = " ".join(c.mark if s[c.flag] == "True" else "-" for c in CRITERIA)
+        assert row[-1] == expected_marks
+        p = float(s["p_adj"])
+        assert row[7] == ("<0.001" if p < 0.001 else f"{p:.2g}")
+        assert float(row[3].split(" ")[0].replace(",", "")) == pytest.approx(
+            float(s["prr"]), rel=6e-3
+        )
+    # Full precision stays in the CSV; the compact table rounds to three significant figures.
+    assert any(len(s["prr"].replace(".", "").lstrip("0")) > 4 for s in signals)
+    assert 'id="signals-full"' in (report / "index.html").read_text(encoding="utf-8")
+
+
+def test_methods_follow_readus_pv(report: Path) -> None:
+    methods = (report / "index.html").read_text(encoding="utf-8").split('id="methods"')[1]
+    for phrase in (
+        "READUS-PV",
+        "Extraction date",
+        "dedup mode",
+        "term file kratom.toml version 1.0.0",
+        "Comparator: all other cases in FAERS",
+        "Suspect-only (PS/SS)",
+        "No denominators",
+        "adulteration",
+        "Polysubstance use",
+        "2017",
+        "7-OH products",
+        "SYNTHETIC DATA",
+        *(c.rule.replace(">", "&gt;") for c in CRITERIA),
+    ):
+        assert phrase in methods, phrase
 
 
 def test_same_database_same_tables_and_figures(report: Path, series_db, tmp_path: Path) -> None:
+    """Also: --quarter defaults to the latest loaded quarter."""
     again = tmp_path / "again"
-    result = CliRunner().invoke(
-        cli, ["report", "--db", str(series_db[1]), "--quarter", "2023Q1", "--out", str(again)]
-    )
+    result = CliRunner().invoke(cli, ["report", "--db", str(series_db[1]), "--out", str(again)])
     assert result.exit_code == 0, result.output
+    assert json.loads((again / "metadata.json").read_text())["quarter"] == QUARTER
     for sub in ("tables", "figures"):
         for path in sorted((report / sub).iterdir()):
             assert path.read_bytes() == (again / sub / path.name).read_bytes(), path.name
 
 
-def test_what_changed_finds_a_planted_signal(tmp_path: Path) -> None:
-    assert PLANTED not in PTS
-    generate_series(["2024Q1", "2024Q2"], tmp_path / "zips", n_cases=300, seed=21)
-    with connect(tmp_path / "db.duckdb") as con:
-        load(con, [tmp_path / "zips"])
-        # Every kratom case first reported in 2024Q2 also reports the planted term.
-        con.execute(
-            """INSERT INTO raw_reac (source, quarter, source_file, source_line, primaryid,
-                caseid, pt)
-            SELECT DISTINCT c.source, c.quarter, 'planted', 0, c.primaryid, c.caseid, $pt
-            FROM cases c JOIN substance_hits h USING (caseid)
-            WHERE h.substance = 'kratom' AND c.quarter = '2024Q2'""",
-            {"pt": PLANTED},
-        )
-        rebuild(con)
-        out = write_report(con, "2024Q2", out=tmp_path / "report")
-    text = (out / "index.html").read_text(encoding="utf-8")
-    section = text.split('id="changes"')[1].split('id="signals"')[0]
-    new_part = section.split("New signals")[1].split("Lost signals")[0]
-    assert PLANTED in new_part
-    assert PLANTED not in section.split("Lost signals")[1].split("moved most")[0]
+@pytest.mark.parametrize(
+    ("quarter", "status", "message"),
+    [
+        ("2019Q4", 1, "Error: 2019Q4 is not loaded; the latest loaded quarter is 2023Q1"),
+        ("bogus", 2, "--quarter: not a FAERS quarter"),
+    ],
+)
+def test_a_quarter_not_loaded_is_refused(
+    series_db, tmp_path: Path, quarter: str, status: int, message: str
+) -> None:
+    out = tmp_path / "r"
+    result = CliRunner().invoke(
+        cli, ["report", "--db", str(series_db[1]), "--quarter", quarter, "--out", str(out)]
+    )
+    assert result.exit_code == status
+    assert message in result.output and "Traceback" not in result.output
+    assert not out.exists() and list(tmp_path.iterdir()) == []
