@@ -87,6 +87,16 @@ AGE_GROUPS: tuple[str, ...] = (
 AGE_UNKNOWN = "unknown"
 """The age group of a case without a plausible age."""
 SEXES: tuple[str, ...] = ("F", "M", "unknown")
+COUNTRY_GROUPS: tuple[str, ...] = ("US", "non-US", "unknown")
+"""Where a case occurred (ISO country of the clean layer): the US, elsewhere, or not reported."""
+
+
+def country_group(country: object) -> str:
+    """The COUNTRY_GROUPS label of one ISO country code (None or NaN: unknown)."""
+    if not isinstance(country, str):
+        return COUNTRY_GROUPS[2]
+    return COUNTRY_GROUPS[0] if country == "US" else COUNTRY_GROUPS[1]
+
 
 NEW_CASE = (
     "A new case in quarter Q is a case whose initial FDA receipt falls in Q: the earliest "

@@ -37,13 +37,14 @@ from markupsafe import Markup
 from . import __version__, stats
 from .clean import REPORTER_TYPES, ensure_macros
 from .definitions import (
-    AGE_BOUNDS,
     AGE_GROUPS,
     AGE_UNKNOWN,
+    COUNTRY_GROUPS,
     CRITERIA,
     NEW_CASE,
     OUTCOMES,
     SEXES,
+    country_group,
     criteria_legend,
 )
 from .errors import NoDataError, UsageError
@@ -63,20 +64,14 @@ EBGM_COLUMNS = ("ebgm", "eb05", "eb95")
 ZERO_MARK = "†"
 NOT_REPORTED = "not reported"
 
-# NEW_CASE (definitions.NEW_CASE), computed in this one place until the clean layer carries
-# cases.initial_quarter: the quarter of the earliest init_fda_dt (day or month precision) among a
-# case's versions, else the quarter of its first version. Also lists the quarters in which the
-# case's versions were received, for counting follow-ups.
+# NEW_CASE (definitions.NEW_CASE) is cases.initial_quarter, from the clean layer's one macro
+# (clean.initial_receipts); beside it the quarters in which the case's versions were received,
+# for counting follow-ups.
 _INITIAL = """initial AS (
-    SELECT caseid,
-        coalesce(
-            min(CASE WHEN date_precision(init_fda_dt) IN ('day', 'month')
-                THEN substr(init_fda_dt, 1, 4) || 'Q'
-                     || CAST((CAST(substr(init_fda_dt, 5, 2) AS INTEGER) + 2) // 3 AS VARCHAR)
-                END),
-            min(quarter)) AS initial_quarter,
-        list(quarter ORDER BY quarter) AS version_quarters
-    FROM reports WHERE caseid IN (SELECT caseid FROM hits) GROUP BY caseid)"""
+    SELECT r.caseid, any_value(c.initial_quarter) AS initial_quarter,
+        list(r.quarter ORDER BY r.quarter) AS version_quarters
+    FROM reports r JOIN cases c USING (caseid)
+    WHERE r.caseid IN (SELECT caseid FROM hits) GROUP BY r.caseid)"""
 
 # One row per surviving case involving the substance in the counted roles; `suspect` says whether
 # it is involved as PS or SS. Constant fragments only; every value is bound.
@@ -108,6 +103,8 @@ others AS (
 SELECT c.caseid, i.initial_quarter, i.version_quarters, c.init_fda_date,
     c.quarter AS latest_quarter, c.age_years, c.sex, c.country, c.reporter_type_label,
     c.serious, c.death, c.life_threatening, c.hospitalization, h.matched, h.suspect,
+    age_group(c.age_years) AS age_group,
+    worst_outcome(c.death, c.life_threatening, c.hospitalization, c.serious) AS outcome,
     s.caseid IS NOT NULL AS seven_oh, coalesce(r.reactions, []) AS reactions,
     coalesce(o.co_suspects, []) AS co_suspects, coalesce(o.co_drugs, []) AS co_drugs
 FROM cases c
@@ -321,8 +318,6 @@ def _full_cell(value: Any) -> str:
 def case_frame(con: duckdb.DuckDBPyConnection, s: Substance, roles: str | None) -> pd.DataFrame:
     """One row per surviving case involving the substance, with its initial-receipt quarter,
     worst outcome, age group, country group, product type and co-reported drugs."""
-    from .trends import worst_outcome
-
     ensure_macros(con)
     ensure_extracted(con, s)
     ensure_extracted(con, resolve(SEVEN_OH))
@@ -331,23 +326,10 @@ def case_frame(con: duckdb.DuckDBPyConnection, s: Substance, roles: str | None) 
     ).fetchdf()
     for column in ("version_quarters", "matched", "reactions", "co_suspects", "co_drugs"):
         frame[column] = [list(v) for v in frame[column]]
-    frame["outcome"] = worst_outcome(frame)
-    frame["age_group"] = age_group(frame["age_years"])
-    frame["country_group"] = [
-        "unknown" if not isinstance(c, str) else "US" if c == "US" else "non-US"
-        for c in frame["country"]
-    ]
+    frame["country_group"] = [country_group(c) for c in frame["country"]]
     frame["reporter"] = frame["reporter_type_label"].fillna(NOT_REPORTED)
     frame["initial_year"] = frame["initial_quarter"].str[:4]
     return frame
-
-
-def age_group(age: pd.Series) -> pd.Series:
-    """definitions.AGE_GROUPS of ages in years (AGE_UNKNOWN when missing)."""
-    years = age.to_numpy(dtype=float)
-    index = np.searchsorted(np.asarray(AGE_BOUNDS, dtype=float), np.nan_to_num(years), "right")
-    groups = np.where(np.isnan(years), AGE_UNKNOWN, np.asarray(AGE_GROUPS, dtype=object)[index])
-    return pd.Series(groups, index=age.index, dtype=object)
 
 
 def _followups(frame: pd.DataFrame, quarter: str) -> int:
@@ -491,9 +473,7 @@ def describe(frame: pd.DataFrame, words: frozenset[str]) -> dict[str, pd.DataFra
     return {
         "outcomes": _shares(frame["outcome"], suspect, "outcome", OUTCOMES),
         "reporter_type": _shares(frame["reporter"], suspect, "reporter type", reporters),
-        "country_group": _shares(
-            frame["country_group"], suspect, "country", ("US", "non-US", "unknown")
-        ),
+        "country_group": _shares(frame["country_group"], suspect, "country", COUNTRY_GROUPS),
         "sex": _shares(frame["sex"], suspect, "sex", SEXES),
         "age_group": _shares(frame["age_group"], suspect, "age group", (*AGE_GROUPS, AGE_UNKNOWN)),
         "initial_year": _shares(frame["initial_year"], suspect, "year", years),

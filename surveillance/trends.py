@@ -29,12 +29,18 @@ from importlib import resources
 from typing import Any
 
 import duckdb
-import numpy as np
 import pandas as pd
 
 from . import __version__, definitions, stats
 from .clean import REPORTER_TYPES, ensure_macros
-from .definitions import AGE_GROUPS, AGE_UNKNOWN, OUTCOMES, SEXES
+from .definitions import (
+    AGE_GROUPS,
+    AGE_UNKNOWN,
+    COUNTRY_GROUPS,
+    OUTCOMES,
+    SEXES,
+    country_group,
+)
 from .extract import ensure_extracted
 from .faers_format import Quarter
 from .query import run_query
@@ -49,7 +55,6 @@ TOP_TERM_MIN_CASES = 3
 CO_REPORTED_ROWS = 20
 CRITERIA = tuple(c.flag.removeprefix("signal_") for c in definitions.CRITERIA)
 """The criteria of the registry by short name: prr, ror, ic, ebgm."""
-COUNTRY_GROUPS = ("US", "Non-US", "Unknown")
 OTHER_REPORTER = ("other", "Other or not reported")
 CUMULATIVE_COLUMNS = (
     "quarter term a n_substance_cases prr prr_lower prr_upper ror ror_lower ror_upper ic ic025 "
@@ -366,11 +371,7 @@ def _by_reporter(case_rows: pd.DataFrame, quarters: list[str]) -> pd.DataFrame:
 
 def _by_country_group(case_rows: pd.DataFrame, quarters: list[str]) -> pd.DataFrame:
     """Substance cases per quarter: US, other countries, or country not reported."""
-    country = case_rows["country"]
-    group = pd.Series(
-        np.where(country.isna(), "Unknown", np.where(country == "US", "US", "Non-US")),
-        index=case_rows.index,
-    )
+    group = case_rows["country"].map(country_group)
     return _long_counts(case_rows, quarters, "country_group", group, list(COUNTRY_GROUPS))
 
 

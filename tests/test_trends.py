@@ -209,10 +209,10 @@ def test_reporters_and_countries_equal_truth_demo_rows(
         country = next(
             (c for c in (row["reporter_country"], row["occr_country"]) if c), "NOT SPECIFIED"
         )
-        group = {"US": "US", "UNITED STATES": "US", "COUNTRY NOT SPECIFIED": "Unknown"}.get(
-            country, "Non-US"
+        group = {"US": "US", "UNITED STATES": "US", "COUNTRY NOT SPECIFIED": "unknown"}.get(
+            country, "non-US"
         )
-        countries[(keys[key], "Unknown" if country == "NOT SPECIFIED" else group)] += 1
+        countries[(keys[key], "unknown" if country == "NOT SPECIFIED" else group)] += 1
     got_reporters = kratom_trends.by_reporter.set_index(["quarter", "reporter_type"])["n_cases"]
     assert {k: v for k, v in got_reporters.items() if v} == dict(reporters)
     got_countries = kratom_trends.by_country_group.set_index(["quarter", "country_group"])
