@@ -141,7 +141,8 @@ def trends(
     roles: str | None = None,
 ) -> Trends:
     """Every series for the substance over the loaded quarters, and cumulative signals of the
-    `top_terms` terms with the highest EB05 (at least TOP_TERM_MIN_CASES cases) at the end."""
+    `top_terms` terms with the highest EB05 (IC025 when EBGM is unavailable; at least
+    TOP_TERM_MIN_CASES cases) at the end."""
     ensure_extracted(con, substance)
     latest = signals(con, substance, roles=roles, min_cases=1)
     loaded = [
@@ -153,7 +154,7 @@ def trends(
     quarters = [q for q, _ in loaded]
     params = {"substance": substance.name, "roles": latest.roles}
     case_rows = con.execute(_CASE_ROWS, params).fetchdf()
-    top = _top_terms(latest.table, top_terms)
+    top = _top_terms(latest.table, top_terms, latest.sort)
     cumulative = _cumulative(con, substance, latest, quarters, top)
     event_years = case_rows["event_year"].dropna()
     return Trends(
@@ -310,9 +311,9 @@ def _demographics(case_rows: pd.DataFrame) -> pd.DataFrame:
     return counts.reindex(grid, fill_value=0).astype("int64").rename("n_cases").reset_index()
 
 
-def _top_terms(table: pd.DataFrame, n: int) -> list[str]:
+def _top_terms(table: pd.DataFrame, n: int, key: str) -> list[str]:
     eligible = table[table["a"] >= TOP_TERM_MIN_CASES]
-    ranked = eligible.sort_values(["eb05", "term"], ascending=[False, True], kind="mergesort")
+    ranked = eligible.sort_values([key, "term"], ascending=[False, True], kind="mergesort")
     return [str(t) for t in ranked["term"].head(n)]
 
 
