@@ -17,7 +17,7 @@ from surveillance import signals as signals_module
 from surveillance import stats
 from surveillance.cli import cli, compact_signals
 from surveillance.db import connect
-from surveillance.definitions import criteria_legend
+from surveillance.definitions import AGE_GROUPS, AGE_UNKNOWN, criteria_legend
 from surveillance.errors import NoDataError, UsageError
 from surveillance.extract import resolve
 from surveillance.pipeline import load
@@ -330,3 +330,12 @@ def test_compact_table_marks_and_unavailable_values() -> None:
     assert list(shown["EB05"]) == ["9.4", "2.1", "n/a"]
     assert list(shown["PRR"]) == ["30", "8*", "3.33"]
     assert list(shown["PRIE"]) == ["PRIE", "PRIE", ".RI."]
+
+
+def test_age_strata_are_the_registry_age_groups(series_con) -> None:
+    signals(series_con, resolve("kratom"), min_cases=1, stratify="age")
+    strata = {
+        r[0] for r in series_con.execute("SELECT DISTINCT stratum FROM _sig_cases").fetchall()
+    }
+    assert strata <= {*AGE_GROUPS, AGE_UNKNOWN}
+    assert len(strata - {AGE_UNKNOWN}) >= 3
