@@ -113,7 +113,25 @@ t = time.perf_counter()
 prior = stats.fit_prior(n[keep].astype(float), e[keep], squash=squash)
 seconds = time.perf_counter() - t
 print(seconds, len(keep), prior.alpha1, prior.beta1, prior.alpha2, prior.beta2, prior.p,
-      prior.converged, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+      prior.loglik_full, prior.converged, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+EBGM = """
+import sys, time, resource
+import numpy as np
+from surveillance import stats
+rng = np.random.default_rng(8)
+m = int(sys.argv[1])
+# Pairs simulated from openEBGM's CAERS prior, scored under that prior (zero counts included).
+e = np.exp(rng.normal(-2.0, 1.8, m))
+lam = np.where(rng.random(m) < 0.0653, rng.gamma(3.254, 1 / 0.400, m),
+               rng.gamma(2.026, 1 / 1.908, m))
+n = rng.poisson(lam * e).astype(float)
+prior = stats.Prior(3.25379064, 0.39988801, 2.02613219, 1.90808279, 0.06534557, float("nan"),
+                    True, 0, 0, "openEBGM CAERS")
+t = time.perf_counter()
+stats.ebgm(n, e, prior)
+print(time.perf_counter() - t, m, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
 
@@ -205,12 +223,13 @@ def bench_report() -> None:
 def bench_prior(n_pairs: int) -> None:
     """EBGM hyperparameter fit on a simulated drug-by-term table: squashed vs plain."""
     for mode in ("squash", "plain"):
-        seconds, n, a1, b1, a2, b2, p, converged, rss = run_child(PRIOR, str(n_pairs), mode)
+        seconds, n, a1, b1, a2, b2, p, loglik, converged, rss = run_child(PRIOR, str(n_pairs), mode)
         print(
             f"prior ({mode}{' scipy L-BFGS-B baseline' if mode == 'plain' else ''}): "
             f"{int(n):,} pairs in {float(seconds):.1f} s, peak RSS {float(rss):,.0f} MB; "
             f"alpha1={float(a1):.3f} beta1={float(b1):.3f} alpha2={float(a2):.3f} "
-            f"beta2={float(b2):.3f} P={float(p):.4f} converged={converged} "
+            f"beta2={float(b2):.3f} P={float(p):.4f} log-likelihood (all pairs) "
+            f"{float(loglik):.1f} converged={converged} "
             f"(true 3.254, 0.400, 2.026, 1.908, 0.0653; target < 60 s, < 4000 MB)"
         )
 
@@ -241,6 +260,15 @@ def bench_match(n_strings: int) -> None:
         f"match: kratom rules over {n_strings:,} distinct drug strings in {float(seconds):.2f} s "
         f"({int(n_hits):,} hits, expected {(n_strings + 999) // 1000:,}), "
         f"peak RSS {float(rss):,.0f} MB (target < 5 s)"
+    )
+
+
+def bench_ebgm(n_pairs: int) -> None:
+    """EBGM, EB05 and EB95 (exact mixture quantiles) of a million pairs under a fixed prior."""
+    seconds, n, rss = run_child(EBGM, str(n_pairs))
+    print(
+        f"ebgm: EBGM, EB05, EB95 of {int(n):,} pairs in {float(seconds):.1f} s, "
+        f"peak RSS {float(rss):,.0f} MB (target < 10 s)"
     )
 
 
@@ -278,7 +306,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=2_000_000, help="pairs for the prior fit")
     parser.add_argument(
         "--only",
-        choices=["load", "signals", "report", "prior", "match"],
+        choices=["load", "signals", "report", "prior", "ebgm", "match"],
         default=None,
         help="run one benchmark",
     )
@@ -292,6 +320,8 @@ def main() -> None:
         bench_report()
     if args.only in (None, "prior"):
         bench_prior(args.pairs)
+    if args.only in (None, "ebgm"):
+        bench_ebgm(1_000_000)
     if args.only in (None, "match"):
         bench_match(300_000)
 

@@ -127,7 +127,7 @@ class Database:
         roles: str | None = None,
         min_cases: int = 3,
         stratify: Sequence[str] | str | None = None,
-        sort: str = "ebgm",
+        sort: str | None = None,
     ) -> SignalRun:
         """The full signals computation: the table, the EBGM prior and the counts behind it."""
         from .signals import signals
@@ -150,7 +150,7 @@ class Database:
         roles: str | None = None,
         min_cases: int = 3,
         stratify: Sequence[str] | str | None = None,
-        sort: str = "ebgm",
+        sort: str | None = None,
     ) -> pd.DataFrame:
         """PRR, ROR, IC and EBGM of the substance against every reaction term with at least
         min_cases cases, as of the end of quarter `through` (default: the latest loaded)."""

@@ -360,8 +360,8 @@ def _plain(value: Any) -> Any:
 @click.option(
     "--sort",
     type=click.Choice(["ebgm", "eb05", "ror", "ror_lower", "prr", "ic", "ic025", "a", "p_adj"]),
-    default="ebgm",
-    show_default=True,
+    default=None,
+    help="Sort column (default: eb05; ic025 when EBGM is unavailable).",
 )
 @click.option("--show-prior", is_flag=True, help="Print the fitted EBGM prior and its fit.")
 @_format_option
@@ -373,7 +373,7 @@ def signals_command(
     roles: str | None,
     min_cases: int,
     stratify: str | None,
-    sort: str,
+    sort: str | None,
     show_prior: bool,
     fmt: str | None,
 ) -> None:
@@ -382,6 +382,7 @@ def signals_command(
     Example: surveillance signals --substance kratom --through 2024Q4 --roles PS,SS --sort eb05
     """
     from .db import connect
+    from .definitions import criteria_legend
     from .extract import resolve
     from .output import default_format
     from .signals import CAVEATS, signals
@@ -391,48 +392,85 @@ def signals_command(
             con, resolve(substance, substance_file), through, roles, min_cases, stratify, sort
         )
     fmt = fmt or default_format()
+    warning = run.prior_warning
     if show_prior:
         p = run.prior
         _echo_err(
             f"EBGM prior: alpha1={p.alpha1:.4g} beta1={p.beta1:.4g} alpha2={p.alpha2:.4g} "
             f"beta2={p.beta2:.4g} P={p.p:.4g}; log-likelihood {p.loglik:.6g} over "
-            f"{p.n_pairs:,} drug-term pairs ({p.n_points:,} points); "
-            f"{'converged' if p.converged else 'NOT converged'}; {p.method}"
+            f"{p.n_points:,} fitted points, {p.loglik_full:.6g} over all {p.n_pairs:,} "
+            f"drug-term pairs; {'converged' if p.converged else 'NOT converged'}; {p.method}"
         )
     if fmt != "table":
+        if warning:
+            _echo_err(warning)
         click.echo(render(run.table, fmt), nl=False)
         return
+    if warning:
+        click.echo(textwrap.fill(warning, width=78))
     click.echo(
-        f"{run.substance} {run.substance_version}: {run.n_substance_cases:,} of "
-        f"{run.n_cases:,} cases through {run.through}"
-        f"{'; roles ' + run.roles if run.roles else ''}"
-        f"{'; stratified by ' + ','.join(run.stratify) if run.stratify else ''}; "
-        f"{len(run.table)} terms with a >= {run.min_cases} (all columns: --format csv)"
+        textwrap.fill(
+            f"{run.substance} {run.substance_version}: {run.n_substance_cases:,} of "
+            f"{run.n_cases:,} cases through {run.through}"
+            f"{'; roles ' + run.roles if run.roles else ''}"
+            f"{'; stratified by ' + ','.join(run.stratify) if run.stratify else ''}; "
+            f"{len(run.table)} terms with a >= {run.min_cases} (all columns: --format csv)",
+            width=78,
+        )
     )
     click.echo(render(compact_signals(run.table), "table", max_rows=40), nl=False)
-    click.echo("PRIE: signal by PRR (Evans), ROR (lower > 1), IC (IC025 > 0), EBGM (EB05 >= 2)")
-    if not run.prior.converged:
-        click.echo("note: the EBGM prior fit did not converge; read EBGM with care.")
-    click.echo(textwrap.fill("Caveat: " + CAVEATS, width=78))
+    footer = [
+        f"Sorted by {run.sort}, largest first."
+        if run.sort not in ("p_adj", "term")
+        else f"Sorted by {run.sort}."
+    ]
+    if run.table["zero_corrected"].any():
+        footer.append("* PRR and ROR with the zero-cell correction (0.5 added to each cell).")
+    if run.table["ebgm_below_eb05"].any():
+        footer.append(
+            "^ EBGM below EB05: the posterior has two separated modes and the geometric mean "
+            "falls between them; read EB05-EB95."
+        )
+    footer.append("PRIE marks: " + criteria_legend() + ".")
+    if warning:
+        footer.append(warning)
+    footer.append("Caveat: " + CAVEATS)
+    for line in footer:
+        click.echo(textwrap.fill(line, width=78))
 
 
 def compact_signals(table: Any) -> Any:
-    """The columns an analyst scans first, rounded, to fit an 80-column terminal."""
+    """The columns an analyst scans first, to 2-3 significant figures, to fit 80 columns.
+
+    Missing EBGM (prior not converged) shows as n/a; '*' marks a zero-cell corrected PRR,
+    '^' an EBGM below its EB05."""
     import pandas as pd
 
-    flags = table[["signal_prr", "signal_ror", "signal_ic", "signal_ebgm"]].to_numpy()
+    from .definitions import CRITERIA
+
+    def figure(value: float, mark: str = "") -> str:
+        return "n/a" if pd.isna(value) else f"{value:.3g}{mark}"
+
+    flags = table[[c.flag for c in CRITERIA]].to_numpy()
     return pd.DataFrame(
         {
             "term": table["term"].str.slice(0, 26),
             "a": table["a"],
-            "E": table["expected"].round(1),
-            "PRR": table["prr"].round(1),
-            "ROR_lo": table["ror_lower"].round(1),
-            "IC025": table["ic025"].round(2),
-            "EBGM": table["ebgm"].round(1),
-            "EB05": table["eb05"].round(1),
+            "E": [figure(v) for v in table["expected"]],
+            "PRR": [
+                figure(v, "*" if z else "")
+                for v, z in zip(table["prr"], table["zero_corrected"], strict=True)
+            ],
+            "ROR_lo": [figure(v) for v in table["ror_lower"]],
+            "IC025": [f"{v:.2f}" for v in table["ic025"]],
+            "EBGM": [
+                figure(v, "^" if below else "")
+                for v, below in zip(table["ebgm"], table["ebgm_below_eb05"], strict=True)
+            ],
+            "EB05": [figure(v) for v in table["eb05"]],
             "PRIE": [
-                "".join(c if f else "." for c, f in zip("PRIE", row, strict=True)) for row in flags
+                "".join(c.mark if f else "." for c, f in zip(CRITERIA, row, strict=True))
+                for row in flags
             ],
         }
     )

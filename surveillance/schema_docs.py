@@ -146,7 +146,8 @@ _SIGNAL_STATS = {
     "signal_prr": "Evans' criteria met: a >= 3, PRR >= 2, chi2 >= 4",
     "signal_ror": "ROR lower limit > 1",
     "signal_ic": "IC025 > 0",
-    "signal_ebgm": "EB05 >= 2",
+    "signal_ebgm": "EB05 >= 2 under a converged prior (false when EBGM is unavailable)",
+    "ebgm_below_eb05": "EBGM lies below EB05 (two-mode posterior): read EB05-EB95",
 }
 _PRIOR = {
     "alpha1": "shape of the first gamma component",
@@ -155,6 +156,7 @@ _PRIOR = {
     "beta2": "rate of the second gamma component",
     "p": "mixing weight of the first component",
     "loglik": "log-likelihood of the fit",
+    "loglik_full": "log-likelihood at the fitted prior over every pair (unsquashed)",
     "converged": "whether the maximum-likelihood fit converged",
     "n_pairs": "drug-term pairs the prior was fitted on",
     "method": "how the prior was fitted",

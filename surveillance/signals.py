@@ -31,6 +31,7 @@ import pandas as pd
 from . import __version__, stats
 from .clean import ensure_macros
 from .db import ensure_derived_table
+from .definitions import AGE_BOUNDS, AGE_GROUPS, AGE_UNKNOWN
 from .errors import NoDataError, UsageError
 from .extract import ensure_extracted
 from .faers_format import Quarter
@@ -39,9 +40,11 @@ from .substances import Substance
 
 STRATA = ("sex", "age", "year")
 SORT_KEYS = ("ebgm", "eb05", "ror", "ror_lower", "prr", "ic", "ic025", "a", "p_adj", "term")
+EBGM_COLUMNS = ("ebgm", "eb05", "eb95")
 OUTPUT_COLUMNS = (
     "term a b c d expected prr prr_lower prr_upper chi2 ror ror_lower ror_upper ic ic025 ic975 "
-    "ebgm eb05 eb95 p_adj zero_corrected signal_prr signal_ror signal_ic signal_ebgm"
+    "ebgm eb05 eb95 p_adj zero_corrected signal_prr signal_ror signal_ic signal_ebgm "
+    "ebgm_below_eb05"
 ).split()
 ROLES = ("PS", "SS", "C", "I")
 
@@ -52,10 +55,15 @@ CAVEATS = (
     "look closer at the cases, not evidence that the substance causes the reaction."
 )
 
-_AGE_GROUP = """CASE WHEN age_in_years(age, age_cod) IS NULL THEN 'unknown'
-    WHEN age_in_years(age, age_cod) < 18 THEN '0-17'
-    WHEN age_in_years(age, age_cod) < 45 THEN '18-44'
-    WHEN age_in_years(age, age_cod) < 65 THEN '45-64' ELSE '65+' END"""
+# The registry's age groups as a CASE: a constant built from definitions' integers and labels.
+_AGE_GROUP = (
+    f"CASE WHEN age_in_years(age, age_cod) IS NULL THEN '{AGE_UNKNOWN}' "
+    + " ".join(
+        f"WHEN age_in_years(age, age_cod) < {bound} THEN '{group}'"
+        for bound, group in zip(AGE_BOUNDS, AGE_GROUPS[:-1], strict=True)
+    )
+    + f" ELSE '{AGE_GROUPS[-1]}' END"
+)
 _STRATUM_SQL = {"sex": "sex_code(sex)", "age": _AGE_GROUP, "year": "left(quarter, 4)"}
 
 _ROLE_FILTER = (
@@ -66,14 +74,16 @@ _DDL = (
     """CREATE TABLE IF NOT EXISTS signal_priors (
         fingerprint VARCHAR PRIMARY KEY, alpha1 DOUBLE, beta1 DOUBLE, alpha2 DOUBLE,
         beta2 DOUBLE, p DOUBLE, loglik DOUBLE, converged BOOLEAN, n_pairs BIGINT,
-        n_points BIGINT, method VARCHAR, fit_seconds DOUBLE, fitted_at TIMESTAMP)""",
+        n_points BIGINT, method VARCHAR, loglik_full DOUBLE, fit_seconds DOUBLE,
+        fitted_at TIMESTAMP)""",
     """CREATE TABLE IF NOT EXISTS signal_runs (
         run_id VARCHAR PRIMARY KEY, substance VARCHAR, substance_version VARCHAR,
         through VARCHAR, roles VARCHAR, stratify VARCHAR, min_cases INTEGER,
         n_cases BIGINT, n_substance_cases BIGINT, n_terms BIGINT, prior_alpha1 DOUBLE,
         prior_beta1 DOUBLE, prior_alpha2 DOUBLE, prior_beta2 DOUBLE, prior_p DOUBLE,
         prior_loglik DOUBLE, prior_converged BOOLEAN, prior_n_pairs BIGINT, prior_method VARCHAR,
-        data_fingerprint VARCHAR, tool_version VARCHAR, created_at TIMESTAMP)""",
+        prior_loglik_full DOUBLE, data_fingerprint VARCHAR, tool_version VARCHAR,
+        created_at TIMESTAMP)""",
     f"""CREATE TABLE IF NOT EXISTS signals (run_id VARCHAR, substance VARCHAR, through VARCHAR,
         term VARCHAR, a BIGINT, b BIGINT, c BIGINT, d BIGINT,
         {", ".join(f"{c} DOUBLE" for c in OUTPUT_COLUMNS[5:20])},
@@ -97,11 +107,32 @@ class SignalRun:
     n_cases: int
     n_substance_cases: int
     exposed: frozenset[str]  # caseids of the cases involving the substance
+    sort: str = "eb05"  # the column the table is sorted by (see `sort_key`)
 
     @property
     def ebgm_available(self) -> bool:
         """Whether EBGM/EB05/EB95 may be shown and counted: only under a converged prior."""
         return bool(self.prior.converged)
+
+    @property
+    def prior_warning(self) -> str | None:
+        """The warning every output carries when EBGM is unavailable, else None."""
+        if self.ebgm_available:
+            return None
+        why = self.prior.method.partition("not converged: ")[2] or "the fit did not converge"
+        return (
+            f"WARNING: EBGM unavailable: the EBGM prior did not converge ({why}); EBGM, EB05 and "
+            "EB95 are not shown and do not count toward the signal criteria."
+        )
+
+
+def sort_key(sort: str | None, ebgm_available: bool) -> str:
+    """The column to sort by: as asked, or eb05 by default; ic025 in place of an EBGM column
+    when EBGM is unavailable (its values are then missing)."""
+    if sort is not None and sort not in SORT_KEYS:
+        raise UsageError(f"--sort: one of {', '.join(SORT_KEYS)}")
+    chosen = sort or "eb05"
+    return "ic025" if chosen in EBGM_COLUMNS and not ebgm_available else chosen
 
 
 def _roles(roles: str | None) -> str | None:
@@ -257,14 +288,15 @@ def _substance_tables(con: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, np.
 
 
 def _cells(strata: pd.DataFrame, cells: pd.DataFrame) -> Any:
+    """Terms and their cells a, b, c, d as (terms x strata) arrays; no term gives empty arrays."""
     terms = sorted(cells["pt_key"].unique())
     order = {s: i for i, s in enumerate(strata["stratum"])}
     t_index = {t: i for i, t in enumerate(terms)}
     shape = (len(terms), len(order))
     a = np.zeros(shape)
     n_term = np.zeros(shape)
-    rows = cells["pt_key"].map(t_index).to_numpy()
-    cols = cells["stratum"].map(order).to_numpy()
+    rows = cells["pt_key"].map(t_index).to_numpy(dtype=np.int64)
+    cols = cells["stratum"].map(order).to_numpy(dtype=np.int64)
     a[rows, cols] = cells["a"].to_numpy()
     n_term[rows, cols] = cells["n_term"].to_numpy()
     n = strata["n"].to_numpy(dtype=float)[None, :]
@@ -314,8 +346,8 @@ def fitted_prior(
 
     build_drugs makes the drug table the fit needs; it runs only when there is no stored prior."""
     row = con.execute(
-        "SELECT alpha1, beta1, alpha2, beta2, p, loglik, converged, n_pairs, n_points, method "
-        "FROM signal_priors WHERE fingerprint = $f",
+        "SELECT alpha1, beta1, alpha2, beta2, p, loglik, converged, n_pairs, n_points, method, "
+        "loglik_full FROM signal_priors WHERE fingerprint = $f",
         {"f": fingerprint},
     ).fetchone()
     if row:
@@ -327,7 +359,7 @@ def fitted_prior(
     seconds = time.perf_counter() - start
     con.execute(
         "INSERT OR REPLACE INTO signal_priors VALUES ($f, $alpha1, $beta1, $alpha2, $beta2, $p, "
-        "$loglik, $converged, $n_pairs, $n_points, $method, $seconds, $now)",
+        "$loglik, $converged, $n_pairs, $n_points, $method, $loglik_full, $seconds, $now)",
         {"f": fingerprint, **asdict(prior), "seconds": seconds, "now": _now()},
     )
     return prior
@@ -344,20 +376,22 @@ def signals(
     roles: str | None = None,
     min_cases: int = 3,
     stratify: Sequence[str] | str | None = None,
-    sort: str = "ebgm",
+    sort: str | None = None,
     prior: stats.Prior | None = None,
 ) -> SignalRun:
     """Every reaction term co-reported with the substance, with PRR, ROR, IC and EBGM.
 
     Cases are as of the end of `through` (default: the last loaded quarter). Terms with fewer
     than `min_cases` substance cases are left out of the table (p_adj is over all terms with
-    a >= 1). The run is stored in `signal_runs`/`signals`. A given `prior` is used as it is
-    (e.g. one prior for a series of quarters); otherwise the stored or a newly fitted one.
+    a >= 1). The run is stored in `signal_runs`/`signals`; its id names the prior used. A given
+    `prior` is used as it is (e.g. one prior for a series of quarters); otherwise the stored or
+    a newly fitted one. Under a prior that did not converge EBGM, EB05 and EB95 are missing
+    and signal_ebgm is false (see `stats.signal_table`). `sort`: see `sort_key`. No case with
+    the substance (in the roles) through the quarter is a NoDataError.
     """
     if min_cases < 1:
         raise UsageError("--min-cases must be at least 1")
-    if sort not in SORT_KEYS:
-        raise UsageError(f"--sort: one of {', '.join(SORT_KEYS)}")
+    sort_key(sort, True)
     for ddl in _DDL:
         ensure_derived_table(con, ddl)
     ensure_macros(con)
@@ -367,6 +401,9 @@ def signals(
     through, latest = resolve_through(con, through)
     _build_case_tables(con, substance, through, latest, roles, strata_keys)
     strata, (terms, a, b, c, d) = _substance_tables(con)
+    if int(strata["n_exposed"].sum()) == 0:
+        in_roles = f" in roles {roles}" if roles else ""
+        raise NoDataError(f"no {substance.name} cases{in_roles} through {through}")
     data = data_fingerprint(con)
     options = [data, substance.name, substance.version, through, roles, strata_keys]
     prior_key = hashlib.sha256(json.dumps([*options, __version__]).encode()).hexdigest()
@@ -393,10 +430,12 @@ def signals(
     for cell in "abcd":
         table[cell] = table[cell].astype("int64")
     table = table[table["a"] >= min_cases]
+    sort = sort_key(sort, bool(prior.converged))
     ascending = sort in ("p_adj", "term")
     table = table.sort_values([sort, "term"], ascending=[ascending, True], kind="mergesort")
     table = table.reset_index(drop=True)
-    run_id = hashlib.sha256(json.dumps([*options, min_cases]).encode()).hexdigest()[:16]
+    identity = [*options, min_cases, prior_fingerprint(prior)]
+    run_id = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
     run = SignalRun(
         table,
         prior,
@@ -410,13 +449,20 @@ def signals(
         n_cases,
         n_exposed,
         frozenset(r[0] for r in con.execute("SELECT caseid FROM _sig_exposed").fetchall()),
+        sort,
     )
     _store(con, run, data)
     return run
 
 
+def prior_fingerprint(prior: stats.Prior) -> str:
+    """sha256 naming a prior by its five hyperparameters and convergence: part of a run's id."""
+    theta = [prior.alpha1, prior.beta1, prior.alpha2, prior.beta2, prior.p, prior.converged]
+    return hashlib.sha256(json.dumps([repr(float(v)) for v in theta]).encode()).hexdigest()
+
+
 def _store(con: duckdb.DuckDBPyConnection, run: SignalRun, data: str) -> None:
-    """Replace the stored run with the same inputs (same run_id) by this one."""
+    """Replace the stored run with the same inputs and prior (same run_id) by this one."""
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute("DELETE FROM signals WHERE run_id = $r", {"r": run.run_id})
@@ -424,7 +470,7 @@ def _store(con: duckdb.DuckDBPyConnection, run: SignalRun, data: str) -> None:
         con.execute(
             "INSERT INTO signal_runs VALUES ($r, $s, $v, $through, $roles, $stratify, $min, "
             "$n, $ns, $nt, $alpha1, $beta1, $alpha2, $beta2, $p, $loglik, $converged, $n_pairs, "
-            "$method, $data, $tool, $now)",
+            "$method, $loglik_full, $data, $tool, $now)",
             {
                 "r": run.run_id,
                 "s": run.substance,

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import optimize, special, stats
+from threadpoolctl import threadpool_limits
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
@@ -57,7 +58,7 @@ FISHER_MAX_EXPECTED = 5.0
 
 DEFAULT_STARTS: tuple[tuple[float, float, float, float, float], ...] = (
     # (alpha1, beta1, alpha2, beta2, P): the starting points of openEBGM's vignettes
-    # (Canida & Ihrie 2017, "Hyperparameter Estimation with openEBGM").
+    # (Canida & Ihrie 2017, "Hyperparameter Estimation with openEBGM"), among the starts.
     (0.2, 0.1, 2.0, 4.0, 1 / 3),
     (0.1, 0.1, 10.0, 10.0, 0.2),
     (0.3, 0.5, 6.0, 6.0, 0.5),
@@ -66,7 +67,22 @@ DEFAULT_STARTS: tuple[tuple[float, float, float, float, float], ...] = (
 )
 PARAM_BOUNDS = (1e-4, 1e4)
 """Bounds on alpha1, beta1, alpha2, beta2; an estimate on a bound is reported not converged."""
+BOUND_RTOL = 0.01
+"""An estimate within this relative distance of a bound counts as on it (the optimiser stops
+short of a bound that the likelihood keeps pushing towards)."""
 P_BOUNDS = (1e-6, 1 - 1e-6)
+P_EDGE = 1e-3
+"""A fitted P within P_EDGE of 0 or 1 is in effect one gamma: reported not converged."""
+HYPERCUBE_STARTS = 40
+"""Latin-hypercube starts over log alpha, log(alpha/beta) and logit P, besides the others."""
+SCREEN_ITERATIONS = 20
+"""Every start first runs this many L-BFGS-B iterations on the coarse points (SCREEN_BINS)."""
+POLISHED_STARTS = 6
+"""The best screened starts are then run to convergence on the coarse points."""
+SCREEN_BINS = 64
+"""The coarse points: per count n, at most this many equal-count bins of the pairs' E."""
+AGREE_RTOL = 0.01
+"""Two optima agree when each of the five hyperparameters (components ordered) is this close."""
 SQUASH_BIN_POINTS = 50
 """Squashing bins hold about SQUASH_BIN_POINTS / n pairs of count n (at least 2)."""
 SQUASH_MIN_POINTS = 500
@@ -123,8 +139,9 @@ class Prior:
     """DuMouchel's two-gamma mixture prior, P*Gamma(alpha1, beta1) + (1-P)*Gamma(alpha2, beta2).
 
     Component 1 is the one with the larger prior mean alpha/beta. ``loglik`` is the zero-truncated
-    log-likelihood of the points fitted (squashed or not), ``n_pairs`` the pairs with
-    n >= min_count that went in, ``n_points`` the points the optimiser saw.
+    log-likelihood of the points fitted (squashed or not), ``loglik_full`` the same at the fitted
+    hyperparameters on every pair (unsquashed), ``n_pairs`` the pairs with n >= min_count that
+    went in, ``n_points`` the points the optimiser saw.
     """
 
     alpha1: float
@@ -137,6 +154,7 @@ class Prior:
     n_pairs: int
     n_points: int
     method: str
+    loglik_full: float = float("nan")
 
 
 def _whole_cells(
@@ -437,26 +455,32 @@ def _component(
     """One component's log pmf, log P(N >= min_count), and their alpha and beta gradients.
 
     P(N >= m) = I_x(m, alpha) with x = E / (beta + E), the regularised incomplete beta function,
-    accurate also where E is tiny and the tail is nearly 0.
+    accurate also where E is tiny and the tail is nearly 0; for m = 1 it is the closed form
+    1 - (beta / (beta + E))^alpha, computed with expm1 (the same accuracy, much faster).
     """
+    log_ratio = np.log1p(e / beta)
     logf = _nb_logpmf(n, e, alpha, beta)
-    dlogf_alpha = special.digamma(alpha + n) - special.digamma(alpha) - np.log1p(e / beta)
+    dlogf_alpha = special.digamma(alpha + n) - special.digamma(alpha) - log_ratio
     dlogf_beta = alpha / beta - (alpha + n) / (beta + e)
-    tail = special.betainc(float(min_count), alpha, e / (beta + e))
     # d tail / d theta = -sum_{k < m} f(k) d log f(k) / d theta
-    dtail_alpha = np.zeros_like(e)
-    dtail_beta = np.zeros_like(e)
-    for k in range(min_count):
-        fk = np.exp(_nb_logpmf(np.full_like(e, k), e, alpha, beta))
-        dtail_alpha -= fk * (
-            special.digamma(alpha + k) - special.digamma(alpha) - np.log1p(e / beta)
-        )
-        dtail_beta -= fk * (alpha / beta - (alpha + k) / (beta + e))
+    if min_count == 1:
+        f0 = np.exp(-alpha * log_ratio)
+        tail = -np.expm1(-alpha * log_ratio)
+        dtail_alpha = f0 * log_ratio
+        dtail_beta = -f0 * (alpha / beta - alpha / (beta + e))
+    else:
+        tail = special.betainc(float(min_count), alpha, e / (beta + e))
+        dtail_alpha = np.zeros_like(e)
+        dtail_beta = np.zeros_like(e)
+        for k in range(min_count):
+            fk = np.exp(_nb_logpmf(np.full_like(e, k), e, alpha, beta))
+            dtail_alpha -= fk * (special.digamma(alpha + k) - special.digamma(alpha) - log_ratio)
+            dtail_beta -= fk * (alpha / beta - (alpha + k) / (beta + e))
     return logf, dlogf_alpha, dlogf_beta, np.log(tail), dtail_alpha / tail, dtail_beta / tail
 
 
 def prior_neg_loglik(
-    theta: Sequence[float],
+    theta: ArrayLike,
     n: ArrayLike,
     e: ArrayLike,
     *,
@@ -482,9 +506,9 @@ def prior_neg_loglik(
     return value
 
 
-def _to_free(theta: Sequence[float]) -> FloatArray:
+def _to_free(theta: ArrayLike) -> FloatArray:
     """(alpha1, beta1, alpha2, beta2, P) to the optimiser's unbounded log/logit scale."""
-    a1, b1, a2, b2, p = theta
+    a1, b1, a2, b2, p = np.asarray(theta, dtype=np.float64)
     return np.array([np.log(a1), np.log(b1), np.log(a2), np.log(b2), special.logit(p)])
 
 
@@ -551,12 +575,107 @@ def squash_pairs(n: ArrayLike, e: ArrayLike) -> tuple[FloatArray, FloatArray, Fl
     return un[key], out_e, out_w
 
 
+def coarse_pairs(
+    n: FloatArray, e: FloatArray, w: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Weighted points (n, E, w) merged to at most SCREEN_BINS per count n, for screening starts.
+
+    Per count, the points sorted by E are cut into SCREEN_BINS runs of (nearly) equal size; each
+    run becomes its weighted mean E with its total weight. The weights and sum w*E are kept."""
+    order = np.lexsort((e, n))
+    fn, fe, fw = n[order], e[order], w[order]
+    group_start = np.flatnonzero(np.r_[True, fn[1:] != fn[:-1]])
+    group_size = np.diff(np.append(group_start, fn.size))
+    group_of = np.repeat(np.arange(group_start.size), group_size)
+    rank = np.arange(fn.size) - group_start[group_of]
+    bin_index = rank * SCREEN_BINS // group_size[group_of]
+    key = np.r_[True, (group_of[1:] != group_of[:-1]) | (bin_index[1:] != bin_index[:-1])]
+    bin_id = np.cumsum(key) - 1
+    out_w = np.bincount(bin_id, weights=fw).astype(np.float64)
+    out_e = np.bincount(bin_id, weights=fw * fe) / out_w
+    return fn[key], out_e, out_w
+
+
+def _weighted_quantile(x: FloatArray, w: FloatArray, q: float) -> float:
+    """The q-quantile of x with weights w (the smallest x whose cumulative weight reaches q)."""
+    order = np.argsort(x)
+    cumulative = np.cumsum(w[order])
+    return float(x[order][np.searchsorted(cumulative, q * cumulative[-1])])
+
+
+def prior_starts(n: ArrayLike, e: ArrayLike, weights: ArrayLike | None = None) -> list[FloatArray]:
+    """Starting points (alpha1, beta1, alpha2, beta2, P) spread over the parameter space.
+
+    openEBGM's five, two-component starts from the data (a background component at n/E near 1
+    and a second at the 90th or 99th percentile of n/E), and a Latin hypercube (fixed seed)
+    over log alpha in [0.05, 50], log prior mean alpha/beta in [0.05, 200] and logit P in
+    [-5, 5]: one gamma's optimum (P near 0 or 1) is then one start's basin, not every start's.
+    """
+    fn, fe = _pairs(n, e)
+    w = np.ones_like(fn) if weights is None else np.asarray(weights, dtype=np.float64)
+    ratio = fn / np.where(fe > 0, fe, 1.0)
+    starts = [np.array(start, dtype=np.float64) for start in DEFAULT_STARTS]
+    for quantile in (0.9, 0.99):
+        high = float(np.clip(_weighted_quantile(ratio, w, quantile), 2.0, 1e3))
+        for background in (1.0, 5.0):
+            for p in (0.05, 0.2):
+                starts.append(np.array([1.0, 1.0 / high, background, background, p]))
+    unit = stats.qmc.LatinHypercube(d=5, seed=0).random(HYPERCUBE_STARTS)
+    log_alpha = np.log(0.05) + unit[:, :2] * np.log(50 / 0.05)
+    log_mean = np.log(0.05) + unit[:, 2:4] * np.log(200 / 0.05)
+    p = special.expit(-5 + 10 * unit[:, 4])
+    for (la1, la2), (lm1, lm2), pk in zip(log_alpha, log_mean, p, strict=True):
+        starts.append(
+            np.array([np.exp(la1), np.exp(la1 - lm1), np.exp(la2), np.exp(la2 - lm2), pk])
+        )
+    return starts
+
+
+def _natural(x: FloatArray) -> FloatArray:
+    """Free-scale optimum to (alpha1, beta1, alpha2, beta2, P), component 1 the larger mean."""
+    a1, b1, a2, b2 = np.exp(x[:4])
+    p = float(special.expit(x[4]))
+    if a2 / b2 > a1 / b1:
+        return np.array([a2, b2, a1, b1, 1.0 - p])
+    return np.array([a1, b1, a2, b2, p])
+
+
+def optima_agree(first: ArrayLike, second: ArrayLike, rtol: float = AGREE_RTOL) -> bool:
+    """Whether two fitted (alpha1, beta1, alpha2, beta2, P), components ordered, are the same
+    point: each hyperparameter within ``rtol`` relative, not merely an equal likelihood."""
+    x, y = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
+    return bool(np.all(np.abs(x - y) <= rtol * np.maximum(np.abs(x), np.abs(y))))
+
+
+def convergence(
+    best: ArrayLike, success: bool, others: Sequence[ArrayLike]
+) -> tuple[bool, int, str]:
+    """The convergence rule of ``fit_prior``: (converged, starts agreeing, why not or '').
+
+    Converged when the optimiser succeeded, no hyperparameter is on a bound, P is more than
+    P_EDGE from 0 and 1, and at least two optima (``best`` among ``others``, all ordered as
+    ``_natural`` gives them) agree on every parameter (``optima_agree``)."""
+    theta = np.asarray(best, dtype=np.float64)
+    agree = sum(1 for other in others if optima_agree(theta, other))
+    lo, hi = PARAM_BOUNDS
+    reasons = []
+    if not success:
+        reasons.append("the optimiser did not converge")
+    if np.any(theta[:4] <= lo * (1 + BOUND_RTOL)) or np.any(theta[:4] >= hi / (1 + BOUND_RTOL)):
+        reasons.append("a hyperparameter is on a bound")
+    if not P_EDGE < theta[4] < 1 - P_EDGE:
+        reasons.append(f"P = {theta[4]:.6g} is within {P_EDGE:g} of 0 or 1 (one gamma)")
+    if agree < 2:
+        reasons.append("no two starts agree on the hyperparameters")
+    return not reasons, agree, "; ".join(reasons)
+
+
 def fit_prior(
     n: ArrayLike,
     e: ArrayLike,
     *,
     squash: bool = True,
-    starts: Sequence[Sequence[float]] = DEFAULT_STARTS,
+    starts: Sequence[Sequence[float]] | None = None,
     min_count: int = 1,
 ) -> Prior:
     """Maximum-likelihood fit of DuMouchel's two-gamma mixture prior over drug-term pairs.
@@ -565,11 +684,12 @@ def fit_prior(
     Zero counts: only pairs with n >= min_count (default 1) enter, with the likelihood truncated
     accordingly (see ``prior_neg_loglik``; the choice of openEBGM ``autoHyper(zeroes = FALSE,
     N_star = 1)``); pairs below it are dropped, so passing the zero pairs or not gives the same
-    prior. L-BFGS-B with an analytic
-    gradient runs from each start on the log/logit scale with bounds; the best optimum is
-    ``converged`` when the optimiser says so, no parameter is on a bound and (given several
-    starts) another start reached the same log-likelihood (relative 1e-6), as autoHyper checks.
-    ``squash=False`` fits every pair: the plain baseline.
+    prior. L-BFGS-B with an analytic gradient, on the log/logit scale with bounds, runs
+    SCREEN_ITERATIONS iterations from every start (``prior_starts`` unless given) on the coarse
+    points (``coarse_pairs``); the POLISHED_STARTS best run to convergence there; the best
+    optimum, and another start that reached it, are polished on the fitted points (squashed, or
+    every pair with ``squash=False``) and the better kept. ``converged`` follows
+    ``convergence``. ``loglik_full`` is the log-likelihood of every pair at the optimum.
     """
     if min_count < 1:
         raise ValueError("min_count must be at least 1: zero counts are not modelled")
@@ -582,44 +702,65 @@ def fit_prior(
         pn, pe, pw = squash_pairs(fn, fe)
     else:
         pn, pe, pw = fn, fe, np.ones_like(fn)
-    total = float(pw.sum())
     log_lo, log_hi = np.log(PARAM_BOUNDS)
     logit_lo, logit_hi = special.logit(P_BOUNDS)
     bounds = [(log_lo, log_hi)] * 4 + [(logit_lo, logit_hi)]
+    lower, upper = [b[0] for b in bounds], [b[1] for b in bounds]
 
-    def scaled(x: FloatArray) -> tuple[float, FloatArray]:
-        value, grad = _objective(x, pn, pe, pw, min_count)
-        return value / total, grad / total
+    def run(
+        points: tuple[FloatArray, FloatArray, FloatArray], x0: FloatArray, maxiter: int
+    ) -> optimize.OptimizeResult:
+        total = float(points[2].sum())
 
-    results = [
-        optimize.minimize(
+        def scaled(x: FloatArray) -> tuple[float, FloatArray]:
+            value, grad = _objective(x, *points, min_count)
+            return value / total, grad / total
+
+        result = optimize.minimize(
             scaled,
-            np.clip(_to_free(start), [b[0] for b in bounds], [b[1] for b in bounds]),
+            np.clip(x0, lower, upper),
             jac=True,
             method="L-BFGS-B",
             bounds=bounds,
-            options={"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-8},
+            options={"maxiter": maxiter, "ftol": 1e-12, "gtol": 1e-8},
         )
-        for start in starts
-    ]
-    finite = [r for r in results if np.isfinite(r.fun)]
-    if not finite:
-        raise RuntimeError("the prior likelihood was not finite from any start")
-    best = min(finite, key=lambda r: r.fun)
-    on_bound = np.any(np.isclose(best.x, [b[0] for b in bounds], atol=1e-6)) or np.any(
-        np.isclose(best.x, [b[1] for b in bounds], atol=1e-6)
+        result.fun = result.fun * total
+        return result
+
+    given = [np.asarray(s, dtype=np.float64) for s in starts] if starts is not None else None
+    candidates = [_to_free(s) for s in (given or prior_starts(pn, pe, pw))]
+    n_starts = len(candidates)
+    coarse = coarse_pairs(pn, pe, pw)
+    # scipy >= 1.15's L-BFGS-B calls BLAS on 5-vectors; OpenBLAS threads only slow that down.
+    with threadpool_limits(limits=1, user_api="blas"):
+        if n_starts > POLISHED_STARTS:
+            screened = [run(coarse, x0, SCREEN_ITERATIONS) for x0 in candidates]
+            screened = sorted((r for r in screened if np.isfinite(r.fun)), key=lambda r: r.fun)
+            candidates = [r.x for r in screened[:POLISHED_STARTS]]
+        runs = sorted(
+            (r for r in (run(coarse, x0, 1000) for x0 in candidates) if np.isfinite(r.fun)),
+            key=lambda r: r.fun,
+        )
+        if not runs:
+            raise RuntimeError("the prior likelihood was not finite from any start")
+        lead = runs[0]
+        # Polish the best optimum and one other start that reached the same point, if any.
+        twins = [r for r in runs[1:] if r.success and optima_agree(_natural(r.x), _natural(lead.x))]
+        polished = [run((pn, pe, pw), r.x, 1000) for r in [lead, *twins[:1]]]
+    best = min(polished, key=lambda r: r.fun)
+    theta = _natural(best.x)
+    converged, agree, why = convergence(
+        theta, bool(best.success), [_natural(r.x) for r in polished if r.success]
     )
-    agree = sum(
-        1 for r in finite if r.success and abs(r.fun - best.fun) <= 1e-6 * max(abs(best.fun), 1.0)
-    )
-    converged = bool(best.success) and not on_bound and (agree >= 2 or len(results) == 1)
-    a1, b1, a2, b2 = (float(v) for v in np.exp(best.x[:4]))
-    p = float(special.expit(best.x[4]))
-    if a2 / b2 > a1 / b1:
-        a1, b1, a2, b2, p = a2, b2, a1, b1, 1.0 - p
+    a1, b1, a2, b2, p = (float(v) for v in theta)
+    loglik = -float(best.fun)
+    full = loglik if not squash else -prior_neg_loglik(theta, fn, fe, min_count=min_count)
     method = (
-        f"L-BFGS-B, {len(results)} starts ({agree} agreeing), "
+        f"L-BFGS-B from {n_starts} starts, the best {len(runs)} run to convergence on "
+        f"{coarse[0].size:,} coarse points ({1 + len(twins)} reaching the best optimum), then "
+        f"{len(polished)} polished ({agree} agreeing on parameters), "
         f"{'squashed' if squash else 'unsquashed'}, n >= {min_count} zero-truncated"
+        f"{'; not converged: ' + why if why else ''}"
     )
     return Prior(
         alpha1=a1,
@@ -627,11 +768,12 @@ def fit_prior(
         alpha2=a2,
         beta2=b2,
         p=p,
-        loglik=-float(best.fun) * total,
+        loglik=loglik,
         converged=converged,
         n_pairs=int(fn.size),
         n_points=int(pn.size),
         method=method,
+        loglik_full=full,
     )
 
 
@@ -740,6 +882,12 @@ def _signal_columns(
     if prior is None:
         prior = fit_prior(a, expected)
     eb_r = ebgm(a, expected, prior)
+    below = eb_r.ebgm < eb_r.eb05
+    if not prior.converged:
+        # A prior that did not converge never drives a result: no EBGM, no EBGM signal.
+        missing = np.full_like(eb_r.ebgm, np.nan)
+        eb_r = EBGMResult(missing, missing, missing, missing, np.zeros(a.shape, dtype=bool))
+        below = np.zeros(a.shape, dtype=bool)
     p = p_values(a=a, b=b, c=c, d=d)
     return {
         "a": a,
@@ -767,6 +915,7 @@ def _signal_columns(
         "signal_ror": ror_r.signal,
         "signal_ic": ic_r.signal,
         "signal_ebgm": eb_r.signal,
+        "ebgm_below_eb05": below,
     }
 
 
@@ -776,9 +925,13 @@ def signal_table(
     """Every statistic of this module for each table, as named columns of equal length.
 
     ``prior`` should be fitted with ``fit_prior`` on all drug-term pairs of the database;
-    without one it is fitted on the (a, E) of the tables given. p_adj is Benjamini-Hochberg
-    over the tables given, from ``p_values``. ``zero_corrected`` flags tables whose PRR or ROR
-    used the zero-cell rule.
+    without one it is fitted on the (a, E) of the tables given. Under a prior that did not
+    converge, ebgm, eb05 and eb95 are NaN and signal_ebgm is false. ``ebgm_below_eb05`` flags
+    the pairs whose EBGM lies below EB05: the posterior is a mixture of two well-separated
+    gammas with a small weight (< 5%) on the lower one, whose log pulls the geometric mean
+    below the 5% quantile; read EB05-EB95 there. p_adj is Benjamini-Hochberg over the tables
+    given, from ``p_values``. ``zero_corrected`` flags tables whose PRR or ROR used the
+    zero-cell rule.
     """
     fa, fb, fc, fd = (x.ravel() for x in _cells(a, b, c, d))
     ror_r = ror(a=fa, b=fb, c=fc, d=fd)

@@ -3,6 +3,8 @@ that never saw the later quarters, and the command prints what an analyst needs.
 
 from __future__ import annotations
 
+import io
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -11,13 +13,39 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from surveillance.cli import cli
+from surveillance import signals as signals_module
+from surveillance import stats
+from surveillance.cli import cli, compact_signals
 from surveillance.db import connect
+from surveillance.definitions import AGE_GROUPS, AGE_UNKNOWN, criteria_legend
 from surveillance.errors import NoDataError, UsageError
 from surveillance.extract import resolve
 from surveillance.pipeline import load
-from surveillance.signals import OUTPUT_COLUMNS, signals
+from surveillance.signals import EBGM_COLUMNS, OUTPUT_COLUMNS, signals
 from surveillance.synthetic import Series
+
+# A converged prior (openEBGM's published CAERS estimate), and the same prior marked as not
+# converged, as fit_prior reports a fit whose P sits at the edge.
+CONVERGED = stats.Prior(
+    alpha1=3.25379064,
+    beta1=0.39988801,
+    alpha2=2.02613219,
+    beta2=1.90808279,
+    p=0.06534557,
+    loglik=-1.0,
+    converged=True,
+    n_pairs=10,
+    n_points=10,
+    method="published",
+    loglik_full=-1.0,
+)
+NOT_CONVERGED = stats.Prior(
+    **{
+        **CONVERGED.__dict__,
+        "converged": False,
+        "method": "test; not converged: P = 0.9999 is within 0.001 of 0 or 1 (one gamma)",
+    }
+)
 
 
 def _truth_tables(series: Series, through: str | None = None) -> pd.DataFrame:
@@ -59,11 +87,13 @@ def test_counts_equal_ground_truth(series_db, series_con) -> None:
         got.loc[want.index, ["a", "b", "c", "d"]], want, check_dtype=False
     )
     assert list(run.table.columns) == OUTPUT_COLUMNS
-    assert not run.table[OUTPUT_COLUMNS[5:20]].isna().any().any()
+    numbers = [c for c in OUTPUT_COLUMNS[5:20] if run.ebgm_available or c not in EBGM_COLUMNS]
+    assert not run.table[numbers].isna().any().any()
+    assert run.table[list(EBGM_COLUMNS)].isna().all().all() != run.ebgm_available
 
 
 def test_planted_signals_are_found(series_con) -> None:
-    table = signals(series_con, resolve("kratom")).table.set_index("term")
+    table = signals(series_con, resolve("kratom"), prior=CONVERGED).table.set_index("term")
     for term in ("Drug withdrawal syndrome", "Liver injury"):
         assert table.loc[term, "signal_prr"] and table.loc[term, "signal_ror"]
         assert table.loc[term, "signal_ic"] and table.loc[term, "eb05"] > 1
@@ -101,6 +131,13 @@ def test_roles_min_cases_and_storage(series_con) -> None:
         {"r": suspects.run_id},
     ).fetchone()
     assert prior and prior[0] == pytest.approx(suspects.prior.loglik) and prior[1] > 0
+    full = series_con.execute(
+        "SELECT r.prior_loglik_full, p.loglik_full FROM signal_runs r, signal_priors p "
+        "WHERE r.run_id = $r AND p.loglik_full = r.prior_loglik_full",
+        {"r": suspects.run_id},
+    ).fetchall()
+    assert full and full[0][0] == pytest.approx(suspects.prior.loglik_full)
+    assert np.isfinite(suspects.prior.loglik_full)
 
 
 def test_bad_options(series_con) -> None:
@@ -117,23 +154,143 @@ def test_bad_options(series_con) -> None:
         signals(series_con, kratom, through="2019Q4")
 
 
-def test_cli_formats_and_caveats(series_db) -> None:
+def _flat(text: str) -> str:
+    """Text with its line wrapping undone, to look for a sentence that was wrapped."""
+    return " ".join(text.split())
+
+
+def test_cli_formats_and_caveats(series_db, monkeypatch) -> None:
+    monkeypatch.setattr(signals_module, "fitted_prior", lambda *args, **kwargs: CONVERGED)
     db = str(series_db[1])
     runner = CliRunner()
     table = runner.invoke(cli, ["signals", "--db", db, "--format", "table", "--show-prior"])
     assert table.exit_code == 0, table.output
-    assert "EBGM prior: alpha1=" in table.output and "log-likelihood" in table.output
-    assert "not evidence that the substance causes" in table.output
-    assert (
-        max(len(line) for line in table.output.splitlines()) <= 80 or "EBGM prior" in table.output
-    )
-    csv = runner.invoke(cli, ["signals", "--db", db, "--format", "csv", "--sort", "eb05"])
+    assert "EBGM prior: alpha1=" in table.stderr and "log-likelihood" in table.stderr
+    assert "not evidence that the substance causes" in table.stdout
+    assert max(len(line) for line in table.stdout.splitlines()) <= 80
+    assert "WARNING" not in table.output
+    assert "Sorted by eb05, largest first." in table.stdout
+    assert _flat("PRIE marks: " + criteria_legend()) in _flat(table.stdout)
+    csv = runner.invoke(cli, ["signals", "--db", db, "--format", "csv"])
     assert csv.exit_code == 0, csv.output
-    assert csv.output.splitlines()[0] == ",".join(OUTPUT_COLUMNS)
-    eb05 = [
-        float(line.split(",")[OUTPUT_COLUMNS.index("eb05")]) for line in csv.output.splitlines()[1:]
-    ]
-    assert eb05 == sorted(eb05, reverse=True)
+    assert csv.stderr == ""
+    assert csv.stdout.splitlines()[0] == ",".join(OUTPUT_COLUMNS)
+    frame = pd.read_csv(io.StringIO(csv.stdout))
+    assert frame["eb05"].notna().all()
+    assert list(frame["eb05"]) == sorted(frame["eb05"], reverse=True)
+
+
+def test_unconverged_prior_never_drives_a_result(series_db, monkeypatch) -> None:
+    monkeypatch.setattr(signals_module, "fitted_prior", lambda *args, **kwargs: NOT_CONVERGED)
+    db = str(series_db[1])
+    runner = CliRunner()
+    table = runner.invoke(cli, ["signals", "--db", db, "--format", "table", "--min-cases", "1"])
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert lines[0].startswith("WARNING: EBGM unavailable: the EBGM prior did not converge (P =")
+    assert _flat(table.stdout).count("WARNING: EBGM unavailable") == 2  # top and footer
+    assert "Sorted by ic025, largest first." in table.stdout
+    header = next(line for line in lines if line.lstrip().startswith("term"))
+    ebgm_at = header.index("EBGM")
+    rows = lines[lines.index(header) + 1 :][:5]
+    assert all(row[ebgm_at:].split()[0] == "n/a" for row in rows)
+    assert max(len(line) for line in lines) <= 80
+    for fmt in ("csv", "json"):
+        out = runner.invoke(
+            cli, ["signals", "--db", db, "--format", fmt, "--min-cases", "1", "--sort", "ebgm"]
+        )
+        assert out.exit_code == 0, out.output
+        assert out.stderr.startswith("WARNING: EBGM unavailable")
+        frame = (
+            pd.read_csv(io.StringIO(out.stdout))
+            if fmt == "csv"
+            else pd.DataFrame(json.loads(out.stdout))
+        )
+        assert frame[list(EBGM_COLUMNS)].isna().all().all()
+        assert not frame["signal_ebgm"].any() and not frame["ebgm_below_eb05"].any()
+        assert list(frame["ic025"]) == sorted(frame["ic025"], reverse=True)
+    with connect(series_db[1]) as con:
+        run = signals(con, resolve("kratom"), min_cases=1, prior=NOT_CONVERGED)
+        assert run.sort == "ic025" and not run.ebgm_available
+        stored = con.execute(
+            "SELECT count(*), count(ebgm), count(eb05), count(eb95), bool_or(signal_ebgm) "
+            "FROM signals WHERE run_id = $r",
+            {"r": run.run_id},
+        ).fetchone()
+    assert stored == (len(run.table), 0, 0, 0, False)
+
+
+def test_zero_corrected_in_every_output(series_db, monkeypatch) -> None:
+    monkeypatch.setattr(signals_module, "fitted_prior", lambda *args, **kwargs: CONVERGED)
+    db = str(series_db[1])
+    with connect(series_db[1]) as con:
+        run = signals(con, resolve("kratom"), min_cases=1)
+        corrected = set(run.table.loc[run.table["zero_corrected"], "term"])
+        assert corrected and len(corrected) < len(run.table)  # both kinds, to tell them apart
+        stored = con.execute(
+            "SELECT term FROM signals WHERE run_id = $r AND zero_corrected", {"r": run.run_id}
+        ).fetchall()
+    assert {t for (t,) in stored} == corrected
+    runner = CliRunner()
+    outputs = {
+        fmt: runner.invoke(cli, ["signals", "--db", db, "--format", fmt, "--min-cases", "1"])
+        for fmt in ("table", "csv", "json")
+    }
+    csv = pd.read_csv(io.StringIO(outputs["csv"].stdout))
+    assert set(csv.loc[csv["zero_corrected"], "term"]) == corrected
+    records = json.loads(outputs["json"].stdout)
+    assert {r["term"] for r in records if r["zero_corrected"] is True} == corrected
+    text = outputs["table"].stdout
+    assert "* PRR and ROR with the zero-cell correction (0.5 added to each cell)." in text
+    lines = text.splitlines()
+    header = next(line for line in lines if line.lstrip().startswith("term"))
+    prr_end = header.index("PRR") + len("PRR")
+    shown = run.table.head(40)
+    body = lines[lines.index(header) + 1 :][: len(shown)]
+    for row, (_, want) in zip(body, shown.iterrows(), strict=True):
+        prr_cell = row[:prr_end].split()[-1]
+        assert prr_cell.endswith("*") == bool(want["zero_corrected"]), row
+
+
+def test_no_exposed_case_is_an_answer(series_db) -> None:
+    db = str(series_db[1])
+    runner = CliRunner()
+    none = runner.invoke(cli, ["signals", "--db", db, "--substance", "7-oh", "--through", "2013Q1"])
+    assert none.exit_code == 1
+    assert none.stderr == "Error: no 7-oh cases through 2013Q1\n"
+    roles = runner.invoke(
+        cli,
+        ["signals", "--db", db, "--substance", "7-oh", "--through", "2013Q1", "--roles", "ss,ps"],
+    )
+    assert roles.exit_code == 1
+    assert roles.stderr == "Error: no 7-oh cases in roles PS,SS through 2013Q1\n"
+
+
+def test_cli_refuses_a_quarter_not_loaded(series_db) -> None:
+    out = CliRunner().invoke(cli, ["signals", "--db", str(series_db[1]), "--through", "2019Q4"])
+    assert out.exit_code == 1
+    assert out.stderr == "Error: 2019Q4 is not loaded; the latest loaded quarter is 2023Q1\n"
+    assert out.stdout == ""
+
+
+def test_runs_with_different_priors_are_both_stored(series_con) -> None:
+    kratom = resolve("kratom")
+    other = stats.Prior(**{**CONVERGED.__dict__, "alpha1": 5.0, "beta1": 0.5})
+    first = signals(series_con, kratom, prior=CONVERGED)
+    second = signals(series_con, kratom, prior=other)
+    assert first.run_id != second.run_id
+    assert not np.allclose(
+        first.table["ebgm"], second.table.set_index("term").loc[first.table["term"], "ebgm"]
+    )
+    for run in (first, second):
+        stored = series_con.execute(
+            "SELECT r.prior_alpha1, count(*) FROM signal_runs r JOIN signals s USING (run_id) "
+            "WHERE run_id = $r GROUP BY ALL",
+            {"r": run.run_id},
+        ).fetchall()
+        assert stored == [(run.prior.alpha1, len(run.table))]
+    again = signals(series_con, kratom, prior=CONVERGED)
+    assert again.run_id == first.run_id
 
 
 def test_stratified_run_keeps_crude_counts(series_con) -> None:
@@ -147,3 +304,38 @@ def test_stratified_run_keeps_crude_counts(series_con) -> None:
     assert not np.allclose(strat["expected"], crude["expected"])
     assert not np.allclose(strat["ror"], crude["ror"])
     assert (strat["ror_lower"] <= strat["ror"]).all() and (strat["ror"] <= strat["ror_upper"]).all()
+
+
+def test_compact_table_marks_and_unavailable_values() -> None:
+    frame = pd.DataFrame(
+        {
+            "term": ["Bimodal", "Zero cell", "No prior"],
+            "a": [3, 4, 5],
+            "expected": [0.1, 0.5, 1.5],
+            "prr": [30.0, 8.0, 3.3333],
+            "ror_lower": [5.0, 2.0, 1.5],
+            "ic025": [1.2, 0.8, 0.1],
+            "ebgm": [8.48, 3.0, float("nan")],
+            "eb05": [9.4, 2.1, float("nan")],
+            "zero_corrected": [False, True, False],
+            "ebgm_below_eb05": [True, False, False],
+            "signal_prr": [True, True, False],
+            "signal_ror": [True, True, True],
+            "signal_ic": [True, True, True],
+            "signal_ebgm": [True, True, False],
+        }
+    )
+    shown = compact_signals(frame)
+    assert list(shown["EBGM"]) == ["8.48^", "3", "n/a"]
+    assert list(shown["EB05"]) == ["9.4", "2.1", "n/a"]
+    assert list(shown["PRR"]) == ["30", "8*", "3.33"]
+    assert list(shown["PRIE"]) == ["PRIE", "PRIE", ".RI."]
+
+
+def test_age_strata_are_the_registry_age_groups(series_con) -> None:
+    signals(series_con, resolve("kratom"), min_cases=1, stratify="age")
+    strata = {
+        r[0] for r in series_con.execute("SELECT DISTINCT stratum FROM _sig_cases").fetchall()
+    }
+    assert strata <= {*AGE_GROUPS, AGE_UNKNOWN}
+    assert len(strata - {AGE_UNKNOWN}) >= 3

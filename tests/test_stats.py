@@ -12,7 +12,7 @@ import csv
 import random
 import subprocess
 import sys
-import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -375,28 +375,25 @@ def test_squashed_fit_is_close_to_unsquashed_fit() -> None:
 
 
 @pytest.mark.slow
-def test_fit_prior_recovers_simulated_prior_quickly() -> None:
+def test_fit_prior_recovers_simulated_prior() -> None:
+    # Its time is measured by bench/bench.py (prior), not asserted here.
     truth = (3.25, 0.40, 2.0, 1.9, 0.065)
     n, e = simulate_pairs(800_000, truth, seed=7)
     n, e = n[n >= 1], e[n >= 1]
     assert n.size > 200_000
-    start = time.perf_counter()
     prior = S.fit_prior(n, e)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 20, f"fit_prior took {elapsed:.1f} s on {n.size} pairs"
     assert prior.converged
     estimate = (prior.alpha1, prior.beta1, prior.alpha2, prior.beta2, prior.p)
     np.testing.assert_allclose(estimate, truth, rtol=0.15)
 
 
 @pytest.mark.slow
-def test_ebgm_on_a_million_pairs_is_fast() -> None:
-    n, e = simulate_pairs(1_000_000, (3.25, 0.40, 2.0, 1.9, 0.065), seed=8)
-    start = time.perf_counter()
+def test_ebgm_on_many_pairs_is_finite() -> None:
+    # The time for a million pairs is measured by bench/bench.py (ebgm), not asserted here.
+    n, e = simulate_pairs(200_000, (3.25, 0.40, 2.0, 1.9, 0.065), seed=8)
     result = S.ebgm(n, e, CAERS_PRIOR)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 10, f"ebgm took {elapsed:.1f} s"
     assert np.all(np.isfinite(result.eb05)) and np.all(np.isfinite(result.eb95))
+    assert np.all(result.eb05 <= result.eb95)
 
 
 def test_fit_prior_input_checks() -> None:
@@ -469,6 +466,38 @@ def test_signal_table_columns() -> None:
     assert all(len(column) == 5 for column in table.values())
     np.testing.assert_allclose(table["prr"], S.prr(a=a, b=b, c=c, d=d).prr)
     np.testing.assert_array_equal(table["signal_ebgm"], table["eb05"] >= S.EB05_THRESHOLD)
+
+
+def test_signal_table_under_an_unconverged_prior_has_no_ebgm() -> None:
+    a = np.array([20, 0, 3, 1, 50])
+    b = np.array([80, 10, 7, 0, 950])
+    c = np.array([100, 5, 10, 40, 400])
+    d = np.array([1800, 100, 10_000, 5000, 20_000])
+    good = S.signal_table(a=a, b=b, c=c, d=d, prior=CAERS_PRIOR)
+    bad = S.signal_table(a=a, b=b, c=c, d=d, prior=replace(CAERS_PRIOR, converged=False))
+    assert good["signal_ebgm"].any() and np.isfinite(good["ebgm"]).all()
+    for name in ("ebgm", "eb05", "eb95"):
+        assert np.isnan(bad[name]).all()
+    assert not bad["signal_ebgm"].any() and not bad["ebgm_below_eb05"].any()
+    for name in ("prr", "ror", "ic025", "p_adj", "signal_prr", "signal_ic"):
+        np.testing.assert_array_equal(bad[name], good[name])
+
+
+def test_ebgm_below_eb05_is_flagged() -> None:
+    # Two tight, well-separated components (means 10 and 0.01). When the posterior weight of
+    # the lower one is a few percent (under 5%), its log pulls the geometric mean below the 5%
+    # quantile, which stays in the upper component.
+    prior = replace(CAERS_PRIOR, alpha1=1000.0, beta1=100.0, alpha2=1000.0, beta2=1e5, p=0.1)
+    a = np.array([1, 2, 1, 3])
+    b = np.array([9, 8, 0, 7])
+    c = np.array([99, 98, 9, 97])
+    d = np.array([9891, 9892, 9990, 9893])
+    table = S.signal_table(a=a, b=b, c=c, d=d, prior=prior)
+    below = table["ebgm"] < table["eb05"]
+    assert below.any() and not below.all()
+    np.testing.assert_array_equal(table["ebgm_below_eb05"], below)
+    result = S.ebgm(a, table["expected"], prior)
+    assert np.all((result.qn[below] > 0.95) & (result.qn[below] < 1))
 
 
 def test_import_loads_no_heavy_modules() -> None:

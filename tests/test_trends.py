@@ -283,7 +283,8 @@ def test_first_signal_is_the_earliest_quarter_meeting_the_criterion(
                 if _rows(cumulative, q).loc[term, f"signal_{criterion}"]  # quarters in order
             ]
             want = met[0] if met else None
-            assert first.loc[(term, criterion), "first_quarter"] == want, (term, criterion)
+            got = first.loc[(term, criterion), "first_quarter"]
+            assert pd.isna(got) if want is None else got == want, (term, criterion)
             assert first.loc[(term, criterion), "met_at_last_quarter"] == (quarters[-1] in met)
     assert first["first_quarter"].notna().any()
 
