@@ -728,7 +728,7 @@ def _metadata(
             "evans_min_prr": stats.EVANS_MIN_PRR,
             "evans_min_chi2": stats.EVANS_MIN_CHI2,
             "ror_min_cases": stats.ROR_MIN_CASES,
-            "ic_signal": "IC025 > 0",
+            "ic_signal": next(c.rule for c in CRITERIA if c.flag == "signal_ic"),
             "eb05_threshold": stats.EB05_THRESHOLD,
             "min_cases_shown": now.min_cases if now else None,
         },

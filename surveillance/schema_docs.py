@@ -1,11 +1,14 @@
 """One-line descriptions of every table and column the package creates, for `surveillance schema`.
 
-Plain data, no imports: `query.schema` joins it to the columns DuckDB reports, and a test fails
-when a table or column of a freshly built database has no entry here, so new columns cannot go
-undocumented. FAERS field meanings follow the FDA's ASCII README (faers-format.md).
+Plain data (the signal criteria come from the registry, `definitions`): `query.schema` joins it
+to the columns DuckDB reports, and a test fails when a table or column of a freshly built
+database has no entry here, so new columns cannot go undocumented. FAERS field meanings follow
+the FDA's ASCII README (faers-format.md).
 """
 
 from __future__ import annotations
+
+from .definitions import CRITERIA
 
 TABLES: dict[str, str] = {
     "raw_demo": "FAERS/LAERS DEMO rows as published, all quarters and eras, text as in the file",
@@ -143,10 +146,7 @@ _SIGNAL_STATS = {
     "eb95": "EBGM, 95th percentile of the posterior",
     "p_adj": "chi-square p-value adjusted over all terms with a >= 1",
     "zero_corrected": "PRR and ROR used the zero-cell correction (0.5 added to every cell)",
-    "signal_prr": "Evans' criteria met: a >= 3, PRR >= 2, chi2 >= 4",
-    "signal_ror": "ROR lower limit > 1",
-    "signal_ic": "IC025 > 0",
-    "signal_ebgm": "EB05 >= 2 under a converged prior (false when EBGM is unavailable)",
+    **{c.flag: f"{c.name} criterion met: {c.rule}" for c in CRITERIA},
     "ebgm_below_eb05": "EBGM lies below EB05 (two-mode posterior): read EB05-EB95",
 }
 _PRIOR = {

@@ -31,7 +31,6 @@ import pandas as pd
 from . import __version__, stats
 from .clean import ensure_macros
 from .db import ensure_derived_table
-from .definitions import AGE_BOUNDS, AGE_GROUPS, AGE_UNKNOWN
 from .errors import NoDataError, UsageError
 from .extract import ensure_extracted
 from .faers_format import Quarter
@@ -55,16 +54,11 @@ CAVEATS = (
     "look closer at the cases, not evidence that the substance causes the reaction."
 )
 
-# The registry's age groups as a CASE: a constant built from definitions' integers and labels.
-_AGE_GROUP = (
-    f"CASE WHEN age_in_years(age, age_cod) IS NULL THEN '{AGE_UNKNOWN}' "
-    + " ".join(
-        f"WHEN age_in_years(age, age_cod) < {bound} THEN '{group}'"
-        for bound, group in zip(AGE_BOUNDS, AGE_GROUPS[:-1], strict=True)
-    )
-    + f" ELSE '{AGE_GROUPS[-1]}' END"
-)
-_STRATUM_SQL = {"sex": "sex_code(sex)", "age": _AGE_GROUP, "year": "left(quarter, 4)"}
+_STRATUM_SQL = {
+    "sex": "sex_code(sex)",
+    "age": "age_group(age_in_years(age, age_cod))",  # the registry's groups (clean's macro)
+    "year": "left(quarter, 4)",
+}
 
 _ROLE_FILTER = (
     "($roles IS NULL OR list_contains(string_split($roles, ','), upper(trim(g.role_cod))))"
