@@ -7,8 +7,9 @@ versions, deleted lists and kratom cases. Every zip holds a `README_SYNTHETIC.tx
 the data are generated, not FDA data. Alongside each zip it returns the ground truth that ingest
 must reproduce: the rows it must store (canonical columns, text as written, empty -> None), the
 deleted list and the damaged physical lines it must quarantine; a series adds case-level truth
-(latest version, deletion, kratom status). `write_full_size_quarter` writes a benchmark-sized
-quarter quickly, without truth.
+(latest version, deletion, kratom status). `generate_series(..., background=N)` adds about N
+fast, vectorised FAERS-like reports a quarter around the planned cases (the demo's background);
+`write_full_size_quarter` writes a benchmark-sized quarter with the same generator, without truth.
 
 Layout rules chosen where the FDA is not consistent: the data folder is `ascii/` up to 2017Q4 and
 `ASCII/` from 2018Q1; the zip name has an upper-case `Q` for 2019Q1-2021Q4, 2022Q3-Q4 and
