@@ -80,6 +80,7 @@ def build_database(
         seed=seed,
         background=background,
         kratom_rate=DEMO_KRATOM_RATE,
+        readme_case=True,
     )
     with connect(db_path) as con:
         loads = load(con, [zips], progress=progress)

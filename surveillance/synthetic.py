@@ -500,7 +500,7 @@ _README_SYNTHETIC = (
 )
 
 
-README_CASEID = 10014022  # the README's `surveillance case` example; planted in every series
+README_CASEID = 10014022  # the README's `surveillance case` example (readme_case=True)
 _CASE_COLUMNS = (
     "caseid source_of_latest surviving primaryid_latest quarter_latest is_kratom is_7oh "
     "has_decoy deleted_in"
@@ -645,13 +645,19 @@ class _Planner:
     """Plans every case version of a series, then renders each quarter's zip from the plan."""
 
     def __init__(
-        self, quarters: list[Quarter], n_cases: int, seed: int, kratom_rate: float = 0.075
+        self,
+        quarters: list[Quarter],
+        n_cases: int,
+        seed: int,
+        kratom_rate: float = 0.075,
+        readme_case: bool = False,
     ) -> None:
         # str seeds are hashed deterministically; the quarters make each quarter's data differ
         self.rng = random.Random(f"{seed}/{','.join(map(str, quarters))}")
         self.quarters = quarters
         self.n_cases = n_cases
         self.kratom_rate = kratom_rate
+        self.readme_case = readme_case
         self.versions: list[_Version] = []
         self.by_case: dict[int, list[_Version]] = {}
         self.deleted: dict[Quarter, list[int]] = {}
@@ -693,7 +699,8 @@ class _Planner:
     # -- planning
 
     def _plan_quarter(self, q: Quarter) -> None:
-        self._plan_readme_case(q)
+        if self.readme_case:
+            self._plan_readme_case(q)
         rng = self.rng
         seen_before = [c for c in self.by_case if c not in self.deleted_in and c != README_CASEID]
         busy: set[int] = set()
@@ -1387,6 +1394,7 @@ def generate_series(
     damage: bool = True,
     background: int = 0,
     kratom_rate: float = 0.075,
+    readme_case: bool = False,
 ) -> Series:
     """Write SYNTHETIC zips for consecutive or scattered quarters sharing one case history.
 
@@ -1396,13 +1404,14 @@ def generate_series(
     rule and the deleted lists. `background` adds about that many fast FAERS-like reports per
     quarter (thousands of drugs, Zipf-like, drug-term associations, follow-ups across quarters,
     no kratom): they are in `Series.cases` and counted in `background_rows`, not in `truth`.
+    `readme_case` plants case 10014022 (kratom, three versions), the README's example.
     """
     qs = [Quarter.parse(q) for q in quarters]
     if not qs or qs != sorted(set(qs)):
         raise ValueError(f"quarters must be distinct and in order: {quarters!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    planner = _Planner(qs, n_cases, seed, kratom_rate)
+    planner = _Planner(qs, n_cases, seed, kratom_rate, readme_case)
     extra = _Background(planner, qs, background, seed) if background > 0 else None
     files, lost = [], set()
     for q in qs:
