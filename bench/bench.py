@@ -135,6 +135,21 @@ print(time.perf_counter() - t, m, resource.getrusage(resource.RUSAGE_SELF).ru_ma
 """
 
 
+DEMO = """
+import sys, time, resource
+from pathlib import Path
+from surveillance.demo import demo
+t = time.perf_counter()
+lines = list(demo(Path(sys.argv[1])))
+seconds = time.perf_counter() - t
+cases = next(line for line in lines if line.startswith("cases:"))
+prior = next(line for line in lines if "EBGM prior" in line)
+print(cases)
+print(prior)
+print(seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
 def run_measured(code: str, *args: str) -> tuple[float, float]:
     """Run Python code in a child; return (seconds, peak RSS in MB), as the child prints them."""
     out = subprocess.run(
@@ -300,13 +315,30 @@ def bench_load(zip_path: Path) -> None:
     )
 
 
+def bench_demo() -> None:
+    """`surveillance demo` end to end (generate, load, rebuild, signals, report), in a child."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run(
+            [sys.executable, "-c", DEMO, str(Path(tmp) / "demo")],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    cases, prior, last = out.stdout.strip().splitlines()[-3:]
+    seconds, peak_mb = (float(x) for x in last.split())
+    print(
+        f"demo: surveillance demo in {seconds:.1f} s, peak RSS {peak_mb:,.0f} MB "
+        f"(target about 60 s); {cases.split(':', 1)[1].split(' -> ')[0].strip()}; {prior}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--reports", type=int, default=400_000, help="reports in the quarter")
     parser.add_argument("--pairs", type=int, default=2_000_000, help="pairs for the prior fit")
     parser.add_argument(
         "--only",
-        choices=["load", "signals", "report", "prior", "ebgm", "match"],
+        choices=["load", "signals", "report", "prior", "ebgm", "match", "demo"],
         default=None,
         help="run one benchmark",
     )
@@ -324,6 +356,8 @@ def main() -> None:
         bench_ebgm(1_000_000)
     if args.only in (None, "match"):
         bench_match(300_000)
+    if args.only in (None, "demo"):
+        bench_demo()
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ versions, deleted lists and kratom cases. Every zip holds a `README_SYNTHETIC.tx
 the data are generated, not FDA data. Alongside each zip it returns the ground truth that ingest
 must reproduce: the rows it must store (canonical columns, text as written, empty -> None), the
 deleted list and the damaged physical lines it must quarantine; a series adds case-level truth
-(latest version, deletion, kratom status). `write_full_size_quarter` writes a benchmark-sized
-quarter quickly, without truth.
+(latest version, deletion, kratom status). `generate_series(..., background=N)` adds about N
+fast, vectorised FAERS-like reports a quarter around the planned cases (the demo's background);
+`write_full_size_quarter` writes a benchmark-sized quarter with the same generator, without truth.
 
 Layout rules chosen where the FDA is not consistent: the data folder is `ascii/` up to 2017Q4 and
 `ASCII/` from 2018Q1; the zip name has an upper-case `Q` for 2019Q1-2021Q4, 2022Q3-Q4 and
@@ -18,9 +19,10 @@ Layout rules chosen where the FDA is not consistent: the data folder is `ascii/`
 from __future__ import annotations
 
 import copy
+import functools
 import random
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -28,7 +30,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .faers_format import CANONICAL, FAERS, HEADERS, LAERS, TABLES, Quarter, canonical_name
+from .faers_format import (
+    CANONICAL,
+    FAERS,
+    HEADERS,
+    LAERS,
+    TABLES,
+    Quarter,
+    canonical_name,
+    has_trailing_dollar,
+)
 
 Row = dict[str, str | int | None]  # table columns are text; source_line is an int
 
@@ -374,7 +385,6 @@ _KRATOM_REACTION_WEIGHTS = (9, 6, 6, 3, 2, 4, 0, 3, 4, 0, 0, 2, 2, 1, 2, 2, 1, 2
 SIGNAL_PTS: tuple[str, ...] = ("Drug withdrawal syndrome", "Liver injury")
 _SIGNAL_RATE_KRATOM = {"Drug withdrawal syndrome": 0.35, "Liver injury": 0.22}
 _SIGNAL_RATE_BACKGROUND = 0.004
-_EVENT_PTS = PTS + tuple(pt for pt in KRATOM_REACTIONS if pt not in PTS)
 
 _INDICATIONS = (
     "Hypertension|Type 2 diabetes mellitus|Rheumatoid arthritis|Psoriasis|Crohn's disease|"
@@ -490,6 +500,7 @@ _README_SYNTHETIC = (
 )
 
 
+README_CASEID = 10014022  # the README's `surveillance case` example (readme_case=True)
 _CASE_COLUMNS = (
     "caseid source_of_latest surviving primaryid_latest quarter_latest quarter_initial "
     "quarter_first_version is_kratom is_7oh has_decoy deleted_in"
@@ -507,6 +518,7 @@ class QuarterFiles:
     truth: dict[str, list[Row]]  # table -> rows as the loader must store them
     deleted: list[dict]  # {'caseid', 'source_file', 'source_line'}
     quarantine: list[dict]  # {'source_file', 'source_line', 'raw_text', 'kind'}
+    background_rows: dict[str, int] = field(default_factory=dict)  # table -> rows not in truth
 
 
 @dataclass
@@ -632,11 +644,20 @@ class _Version:
 class _Planner:
     """Plans every case version of a series, then renders each quarter's zip from the plan."""
 
-    def __init__(self, quarters: list[Quarter], n_cases: int, seed: int) -> None:
+    def __init__(
+        self,
+        quarters: list[Quarter],
+        n_cases: int,
+        seed: int,
+        kratom_rate: float = 0.075,
+        readme_case: bool = False,
+    ) -> None:
         # str seeds are hashed deterministically; the quarters make each quarter's data differ
         self.rng = random.Random(f"{seed}/{','.join(map(str, quarters))}")
         self.quarters = quarters
         self.n_cases = n_cases
+        self.kratom_rate = kratom_rate
+        self.readme_case = readme_case
         self.versions: list[_Version] = []
         self.by_case: dict[int, list[_Version]] = {}
         self.deleted: dict[Quarter, list[int]] = {}
@@ -678,8 +699,10 @@ class _Planner:
     # -- planning
 
     def _plan_quarter(self, q: Quarter) -> None:
+        if self.readme_case:
+            self._plan_readme_case(q)
         rng = self.rng
-        seen_before = [c for c in self.by_case if c not in self.deleted_in]
+        seen_before = [c for c in self.by_case if c not in self.deleted_in and c != README_CASEID]
         busy: set[int] = set()
         if _deleted_member(q):
             self._plan_deletions(q, seen_before, busy)
@@ -728,6 +751,7 @@ class _Planner:
             if v.quarters[-1] == prev
             and v is self.by_case[v.caseid][-1]
             and v.caseid not in self.deleted_in
+            and v.caseid != README_CASEID
         ]
         chosen = self.rng.sample(pool, min(len(pool), max(1, self.n_cases // 40)))
         for v in chosen:
@@ -735,14 +759,16 @@ class _Planner:
             busy.add(v.caseid)
         return len(chosen)
 
-    def _plan_followup(self, q: Quarter, last: _Version, mode: str) -> bool:
+    def _plan_followup(
+        self, q: Quarter, last: _Version, mode: str, number: int | None = None
+    ) -> bool:
         rng = self.rng
         if q.source == LAERS:
             number, report_id = 0, self._new_isr(q)
         else:
-            if last.source == LAERS:  # a legacy case followed up in FAERS, same caseid
+            if number is None and last.source == LAERS:  # a legacy case followed up in FAERS
                 number = rng.choice((1, 2))
-            else:
+            elif number is None:
                 number = last.number + (2 if rng.random() < 0.3 else 1)
                 if number == last.number + 2:
                     self.skipped.append((last.caseid, number - 1))
@@ -763,6 +789,25 @@ class _Planner:
         v.reac = list(dict.fromkeys(v.reac))
         self._finish(v, q)
         return True
+
+    def _plan_readme_case(self, q: Quarter) -> None:
+        """The README's example case: kratom, first received in the series' first FAERS quarter,
+        followed up in the next two; planned with its own random stream, outside the quotas."""
+        versions = self.by_case.get(README_CASEID, [])
+        if q.source != FAERS or len(versions) >= 3:
+            return
+        main, self.rng = self.rng, random.Random(f"readme/{q}")
+        try:
+            if versions:
+                self._plan_followup(q, versions[-1], "normal", number=versions[-1].number + 1)
+                return
+            self.used_caseids.add(README_CASEID)
+            self.protected.add(README_CASEID)
+            pid = self._primaryid(README_CASEID, 1)
+            assert pid is not None, "the README case's primaryid is taken"
+            self._new_version(q, README_CASEID, 1, pid, kind="kratom")
+        finally:
+            self.rng = main
 
     def _plan_late_version(self, q: Quarter, busy: set[int]) -> int:
         """Publish one skipped version a quarter late, after a newer version (FAQ20)."""
@@ -905,12 +950,15 @@ class _Planner:
 
     # -- content
 
-    def _new_version(self, q: Quarter, caseid: int, number: int, report_id: str) -> None:
+    def _new_version(
+        self, q: Quarter, caseid: int, number: int, report_id: str, kind: str | None = None
+    ) -> None:
         rng = self.rng
         roll = rng.random()
-        kind = "kratom" if roll < 0.075 else "plain"
-        if kind == "kratom" and q.year >= 2022 and rng.random() < 0.3:
-            kind = "7oh"
+        if kind is None:
+            kind = "kratom" if roll < self.kratom_rate else "plain"
+            if kind == "kratom" and q.year >= 2022 and rng.random() < 0.3:
+                kind = "7oh"
         v = _Version(caseid, q.source, number, report_id, {}, [], [], [], [], [q])
         v.demo = self._demo(q, number)
         self._date_version(v, q, initial=number <= 1)
@@ -1200,9 +1248,10 @@ class _QuarterWriter:
 
     def _add(self, table: str, values: dict[str, str], caseid: int) -> None:
         fields = []
+        laers = self.q.source == LAERS
         for col in self.columns[table]:
             value = values.get(col, "")
-            if self.q.source == LAERS:
+            if laers:
                 value = value.upper()
             if any(c in value for c in "$\r\n"):
                 raise ValueError(f"value would break the line format: {value!r}")
@@ -1290,7 +1339,9 @@ class _QuarterWriter:
         return b"".join(parts)
 
 
-def _write_quarter(planner: _Planner, q: Quarter, dmg: _Damage, out_dir: Path) -> QuarterFiles:
+def _write_quarter(
+    planner: _Planner, q: Quarter, dmg: _Damage, out_dir: Path, background: _Background | None
+) -> QuarterFiles:
     writer = _QuarterWriter(q, [v for v in planner.versions if q in v.quarters])
     writer.apply_damage(dmg, planner.rng)
     truth: dict[str, list[Row]] = {t: [] for t in TABLES}
@@ -1299,6 +1350,9 @@ def _write_quarter(planner: _Planner, q: Quarter, dmg: _Damage, out_dir: Path) -
     for table in TABLES:
         member = _member(q, table)
         members[member] = writer.member_bytes(table, member, truth[table], quarantine)
+    extra_rows = background.members(q) if background else {}
+    for table, rows in extra_rows.items():
+        members[_member(q, table)] += rows
     deleted: list[dict] = []
     deleted_member = _deleted_member(q)
     if deleted_member:
@@ -1323,10 +1377,12 @@ def _write_quarter(planner: _Planner, q: Quarter, dmg: _Damage, out_dir: Path) -
             f"{m.split('/')[-1]} {n_lines[m]}\r\n" for m in tables
         ).encode()
     zip_path = out_dir / _zip_name(q)
+    level = 1 if background else 6  # the background is large: favour speed over size
     with zipfile.ZipFile(zip_path, "w") as zf:
         for name, data in {**extra, **members}.items():
-            zf.writestr(_zipinfo(name, q, 6), data)
-    return QuarterFiles(str(q), zip_path, truth, deleted, quarantine)
+            zf.writestr(_zipinfo(name, q, level), data)
+    counts = {t: rows.count(b"\n") for t, rows in extra_rows.items()}
+    return QuarterFiles(str(q), zip_path, truth, deleted, quarantine, counts)
 
 
 # --- public API --------------------------------------------------------------------------------
@@ -1340,29 +1396,269 @@ def generate_quarter(
 
 
 def generate_series(
-    quarters: list[str], out_dir: Path, n_cases: int = 300, seed: int = 0, damage: bool = True
+    quarters: list[str],
+    out_dir: Path,
+    n_cases: int = 300,
+    seed: int = 0,
+    damage: bool = True,
+    background: int = 0,
+    kratom_rate: float = 0.075,
+    readme_case: bool = False,
 ) -> Series:
     """Write SYNTHETIC zips for consecutive or scattered quarters sharing one case history.
 
     Plants follow-up and skipped versions, republished primaryids, legacy cases followed up in
-    FAERS, deletions of earlier cases, kratom cases and decoys; returns per-quarter truth and the
-    case-level truth after the FDA's latest-version rule and the deleted lists.
+    FAERS, deletions of earlier cases, kratom cases (a share `kratom_rate` of new cases) and
+    decoys; returns per-quarter truth and the case-level truth after the FDA's latest-version
+    rule and the deleted lists. `background` adds about that many fast FAERS-like reports per
+    quarter (thousands of drugs, Zipf-like, drug-term associations, follow-ups across quarters,
+    no kratom): they are in `Series.cases` and counted in `background_rows`, not in `truth`.
+    `readme_case` plants case 10014022 (kratom, three versions), the README's example.
     """
     qs = [Quarter.parse(q) for q in quarters]
     if not qs or qs != sorted(set(qs)):
         raise ValueError(f"quarters must be distinct and in order: {quarters!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    planner = _Planner(qs, n_cases, seed)
+    planner = _Planner(qs, n_cases, seed, kratom_rate, readme_case)
+    extra = _Background(planner, qs, background, seed) if background > 0 else None
     files, lost = [], set()
     for q in qs:
         dmg = planner.plant_quirks(q, damage)
         lost |= {c for c in (dmg.extra_dollar, dmg.continuation) if c is not None}
-        files.append(_write_quarter(planner, q, dmg, out_dir))
-    return Series(files, planner.case_truth(lost))
+        files.append(_write_quarter(planner, q, dmg, out_dir, extra))
+    cases = planner.case_truth(lost)
+    if extra is not None:
+        cases = pd.concat([cases, extra.case_truth()], ignore_index=True)
+        order = np.argsort(cases["caseid"].astype("int64").to_numpy(), kind="stable")
+        cases = cases.iloc[order].reset_index(drop=True)
+        cases["deleted_in"] = (
+            cases["deleted_in"].astype(object).where(cases["deleted_in"].notna(), None)
+        )
+    return Series(files, cases)
 
 
-# --- full-size benchmark quarter ---------------------------------------------------------------
+# --- fast vectorised reports: the demo's FAERS-like background and the benchmark quarter -------
+
+# Parts of generated active-ingredient and brand names: INN-like stems, so that thousands of
+# distinct drug strings look like drugs without naming real products (or any kratom spelling).
+_NAME_HEADS = (
+    "ab ad al am an ar as av ba be bi bo ca ce ci co da de di do du el em en er es fa fe fi fo "
+    "ga ge gi ha he hi ib il im in ir la le li lo lu ma me mo na ne ni no ob ol om on or pa pe "
+    "pi po ra re ri ro ru sa se si so ta te ti to tu va ve vi vo za ze zi zo"
+).split()
+_NAME_MIDS = "b c d f g l m n p r s t v x z br cl dr fl gr pr st tr".split()
+_INN_STEMS = (
+    "mab zumab ximab tinib ciclib parib pril sartan olol dipine statin prazole oxetine triptan "
+    "gliptin gliflozin glutide vir previr cillin floxacin mycin cycline azole conazole dronate "
+    "semide thiazide zepam zolam caine setron lukast tidine afil parin xaban gatran lisib "
+    "rafenib lutamide relin profen coxib lamide sone olone fenac apine idone peridol triptyline "
+    "curium dazole"
+).split()
+_BRAND_ENDS = "a ex or iq on ys in um al ra ia ene ol is".split()
+_SALTS = (
+    " HYDROCHLORIDE",
+    " SODIUM",
+    " CALCIUM",
+    " MESYLATE",
+    " TARTRATE",
+    " MALEATE",
+    " ACETATE",
+    " SULFATE",
+)
+_STRENGTHS = ("5 MG", "10 MG", "20MG", "25 mg", "50 MG TABLETS", "100MG", "0.5 MG", "1 G")
+# Generated names never contain these letters in a row (kratom spellings and the decoys).
+_FORBIDDEN_IN_NAMES = ("KR", "MIT", "KET", "OPM", "MAENG", "BIAK", "THANG", "KAKU", "SPECIO")
+
+_LAB_TERMS = (
+    "Alanine aminotransferase|Blood creatinine|Blood urea|Blood potassium|Blood sodium|"
+    "Blood calcium|Blood magnesium|Blood phosphorus|Blood uric acid|Blood cholesterol|"
+    "Blood triglycerides|Blood lactate dehydrogenase|Blood creatine phosphokinase|"
+    "Blood alkaline phosphatase|Gamma-glutamyltransferase|Blood albumin|Blood iron|"
+    "Blood folate|Vitamin B12|Blood thyroid stimulating hormone|Blood testosterone|"
+    "Blood prolactin|Blood cortisol|Blood insulin|Glycosylated haemoglobin|C-reactive protein|"
+    "Red blood cell count|Neutrophil count|Lymphocyte count|Eosinophil count|Monocyte count|"
+    "Haematocrit|Prothrombin time|Activated partial thromboplastin time|Fibrin D dimer|"
+    "Troponin|Brain natriuretic peptide|Amylase|Lipase|Ammonia|Blood bicarbonate|"
+    "Blood chloride|Body temperature|Respiratory rate|Intraocular pressure|Ejection fraction|"
+    "Bone density|Blood immunoglobulin G|CD4 lymphocytes|Viral load|Serum ferritin|"
+    "Transferrin saturation|Protein urine|Glomerular filtration rate|Mean cell volume|"
+    "Reticulocyte count"
+).split("|")
+_SITE_TERMS = (
+    "Injection site|Infusion site|Application site|Administration site|Vaccination site|"
+    "Implant site|Catheter site|Stoma site|Instillation site|Incision site"
+).split("|")
+_SITE_EVENTS = (
+    "pain erythema swelling pruritus rash haematoma induration bruising inflammation reaction "
+    "haemorrhage infection urticaria warmth nodule discolouration mass oedema papule vesicles"
+).split()
+_ORGAN_TERMS = (
+    "Eye|Ear|Skin|Liver|Kidney|Lung|Heart|Bladder|Breast|Thyroid|Pancreatic|Gastric|"
+    "Oesophageal|Rectal|Colon|Bone|Joint|Muscle|Nerve|Brain|Spinal cord|Lymph node|Ovarian|"
+    "Uterine|Prostate|Testicular|Tongue|Gingival|Nail|Vaginal"
+).split("|")
+_ORGAN_EVENTS = "disorder pain infection haemorrhage neoplasm injury swelling inflammation".split()
+_ORGANISMS = (
+    "Bacterial|Fungal|Viral|Staphylococcal|Streptococcal|Pseudomonas|Candida|Herpes|"
+    "Clostridium difficile|Escherichia|Cytomegalovirus|COVID-19"
+).split("|")
+
+# Share of background cases reporting each term kratom reports often: these set the kratom PRRs
+# (kratom cases report them at rates from _add_kratom), so they are fixed, not drawn.
+_BACKGROUND_CASE_RATES = {
+    "Vomiting": 0.030,
+    "Death": 0.025,
+    "Toxicity to various agents": 0.012,
+    "Tachycardia": 0.012,
+    "Drug withdrawal syndrome": 0.012,
+    "Overdose": 0.008,
+    "Seizure": 0.008,
+    "Liver injury": 0.007,
+    "Cardio-respiratory arrest": 0.006,
+    "Drug abuse": 0.008,
+    "Drug dependence": 0.005,
+    "Hepatotoxicity": 0.005,
+    "Unresponsive to stimuli": 0.005,
+    "Drug-induced liver injury": 0.004,
+    "Intentional overdose": 0.005,
+    "Coma": 0.003,
+    "Respiratory depression": 0.0025,
+    "Respiratory arrest": 0.002,
+    "Substance abuse": 0.003,
+    "Accidental overdose": 0.003,
+    "Cholestatic liver injury": 0.0008,
+}
+_MEAN_REACTIONS = 1 + 2.25
+# Each ingredient's term rates vary around the background (lognormal, this sigma), and 1 to a
+# few terms per ingredient are its adverse reactions, raised by lognormal factors of this median.
+_RATE_SPREAD = 0.8
+_ASSOCIATION_MEDIAN = 25.0
+_VOCABULARY_SEED = 20040101
+
+
+@dataclass(frozen=True)
+class _Vocabulary:
+    """Drug strings and reaction terms with Zipf-like frequencies and drug-term associations.
+
+    drug_ingredient maps each drug string to its ingredient; each ingredient has its own term
+    distribution, stored as term_key = ingredient + cumulative probability (ingredient-major,
+    one row of len(pts) each), so one searchsorted picks a term for every reaction row.
+    """
+
+    drugnames: np.ndarray
+    prod_ai: np.ndarray
+    drug_p: np.ndarray
+    drug_ingredient: np.ndarray
+    pts: np.ndarray
+    term_key: np.ndarray
+
+    def with_extra_drugs(self, groups: list[tuple[tuple[str, ...], str, float]]) -> _Vocabulary:
+        """Add (names, prod_ai, total share of drug rows) groups with the background terms."""
+        names, ais, p = list(self.drugnames), list(self.prod_ai), list(self.drug_p)
+        for extra, ai, share in groups:
+            scale = 1.0 - share
+            p = [x * scale for x in p] + [share / len(extra)] * len(extra)
+            names += extra
+            ais += [ai or n.upper() for n in extra]
+        plain = len(self.term_key) // len(self.pts) - 1  # the last ingredient: no associations
+        ingredient = np.r_[self.drug_ingredient, np.full(len(names) - len(self.drugnames), plain)]
+        return _Vocabulary(
+            _obj(names), _obj(ais), np.array(p) / sum(p), ingredient, self.pts, self.term_key
+        )
+
+
+def _generated_names(rng: random.Random, n: int, make: Callable[[random.Random], str]) -> list[str]:
+    names: dict[str, None] = {}
+    while len(names) < n:
+        name = make(rng).upper()
+        if not any(bad in name for bad in _FORBIDDEN_IN_NAMES):
+            names[name] = None
+    return list(names)
+
+
+def _ingredient_name(rng: random.Random) -> str:
+    parts = (_NAME_HEADS, _NAME_MIDS, "aeiou", _INN_STEMS)
+    return "".join(rng.choice(part) for part in parts)
+
+
+def _brand_name(rng: random.Random) -> str:
+    syllables = "".join(
+        rng.choice(_NAME_MIDS) + rng.choice("aeiouy") for _ in range(rng.randint(1, 2))
+    )
+    return rng.choice(_NAME_HEADS) + syllables + rng.choice(_BRAND_ENDS)
+
+
+def _pt_vocabulary() -> list[str]:
+    """Real MedDRA PTs first (most reported first), then MedDRA-like generated ones."""
+    generated = (
+        [f"{lab} {how}" for lab in _LAB_TERMS for how in ("increased", "decreased", "abnormal")]
+        + [f"{site} {event}" for site in _SITE_TERMS for event in _SITE_EVENTS]
+        + [f"{organ} {event}" for organ in _ORGAN_TERMS for event in _ORGAN_EVENTS]
+        + [f"{org} {what}" for org in _ORGANISMS for what in ("infection", "sepsis", "pneumonia")]
+    )
+    return list(dict.fromkeys([*PTS, *KRATOM_REACTIONS, "Hepatotoxicity", *generated]))
+
+
+@functools.cache
+def _vocabulary(n_ingredients: int = 1600) -> _Vocabulary:
+    """The background vocabulary: the same for every series (seeded once)."""
+    rng = np.random.default_rng(_VOCABULARY_SEED)
+    unique = list(dict.fromkeys([*DRUGS, *CO_SUBSTANCES]))
+    real = [unique[i] for i in rng.permutation(len(unique))]
+    names_rng = random.Random(_VOCABULARY_SEED)
+    generated = _generated_names(names_rng, n_ingredients, _ingredient_name)
+    brands = iter(_generated_names(names_rng, n_ingredients, _brand_name))
+    names: list[str] = []
+    ais: list[str] = []
+    weights: list[float] = []
+    ingredient: list[int] = []
+    # Real drugs take the most reported ranks, then the generated ones; weight ~ 1 / rank.
+    for rank, item in enumerate([*real, *generated]):
+        if isinstance(item, tuple):
+            name, ai = item
+            variants = [name, name.title(), ai.split("\\")[0]]
+        else:
+            ai = item + (str(rng.choice(_SALTS)) if rng.random() < 0.3 else "")
+            brand = next(brands)
+            variants = [brand, item, brand.title(), f"{item} {rng.choice(_STRENGTHS)}", ai]
+            variants = variants[: rng.integers(2, len(variants) + 1)]
+        variants = list(dict.fromkeys(variants))
+        share = 0.55 ** np.arange(len(variants))
+        total = 1.0 / (rank + 5) ** 1.05
+        for variant, s in zip(variants, share / share.sum(), strict=True):
+            names.append(variant)
+            ais.append(ai)
+            weights.append(total * s)
+            ingredient.append(rank)
+    n_ing = rank + 2  # one more: an ingredient without associations, for added drug strings
+    pts = _pt_vocabulary()
+    fixed = {pt: rate / _MEAN_REACTIONS for pt, rate in _BACKGROUND_CASE_RATES.items()}
+    free = [i for i, pt in enumerate(pts) if pt not in fixed]
+    zipf = 1.0 / (np.arange(len(free)) + 3.0) ** 1.1
+    pt_p = np.zeros(len(pts))
+    pt_p[free] = zipf / zipf.sum() * (1.0 - sum(fixed.values()))
+    for i, pt in enumerate(pts):
+        pt_p[i] = fixed.get(pt, pt_p[i])
+    # Per ingredient: rates spread around the background (mean 1), and 1 to a few terms of any
+    # frequency (not the kratom terms) raised by factors of varying size; the last ingredient
+    # keeps the background as it is.
+    rate = rng.lognormal(-(_RATE_SPREAD**2) / 2, _RATE_SPREAD, (n_ing, len(pts)))
+    rate[-1] = 1.0
+    n_assoc = 1 + rng.poisson(1.5, n_ing - 1)
+    owner = np.repeat(np.arange(n_ing - 1), n_assoc)
+    caused = rng.choice(np.array(free), size=len(owner))
+    rate[owner, caused] *= rng.lognormal(np.log(_ASSOCIATION_MEDIAN), 1.0, len(owner))
+    weight = rate * pt_p
+    cumulative = np.cumsum(weight, axis=1) / weight.sum(axis=1, keepdims=True)
+    return _Vocabulary(
+        _obj(names),
+        _obj(ais),
+        np.array(weights) / sum(weights),
+        np.array(ingredient),
+        _obj(pts),
+        (np.arange(n_ing)[:, None] + cumulative).ravel(),
+    )
 
 
 def _pick(rng: np.random.Generator, values: np.ndarray, n: int, p: np.ndarray | None = None):
@@ -1377,56 +1673,78 @@ def _obj(values) -> np.ndarray:
     return np.array(list(values), dtype=object)
 
 
+def _text(values: np.ndarray) -> np.ndarray:
+    return values.astype(str).astype(object)
+
+
+def _ymd_days(first: date, n_days: int) -> np.ndarray:
+    """YYYYMMDD strings of n_days consecutive days from first."""
+    days = np.datetime64(first, "D") + np.arange(n_days)
+    return np.char.replace(np.datetime_as_string(days), "-", "").astype(object)
+
+
 def _blank_where(rng: np.random.Generator, values: np.ndarray, p_blank: float) -> np.ndarray:
     out = values.copy()
     out[rng.random(len(out)) < p_blank] = ""
     return out
 
 
-def _lines(columns: dict[str, np.ndarray], header: tuple[str, ...], n: int) -> bytes:
+def _lines(columns: dict[str, np.ndarray], q: Quarter, table: str, n: int) -> bytes:
+    """Rows in the era's layout: header order, LAERS upper case and trailing '$', CRLF."""
+    if n == 0:
+        return b""
     empty = [""] * n
-    cols = [columns.get(name, empty) for name in header]
-    return ("\r\n".join(map("$".join, zip(*cols, strict=True))) + "\r\n").encode("latin-1")
+    cols = [columns.get(canonical_name(table, h), empty) for h in HEADERS[q.era][table]]
+    end = "$\r\n" if has_trailing_dollar(q.source, table) else "\r\n"
+    text = end.join(map("$".join, zip(*cols, strict=True))) + end
+    return (text.upper() if q.source == LAERS else text).encode("latin-1")
+
+
+@dataclass
+class _Ids:
+    """Who the fast reports are: case, version (0 for LAERS), primaryid or ISR, receipt dates."""
+
+    caseid: np.ndarray  # int64
+    version: np.ndarray  # int64
+    report_id: np.ndarray  # str objects
+    fda_day: np.ndarray  # days after the quarter's first day
+    init_fda_dt: np.ndarray  # str objects (YYYYMMDD)
 
 
 class _FullSize:
-    """Vectorised column generators for one FB-layout quarter, chunk by chunk of reports."""
+    """Vectorised column generators for one quarter of any era, chunk by chunk of reports."""
 
-    def __init__(self, q: Quarter, n_reports: int, seed: int) -> None:
-        self.q, self.seed = q, seed
+    def __init__(
+        self, q: Quarter, n_reports: int, seed: int, vocab: _Vocabulary, ids: _Ids | None = None
+    ) -> None:
+        self.q, self.seed, self.vocab = q, seed, vocab
         rng = np.random.default_rng([seed, _quarter_index(q)])
-        caseid = _caseid_base(q) - 3_000_000 + np.cumsum(rng.integers(1, 12, n_reports))
-        version = rng.choice(np.array([1, 1, 1, 2, 2, 3, 4, 6, 12]), n_reports)
-        self.caseid = caseid.astype(str).astype(object)
-        self.version = version.astype(str).astype(object)
-        self.primaryid = _obj(c + v for c, v in zip(self.caseid, self.version, strict=True))
+        start, end = _quarter_dates(q)
+        if ids is None:
+            caseid = _caseid_base(q) - 3_000_000 + np.cumsum(rng.integers(1, 12, n_reports))
+            version = rng.choice(np.array([1, 1, 1, 2, 2, 3, 4, 6, 12]), n_reports)
+            fda_day = rng.integers(0, (end - start).days + 1, n_reports)
+            back = np.where(version == 1, 0, rng.integers(90, 2000, n_reports))
+            init = _ymd_days(start - timedelta(days=2000), 2100)[fda_day - back + 2000]
+            pid = _obj(f"{c}{v}" for c, v in zip(caseid, version, strict=True))
+            ids = _Ids(caseid, version, pid, fda_day, init)
+        self.ids = ids
+        n_reports = len(ids.caseid)
+        self.caseid, self.version = _text(ids.caseid), _text(ids.version)
+        self.primaryid = ids.report_id
         self.n_drug = 1 + rng.poisson(4.0, n_reports)
-        self.n_reac = 1 + rng.poisson(2.25, n_reports)
+        self.n_reac = 1 + rng.poisson(_MEAN_REACTIONS - 1, n_reports)
         self.n_outc = np.minimum(rng.poisson(0.75, n_reports), 3)
         self.n_rpsr = (rng.random(n_reports) < 0.05).astype(int)
-        start, end = _quarter_dates(q)
-        days = [start - timedelta(days=k) for k in range(3000, -(end - start).days - 1, -1)]
-        self.ymd = _obj(_ymd(d) for d in days)
-        self.ym = _obj(d.strftime("%Y%m") for d in days)
-        self.y = _obj(d.strftime("%Y") for d in days)
-        self.in_quarter = len(days) - (end - start).days - 1  # index of the quarter's first day
+        self.drug_offset = np.cumsum(self.n_drug) - self.n_drug
+        self.drug_k = rng.choice(len(vocab.drugnames), size=int(self.n_drug.sum()), p=vocab.drug_p)
+        self.in_quarter = 3000  # index of the quarter's first day
+        self.ymd = _ymd_days(start - timedelta(days=3000), 3000 + (end - start).days + 1)
+        self.ym = self.ymd.astype("U6").astype(object)
+        self.y = self.ymd.astype("U4").astype(object)
+        self.fda = self.in_quarter + ids.fda_day
         self.seq = _obj(str(i) for i in range(int(self.n_drug.max()) + 1))
-        names = (
-            [n for n, _ in DRUGS] + [n.title() for n, _ in DRUGS] + [n for n, _ in CO_SUBSTANCES]
-        )
-        ais = [a for _, a in DRUGS] * 2 + [a for _, a in CO_SUBSTANCES]
-        weights = [1.0] * len(names)
-        for extra, ai, w in (
-            (KRATOM_DRUGNAMES, "MITRAGYNA SPECIOSA LEAF", 0.25),
-            (SEVEN_OH_DRUGNAMES, "7-HYDROXYMITRAGYNINE", 0.1),
-            (DECOY_DRUGNAMES, "", 0.3),
-            (_LATIN1_DRUGNAMES, "", 0.05),
-        ):
-            names += extra
-            ais += [ai or n.upper() for n in extra]
-            weights += [w] * len(extra)
-        self.drugnames, self.prod_ai = _obj(names), _obj(ais)
-        self.drug_p = np.array(weights) / sum(weights)
+        self.laers_seq = _LAERS_DRUG_SEQ_START + _quarter_index(q) * 350_000 + 150_000
         self.nda = _obj(f"{k:06d}" for k in rng.integers(10_000, 215_000, 2000))
 
     def rng(self, table: str, chunk: int) -> np.random.Generator:
@@ -1436,6 +1754,8 @@ class _FullSize:
 
     def _date(self, rng: np.random.Generator, idx: np.ndarray, p_partial: float) -> np.ndarray:
         out = self.ymd[idx]
+        if self.q.source == LAERS:
+            return out
         roll = rng.random(len(idx))
         out[roll < p_partial] = self.ym[idx[roll < p_partial]]
         out[roll < p_partial / 2] = self.y[idx[roll < p_partial / 2]]
@@ -1443,40 +1763,45 @@ class _FullSize:
 
     def demo(self, a: int, b: int, chunk: int) -> bytes:
         rng, n = self.rng("demo", chunk), b - a
-        fda = self.in_quarter + rng.integers(0, len(self.ymd) - self.in_quarter, n)
+        fda = self.fda[a:b]
         maker = rng.integers(0, len(_MANUFACTURERS), n)
         codes = _obj(code for _, code in _MANUFACTURERS)[maker]
-        country = _pick(rng, _obj(_COUNTRY_CODES), n)
+        where = rng.choice(len(_COUNTRY_CODES), n, p=np.array(_COUNTRY_WEIGHTS) / 100)
+        country = _obj(_COUNTRY_CODES)[where]
         serial = rng.integers(0, 10**6, n)
         mfr = _obj(
             f"{c}-{m}-{self.q.year}{k}" for c, m, k in zip(country, codes, serial, strict=True)
         )
+        first = self.version[a:b] == "1"
         cols = {
             "primaryid": self.primaryid[a:b],
             "caseid": self.caseid[a:b],
             "caseversion": self.version[a:b],
-            "i_f_code": np.where(self.version[a:b] == "1", "I", "F").astype(object),
+            "i_f_code": np.where(first, "I", "F").astype(object),
             "event_dt": _blank_where(rng, self._date(rng, fda - rng.integers(1, 700, n), 0.2), 0.2),
             "mfr_dt": self.ymd[fda - rng.integers(1, 15, n)],
-            "init_fda_dt": self.ymd[fda - rng.integers(0, 2000, n)],
+            "init_fda_dt": self.ids.init_fda_dt[a:b],
             "fda_dt": self.ymd[fda],
             "rept_cod": _pick(rng, _obj(("EXP", "PER", "DIR")), n, np.array([0.6, 0.25, 0.15])),
             "mfr_num": mfr,
             "mfr_sndr": _obj(name for name, _ in _MANUFACTURERS)[maker],
             "lit_ref": _blank_where(rng, _pick(rng, _obj(_LIT_REFS), n), 0.97),
-            "age": _blank_where(rng, rng.integers(1, 95, n).astype(str).astype(object), 0.2),
+            "age": _blank_where(rng, _text(rng.integers(1, 95, n)), 0.2),
             "age_cod": _blank_where(rng, np.full(n, "YR", dtype=object), 0.2),
             "age_grp": _blank_where(rng, _pick(rng, _obj("NICTAE"), n), 0.5),
             "sex": _pick(rng, _obj(("F", "M", "UNK", "")), n, np.array([0.55, 0.38, 0.03, 0.04])),
             "e_sub": np.full(n, "Y", dtype=object),
-            "wt": _blank_where(rng, rng.integers(40, 130, n).astype(str).astype(object), 0.6),
+            "wt": _blank_where(rng, _text(rng.integers(40, 130, n)), 0.6),
             "wt_cod": np.full(n, "KG", dtype=object),
             "rept_dt": self.ymd[fda],
             "occp_cod": _pick(rng, _obj(("MD", "PH", "OT", "LW", "CN", "")), n),
             "reporter_country": country,
         }
         cols["occr_country"] = cols["reporter_country"]
-        return _lines(cols, HEADERS["FB"]["demo"], n)
+        if self.q.source == LAERS:
+            cols["image"] = _obj(f"{i}-{_isr_check_digit(i)}" for i in self.primaryid[a:b])
+            cols["reporter_country"] = _obj(_COUNTRIES.values())[where]
+        return _lines(cols, self.q, "demo", n)
 
     def _drug_rows(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Report index, drug_seq and is-first flag of every drug row of reports a..b."""
@@ -1486,22 +1811,28 @@ class _FullSize:
         seq = np.arange(len(report)) - starts + 1
         return report, seq, seq == 1
 
+    def _seq_text(self, report: np.ndarray, seq: np.ndarray) -> np.ndarray:
+        """drug_seq as written: per report in FAERS, a global running number in LAERS."""
+        if self.q.source == LAERS:
+            return _text(self.laers_seq + self.drug_offset[report] + seq)
+        return self.seq[seq]
+
     def drug(self, a: int, b: int, chunk: int) -> bytes:
         rng = self.rng("drug", chunk)
         report, seq, first = self._drug_rows(a, b)
         m = len(report)
-        k = rng.choice(len(self.drugnames), size=m, p=self.drug_p)
-        role = _pick(rng, _obj(("SS", "C", "C", "C", "I")), m)
+        k = self.drug_k[self.drug_offset[report] + seq - 1]
+        role = _pick(rng, _obj(("SS", "C", "I")), m, np.array([0.25, 0.65, 0.1]))
         role[first] = "PS"
         amt = _pick(rng, _obj(("", "5", "10", "20", "50", "100", "500")), m)
         has = amt != ""
         cols = {
             "primaryid": self.primaryid[report],
             "caseid": self.caseid[report],
-            "drug_seq": self.seq[seq],
+            "drug_seq": self._seq_text(report, seq),
             "role_cod": role,
-            "drugname": self.drugnames[k],
-            "prod_ai": self.prod_ai[k],
+            "drugname": self.vocab.drugnames[k],
+            "prod_ai": self.vocab.prod_ai[k],
             "val_vbm": _pick(rng, _obj("1112"), m),
             "route": _blank_where(rng, _pick(rng, _obj(_ROUTES), m), 0.2),
             "dechal": _pick(rng, _obj(("Y", "N", "U", "D", "", "")), m),
@@ -1512,7 +1843,7 @@ class _FullSize:
             "dose_form": _blank_where(rng, _pick(rng, _obj(_DOSE_FORMS), m), 0.5),
             "dose_freq": np.where(has, _pick(rng, _obj(_DOSE_FREQS), m), ""),
         }
-        return _lines(cols, HEADERS["FB"]["drug"], m)
+        return _lines(cols, self.q, "drug", m)
 
     def ther(self, a: int, b: int, chunk: int) -> bytes:
         rng = self.rng("ther", chunk)
@@ -1526,13 +1857,13 @@ class _FullSize:
         cols = {
             "primaryid": self.primaryid[report],
             "caseid": self.caseid[report],
-            "dsg_drug_seq": self.seq[seq],
+            "dsg_drug_seq": self._seq_text(report, seq),
             "start_dt": self._date(rng, start, 0.2),
             "end_dt": _blank_where(rng, self._date(rng, start + dur, 0.2), 0.4),
-            "dur": np.where(has_dur, (dur + 1).astype(str).astype(object), ""),
+            "dur": np.where(has_dur, _text(dur + 1), ""),
             "dur_cod": np.where(has_dur, "DAY", "").astype(object),
         }
-        return _lines(cols, HEADERS["FB"]["ther"], m)
+        return _lines(cols, self.q, "ther", m)
 
     def indi(self, a: int, b: int, chunk: int) -> bytes:
         rng = self.rng("indi", chunk)
@@ -1543,26 +1874,42 @@ class _FullSize:
         cols = {
             "primaryid": self.primaryid[report],
             "caseid": self.caseid[report],
-            "indi_drug_seq": self.seq[seq],
+            "indi_drug_seq": self._seq_text(report, seq),
             "indi_pt": _pick(rng, _obj(_INDICATIONS), m),
         }
-        return _lines(cols, HEADERS["FB"]["indi"], m)
+        return _lines(cols, self.q, "indi", m)
+
+    def reac(self, a: int, b: int, chunk: int) -> bytes:
+        """Each term drawn from the distribution of one of the report's drugs (often the PS)."""
+        rng, vocab = self.rng("reac", chunk), self.vocab
+        report = np.repeat(np.arange(a, b), self.n_reac[a:b])
+        m = len(report)
+        which = np.where(rng.random(m) < 0.5, 0, (rng.random(m) * self.n_drug[report]).astype(int))
+        ingredient = vocab.drug_ingredient[self.drug_k[self.drug_offset[report] + which]]
+        found = np.searchsorted(vocab.term_key, ingredient + rng.random(m), side="right")
+        term = np.minimum(found, len(vocab.term_key) - 1) % len(vocab.pts)
+        _, first = np.unique(report * len(vocab.pts) + term, return_index=True)
+        keep = np.sort(first)  # one row per term and report, in drawing order
+        report, term = report[keep], term[keep]
+        cols = {
+            "primaryid": self.primaryid[report],
+            "caseid": self.caseid[report],
+            "pt": vocab.pts[term],
+        }
+        return _lines(cols, self.q, "reac", len(report))
 
     def _child(self, table: str, a: int, b: int, chunk: int, values: np.ndarray) -> bytes:
-        counts = {"reac": self.n_reac, "outc": self.n_outc, "rpsr": self.n_rpsr}[table][a:b]
+        counts = {"outc": self.n_outc, "rpsr": self.n_rpsr}[table][a:b]
         rng = self.rng(table, chunk)
         report = np.repeat(np.arange(a, b), counts)
         m = len(report)
-        column = {"reac": "pt", "outc": "outc_cod", "rpsr": "rpsr_cod"}[table]
+        column = {"outc": "outc_cod", "rpsr": "rpsr_cod"}[table]
         cols = {
             "primaryid": self.primaryid[report],
             "caseid": self.caseid[report],
             column: _pick(rng, values, m),
         }
-        return _lines(cols, HEADERS["FB"][table], m)
-
-    def reac(self, a: int, b: int, chunk: int) -> bytes:
-        return self._child("reac", a, b, chunk, _obj(_EVENT_PTS))
+        return _lines(cols, self.q, table, m)
 
     def outc(self, a: int, b: int, chunk: int) -> bytes:
         return self._child(
@@ -1579,20 +1926,118 @@ class _FullSize:
             yield make(a, min(n, a + size), chunk)
 
 
+class _Background:
+    """The FAERS-like background of a series: fast reports around the planned cases.
+
+    Each quarter gets about n_reports reports: new cases (some with earlier versions before the
+    series) and follow-ups of background cases of earlier quarters. Ids never collide with the
+    planner's; no background case involves kratom or is deleted.
+    """
+
+    FOLLOW_UP_SHARE = 0.15
+
+    def __init__(self, planner: _Planner, quarters: list[Quarter], n_reports: int, seed: int):
+        rng = np.random.default_rng([seed, 20_040_101])
+        self.ids: dict[Quarter, _Ids] = {}
+        self.seed = seed
+        seen = pd.DataFrame(
+            {"caseid": [], "version": [], "source": [], "init": [], "report_id": [], "quarter": []}
+        )
+        taken_ids = np.array(sorted(planner.used_caseids), dtype=np.int64)
+        taken_reports = set(planner.used_primaryids) | {str(i) for i in planner.used_isrs}
+        for q in quarters:
+            start, end = _quarter_dates(q)
+            n_follow = min(len(seen), int(n_reports * self.FOLLOW_UP_SHARE))
+            old = seen.iloc[rng.choice(len(seen), n_follow, replace=False)] if n_follow else seen
+            n_new = n_reports - n_follow
+            base = _caseid_base(q) + 300_000
+            caseid = np.r_[
+                old["caseid"].to_numpy(np.int64),
+                base + np.cumsum(rng.integers(1, 4, n_new)),
+            ]
+            if q.source == LAERS:
+                version = np.zeros(len(caseid), dtype=np.int64)
+                isr = _caseid_base(q) + 400_000 + np.cumsum(rng.integers(1, 3, len(caseid)))
+                report_id = _text(isr)
+            else:
+                was_faers = (old["source"] == FAERS).to_numpy()
+                prev = old["version"].to_numpy(np.int64)
+                version = np.r_[
+                    np.where(was_faers, prev + 1, 1),
+                    rng.choice(np.array([1] * 6 + [2, 2, 3, 4]), n_new),
+                ]
+                report_id = _obj(f"{c}{v}" for c, v in zip(caseid, version, strict=True))
+            fda_day = rng.integers(0, (end - start).days + 1, len(caseid))
+            back = np.where(version <= 1, 0, rng.integers(90, 2000, len(caseid)))
+            init = _ymd_days(start - timedelta(days=2000), 2100)[fda_day - back + 2000]
+            init[:n_follow] = old["init"].to_numpy(object)
+            ok = ~pd.Series(report_id).isin(taken_reports).to_numpy()
+            ok[n_follow:] &= ~np.isin(caseid[n_follow:], taken_ids) & ~np.isin(
+                caseid[n_follow:], seen["caseid"].to_numpy(np.int64)
+            )
+            ok &= ~pd.Series(report_id).duplicated().to_numpy()
+            ids = _Ids(caseid[ok], version[ok], report_id[ok], fda_day[ok], init[ok])
+            self.ids[q] = ids
+            taken_reports.update(ids.report_id)
+            now = pd.DataFrame(
+                {
+                    "caseid": ids.caseid,
+                    "version": ids.version,
+                    "source": q.source,
+                    "init": ids.init_fda_dt,
+                    "report_id": ids.report_id,
+                    "quarter": str(q),
+                }
+            )
+            seen = pd.concat([seen[~seen["caseid"].isin(now["caseid"])], now], ignore_index=True)
+        self.latest = seen
+
+    def members(self, q: Quarter) -> dict[str, bytes]:
+        """Each table's background rows for quarter q (no header), keyed by table."""
+        gen = _FullSize(q, 0, self.seed, _vocabulary(), self.ids[q])
+        return {table: b"".join(gen.chunks(table)) for table in TABLES}
+
+    def case_truth(self) -> pd.DataFrame:
+        """One row per background case, in the columns of `Series.cases`."""
+        seen = self.latest
+        return pd.DataFrame(
+            {
+                "caseid": _text(seen["caseid"].to_numpy(np.int64)),
+                "source_of_latest": seen["source"],
+                "surviving": True,
+                "primaryid_latest": seen["report_id"],
+                "quarter_latest": seen["quarter"],
+                "is_kratom": False,
+                "is_7oh": False,
+                "has_decoy": False,
+                "deleted_in": None,
+            }
+        )
+
+
 def write_full_size_quarter(
     quarter: str, out_dir: Path, n_reports: int = 400_000, seed: int = 0
 ) -> Path:
     """Write a benchmark-sized SYNTHETIC FB-layout (2014Q3+) quarter; no damage, no truth.
 
     400,000 reports give about 5 million rows: DRUG ~2.0M, REAC ~1.3M, INDI ~0.9M, THER ~0.6M,
-    DEMO 0.4M, OUTC ~0.3M, RPSR ~20k.
+    DEMO 0.4M, OUTC ~0.3M, RPSR ~20k. Kratom, 7-OH, look-alike and latin-1 drug strings are mixed
+    into the background vocabulary.
     """
     q = Quarter.parse(quarter)
     if q.era != "FB":
         raise ValueError(f"full-size quarters use the 2014Q3+ layout; got {q}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    gen = _FullSize(q, n_reports, seed)
+    vocab = _vocabulary().with_extra_drugs(
+        [
+            (KRATOM_DRUGNAMES, "MITRAGYNA SPECIOSA LEAF", 0.01),
+            (SEVEN_OH_DRUGNAMES, "7-HYDROXYMITRAGYNINE", 0.003),
+            (DECOY_DRUGNAMES, "", 0.01),
+            (_LATIN1_DRUGNAMES, "", 0.001),
+        ]
+    )
+    gen = _FullSize(q, n_reports, seed, vocab)
     path = out_dir / _zip_name(q)
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr(_zipinfo("README_SYNTHETIC.txt", q, 1), _README_SYNTHETIC)

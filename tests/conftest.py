@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import pytest
@@ -11,6 +12,9 @@ import pytest
 from surveillance.db import connect
 from surveillance.pipeline import load
 from surveillance.synthetic import Series, generate_series
+
+if TYPE_CHECKING:
+    from surveillance.demo import DemoData
 
 # Crosses the LAERS -> FAERS switch and the start of deleted lists, and reaches 7-OH years.
 SERIES = ["2012Q2", "2012Q3", "2012Q4", "2013Q1", "2018Q4", "2019Q1", "2019Q2", "2023Q1"]
@@ -32,3 +36,12 @@ def series_con(series_db: tuple[Series, Path]) -> Iterator[duckdb.DuckDBPyConnec
     """A connection to the series database, closed after the test (so CLI runs can open it)."""
     with connect(series_db[1]) as con:
         yield con
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory: pytest.TempPathFactory) -> DemoData:
+    """The demo database at a tenth of the demo's scale (same generator, same proportions)."""
+    from surveillance.demo import DEMO_BACKGROUND, DEMO_PLANNED, build_database
+
+    out = tmp_path_factory.mktemp("demo")
+    return build_database(out, seed=7, background=DEMO_BACKGROUND // 10, n_cases=DEMO_PLANNED // 10)
