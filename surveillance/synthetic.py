@@ -1941,7 +1941,15 @@ class _Background:
         self.ids: dict[Quarter, _Ids] = {}
         self.seed = seed
         seen = pd.DataFrame(
-            {"caseid": [], "version": [], "source": [], "init": [], "report_id": [], "quarter": []}
+            {
+                "caseid": [],
+                "version": [],
+                "source": [],
+                "init": [],
+                "report_id": [],
+                "quarter": [],
+                "first": [],
+            }
         )
         taken_ids = np.array(sorted(planner.used_caseids), dtype=np.int64)
         taken_reports = set(planner.used_primaryids) | {str(i) for i in planner.used_isrs}
@@ -1987,6 +1995,7 @@ class _Background:
                     "init": ids.init_fda_dt,
                     "report_id": ids.report_id,
                     "quarter": str(q),
+                    "first": np.r_[old["first"].to_numpy(object), [str(q)] * n_new][ok],
                 }
             )
             seen = pd.concat([seen[~seen["caseid"].isin(now["caseid"])], now], ignore_index=True)
@@ -2007,6 +2016,11 @@ class _Background:
                 "surviving": True,
                 "primaryid_latest": seen["report_id"],
                 "quarter_latest": seen["quarter"],
+                "quarter_initial": np.minimum(
+                    _obj(f"{d[:4]}Q{(int(d[4:6]) + 2) // 3}" for d in seen["init"]),
+                    seen["first"].to_numpy(object),
+                ),
+                "quarter_first_version": seen["first"],
                 "is_kratom": False,
                 "is_7oh": False,
                 "has_decoy": False,

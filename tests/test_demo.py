@@ -51,6 +51,22 @@ def test_cases_and_kratom_match_the_generators_truth(
     assert _scalar(demo_con, "SELECT count(*) FROM raw_drug") == rows_in_zips
 
 
+def test_initial_receipt_matches_the_generators_truth(
+    demo_data: DemoData, demo_con: duckdb.DuckDBPyConnection
+) -> None:
+    """New cases (definitions.NEW_CASE) count background follow-ups as follow-ups too."""
+    truth = demo_data.series.cases
+    want = dict(truth.loc[truth["surviving"], ["caseid", "quarter_initial"]].to_numpy())
+    got = dict(demo_con.execute("SELECT caseid, initial_quarter FROM cases").fetchall())
+    assert got == want
+    assert (
+        sum(
+            want[c] < q for c, q in demo_con.execute("SELECT caseid, quarter FROM cases").fetchall()
+        )
+        > 1000
+    )
+
+
 def test_background_dwarfs_kratom(demo_con: duckdb.DuckDBPyConnection) -> None:
     n_cases = _scalar(demo_con, "SELECT count(*) FROM cases")
     n_kratom = _scalar(
