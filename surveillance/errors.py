@@ -22,8 +22,16 @@ class DatabaseError(SurveillanceError):
     """The database cannot be opened, is locked, or is from an incompatible version."""
 
 
+class StaleDataError(DatabaseError):
+    """A derived table is older than the data it came from and this connection cannot rebuild it."""
+
+
 class NoDataError(SurveillanceError):
     """What was asked for is not in the database (no such case, nothing loaded yet)."""
+
+
+class LimitError(SurveillanceError):
+    """A statement ran past its time or memory limit."""
 
 
 class UsageError(SurveillanceError):

@@ -33,6 +33,7 @@ from .faers_format import (
     canonical_name,
     has_trailing_dollar,
 )
+from .freshness import quarters_fingerprint as quarters_fingerprint  # clean imports it here
 
 SYNTHETIC_MARKER = "README_SYNTHETIC.txt"
 
@@ -127,12 +128,6 @@ def inspect_zip(path: Path) -> QuarterZip:
     synthetic = any(n.rsplit("/", 1)[-1] == SYNTHETIC_MARKER for n in names)
     sizes = {t: byte_sizes[m] for t, m in members.items()}
     return QuarterZip(path, quarters.pop(), members, deleted, synthetic, sizes)
-
-
-def quarters_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
-    """sha256 over every loaded quarter and its zip's sha256: names the raw layer's vintage."""
-    rows = con.execute("SELECT quarter, zip_sha256 FROM quarters ORDER BY quarter").fetchall()
-    return hashlib.sha256(repr(rows).encode()).hexdigest()
 
 
 def sha256_file(path: Path) -> str:

@@ -222,8 +222,11 @@ def test_sql_while_another_process_writes(tmp_path) -> None:
 
 
 def test_sql_on_a_missing_database(tmp_path) -> None:
-    with pytest.raises(DatabaseError, match="no such database"):
-        run_sql(tmp_path / "none.duckdb", "SELECT 1")
+    missing = tmp_path / "none.duckdb"
+    with pytest.raises(DatabaseError) as error:
+        run_sql(missing, "SELECT 1")
+    assert str(error.value) == f"no database at {missing}; load quarters first or pass --db"
+    assert not missing.exists()
 
 
 def test_every_table_and_column_is_documented(series_con) -> None:
