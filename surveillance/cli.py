@@ -154,9 +154,9 @@ def _db(db_path: Path | None) -> Path:
     path = db_path if db_path is not None else default_path()
     ctx = click.get_current_context(silent=True)
     use = _DB_USE.get(ctx.command.name or "", "exists") if ctx is not None else "exists"
-    if use == "create":
-        return path
     if not path.exists():
+        if use == "create":
+            return path
         raise SurveillanceError(f"no database at {path}; load quarters first or pass --db")
     check_file(path)
     if use in ("rebuild", "refuse"):

@@ -35,6 +35,7 @@ _MEMORY_LIMIT = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s
 _memory_override: ContextVar[str | None] = ContextVar("memory_limit_override", default=None)
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _DUCKDB_MAGIC = b"DUCK"
+_HEADER_BYTES = 3 * 4096  # the file header and two database headers before the first block
 
 
 _FIXED_DDL = (
@@ -149,6 +150,27 @@ def check_file(db_path: Path) -> None:
         raise DatabaseError(f"{db_path}: not a DuckDB database file")
 
 
+def check_complete(con: duckdb.DuckDBPyConnection, db_path: Path) -> None:
+    """Refuse a database file shorter than the blocks its header names (a truncated copy).
+
+    Skipped while a write-ahead log exists, whose replay may name blocks not yet written."""
+    if db_path.with_name(db_path.name + ".wal").exists():
+        return
+    row = con.execute(
+        "SELECT block_size, total_blocks FROM pragma_database_size() "
+        "WHERE database_name = current_database()"
+    ).fetchone()
+    if row is None:
+        return
+    expected = _HEADER_BYTES + int(row[0]) * int(row[1])
+    found = db_path.stat().st_size
+    if found < expected:
+        raise DatabaseError(
+            f"{db_path}: truncated database file ({found:,} of {expected:,} bytes); "
+            "restore it from a backup or load the quarters into a new one"
+        )
+
+
 def connect(
     path: str | Path | None = None, *, read_only: bool = False, create: bool = True
 ) -> duckdb.DuckDBPyConnection:
@@ -170,6 +192,7 @@ def connect(
         raise DatabaseError(_explain_open_error(db_path, e)) from e
     try:
         con.execute("SET enable_progress_bar = false")
+        check_complete(con, db_path)
         if read_only:
             check_schema_version(con, db_path)
         else:

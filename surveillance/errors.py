@@ -36,3 +36,7 @@ class LimitError(SurveillanceError):
 
 class UsageError(SurveillanceError):
     """A request that cannot be satisfied as asked (unknown quarter, substance, parameter)."""
+
+
+class QuarterError(UsageError, ValueError):
+    """Not a FAERS quarter such as 2014Q3 (a ValueError too, for callers that catch that)."""

@@ -38,7 +38,14 @@ import duckdb
 import pandas as pd
 
 from . import schema_docs
-from .db import MEMORY_LIMIT_ENV, _explain_open_error, check_file, connection_config, memory_limit
+from .db import (
+    MEMORY_LIMIT_ENV,
+    _explain_open_error,
+    check_complete,
+    check_file,
+    connection_config,
+    memory_limit,
+)
 from .db import _memory_override as _memory_override
 from .errors import DatabaseError, LimitError, UsageError
 
@@ -287,8 +294,13 @@ def _open_sandbox(db_path: Path) -> duckdb.DuckDBPyConnection:
         ) from e
     except duckdb.Error as e:
         raise DatabaseError(_explain_open_error(db_path, e)) from e
-    for setting in _SANDBOX_SETTINGS:
-        con.execute(setting)
+    try:
+        check_complete(con, db_path)
+        for setting in _SANDBOX_SETTINGS:
+            con.execute(setting)
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
