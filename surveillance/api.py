@@ -97,14 +97,14 @@ class Database:
         than what it was built from, and logs one line saying so. Read-only: raises a
         StaleDataError naming what is behind and to run 'surveillance rebuild'. Returns what was
         behind (None when all was current); NoDataError when no quarter is loaded."""
-        from .extract import builtin_names
+        from .extract import builtin_term_files
         from .pipeline import repair
 
         con = self.connection
         if self._current:
             return None
         try:
-            stale = _freshness.check(con, builtin_names())
+            stale = _freshness.check(con, builtin_term_files())
         except NoDataError as e:
             raise NoDataError(f"{self.path}: {e}") from e
         if stale is not None:
@@ -150,14 +150,14 @@ class Database:
 
     def rebuild(self, dedup: str | None = None) -> pd.DataFrame:
         """Rebuild the clean layer and the built-in substances' hits; the dedup step counts."""
-        from .extract import builtin_names
+        from .extract import builtin_term_files
         from .pipeline import rebuild
 
         if self.read_only:
             raise UsageError("rebuild writes to the database; open it with read_only=False")
         con = self.connection
         try:
-            _freshness.check(con, builtin_names())
+            _freshness.check(con, builtin_term_files())
         except NoDataError as e:
             raise NoDataError(f"{self.path}: {e}") from e
         steps = rebuild(con, dedup=dedup, progress=self._log)

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import SurveillanceError, UsageError
+from .errors import DatabaseError, SurveillanceError, UsageError
 from .output import render, render_json
 
 
@@ -157,7 +157,7 @@ def _db(db_path: Path | None) -> Path:
     if not path.exists():
         if use == "create":
             return path
-        raise SurveillanceError(f"no database at {path}; load quarters first or pass --db")
+        raise DatabaseError(f"no database at {path}; load quarters first or pass --db")
     check_file(path)
     if use in ("rebuild", "refuse"):
         from .api import Database

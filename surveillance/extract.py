@@ -132,6 +132,15 @@ def builtin_names() -> tuple[str, ...]:
     return tuple(builtin_substances())
 
 
+def builtin_term_files() -> dict[str, tuple[str, str]]:
+    """Each built-in substance's term file as (version, source_path), for `freshness.check`."""
+    found = {}
+    for name in builtin_names():
+        s = load_substance(name)
+        found[name] = (s.version, s.source_path)
+    return found
+
+
 def extract_builtins(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Extract every built-in substance (run after each rebuild of the clean layer)."""
     return {name: extract(con, load_substance(name)) for name in builtin_names()}
@@ -141,7 +150,7 @@ def refresh(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Extract the built-ins again and drop the stale hits of other term files (they are
     extracted again when next asked for); return n_cases per built-in."""
     counts = extract_builtins(con)
-    for name in stale_extractions(con, ()):
+    for name in stale_extractions(con, {}):
         for table in ("substance_strings", "substance_hits", "substance_runs"):
             con.execute(f"DELETE FROM {table} WHERE substance = $s", {"s": name})  # noqa: S608
     return counts

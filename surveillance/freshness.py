@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import duckdb
@@ -98,17 +99,26 @@ def extraction_is_current(
     return row == (version, source_path, data_fingerprint(con))
 
 
-def stale_extractions(con: duckdb.DuckDBPyConnection, builtins: tuple[str, ...]) -> list[str]:
-    """Substances whose stored hits were built on other data (or are missing, for built-ins)."""
+def stale_extractions(
+    con: duckdb.DuckDBPyConnection, builtins: Mapping[str, tuple[str, str]]
+) -> list[str]:
+    """Substances whose stored hits were built on other data; for the built-ins (name ->
+    (version, source_path) of their term files) also missing hits or another term file."""
     if not _has_table(con, "substance_runs"):
         return sorted(builtins)
     if not _has_column(con, "substance_runs", "data_fingerprint"):
         stored = [r[0] for r in con.execute("SELECT substance FROM substance_runs").fetchall()]
         return sorted({*stored, *builtins})
-    rows = dict(con.execute("SELECT substance, data_fingerprint FROM substance_runs").fetchall())
+    rows = {
+        r[0]: (r[1], r[2], r[3])
+        for r in con.execute(
+            "SELECT substance, version, source_path, data_fingerprint FROM substance_runs"
+        ).fetchall()
+    }
     current = data_fingerprint(con)
-    stale = {name for name, fingerprint in rows.items() if fingerprint != current}
-    return sorted(stale | {name for name in builtins if name not in rows})
+    stale = {name for name, row in rows.items() if row[2] != current}
+    stale |= {name for name, term_file in builtins.items() if rows.get(name, ())[:2] != term_file}
+    return sorted(stale)
 
 
 def _loaded_since(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -122,9 +132,12 @@ def _loaded_since(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [r[0] for r in rows]
 
 
-def check(con: duckdb.DuckDBPyConnection, builtins: tuple[str, ...]) -> Staleness | None:
+def check(
+    con: duckdb.DuckDBPyConnection, builtins: Mapping[str, tuple[str, str]]
+) -> Staleness | None:
     """The first layer of the chain that is older than what it was built from, or None.
 
+    `builtins` names the built-in substances' term files: name -> (version, source_path).
     Raises NoDataError when no quarter is loaded (there is nothing to show)."""
     if not _has_table(con, "quarters"):
         raise DatabaseError("the database has no FAERS schema; load quarters into it first")
@@ -144,8 +157,9 @@ def check(con: duckdb.DuckDBPyConnection, builtins: tuple[str, ...]) -> Stalenes
         names = ", ".join(stale)
         return Staleness(
             "extraction",
-            f"the substance matches ({names}) are older than the clean layer; "
-            "run 'surveillance rebuild'",
-            f"substance matches ({names}) were older than the clean layer; extracted again",
+            f"the substance matches ({names}) are older than the clean layer or their term "
+            "file; run 'surveillance rebuild'",
+            f"substance matches ({names}) were older than the clean layer or their term file; "
+            "extracted again",
         )
     return None

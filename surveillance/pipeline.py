@@ -40,7 +40,7 @@ def repair(
     con: duckdb.DuckDBPyConnection, progress: Callable[[str], None] | None = None
 ) -> freshness.Staleness | None:
     """Rebuild what `freshness.check` finds older than its source; return what was behind."""
-    stale = freshness.check(con, extract.builtin_names())
+    stale = freshness.check(con, extract.builtin_term_files())
     if stale is None:
         return None
     if stale.layer == "clean":

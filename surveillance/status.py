@@ -11,7 +11,7 @@ import duckdb
 
 from .db import raw_table
 from .errors import NoDataError
-from .extract import builtin_names
+from .extract import builtin_term_files
 from .faers_format import TABLES
 from .freshness import check
 
@@ -49,7 +49,7 @@ def status(con: duckdb.DuckDBPyConnection, db_path: Path) -> dict[str, Any]:
         else None
     )
     try:
-        stale = check(con, builtin_names())
+        stale = check(con, builtin_term_files())
         derived = "current" if stale is None else stale.refusal
     except NoDataError:
         derived = "nothing loaded"

@@ -23,7 +23,7 @@ from surveillance.db import (
     temp_directory,
 )
 from surveillance.errors import DatabaseError, LimitError, StaleDataError
-from surveillance.extract import builtin_names
+from surveillance.extract import builtin_term_files
 from surveillance.ingest import load as ingest_load
 from surveillance.migrations import LATEST, MIGRATIONS
 from surveillance.pipeline import load
@@ -83,15 +83,15 @@ def test_kill_between_clean_commit_and_extraction_is_caught(tmp_path, two_quarte
     _killed_load(db, q2, "surveillance.extract.refresh")
     with connect(db, read_only=True) as con:
         assert freshness.clean_is_current(con)  # the clean layer committed ...
-        stale = freshness.check(con, builtin_names())  # ... the matches did not
+        stale = freshness.check(con, builtin_term_files())  # ... the matches did not
     assert stale is not None and stale.layer == "extraction"
     assert _kratom_cases(db) != _kratom_cases(reference)
     # Read-only: refused in one line.
     code, out, err = _invoke("query", "substance_cases", "--db", str(db), "--format", "csv")
     assert code == 1 and out == ""
     assert err.splitlines() == [
-        f"Error: {db}: the substance matches (7-oh, kratom) are older than the clean layer; "
-        "run 'surveillance rebuild'"
+        f"Error: {db}: the substance matches (7-oh, kratom) are older than the clean layer or "
+        "their term file; run 'surveillance rebuild'"
     ]
     with Database(db, read_only=True) as ro, pytest.raises(StaleDataError):
         ro.cases()
@@ -99,8 +99,9 @@ def test_kill_between_clean_commit_and_extraction_is_caught(tmp_path, two_quarte
     code, out, err = _invoke("cases", "--db", str(db), "--format", "csv")
     assert code == 0, err
     assert (
-        "substance matches (7-oh, kratom) were older than the clean layer; extracted again" in err
-    )
+        "substance matches (7-oh, kratom) were older than the clean layer or their term file; "
+        "extracted again"
+    ) in err
     _, reference_out, _ = _invoke("cases", "--db", str(reference), "--format", "csv")
     assert out == reference_out
     assert _kratom_cases(db) == _kratom_cases(reference)
@@ -126,7 +127,7 @@ def test_killed_multi_quarter_load_refuses_or_rebuilds(tmp_path, two_quarters) -
     _, reference_out, _ = _invoke("signals", "--db", str(reference), "--format", "csv")
     assert out == reference_out
     with connect(db, read_only=True) as con:
-        assert freshness.check(con, builtin_names()) is None
+        assert freshness.check(con, builtin_term_files()) is None
 
 
 def test_library_reads_rebuild_after_a_raw_only_load(tmp_path, two_quarters) -> None:
@@ -140,6 +141,16 @@ def test_library_reads_rebuild_after_a_raw_only_load(tmp_path, two_quarters) -> 
     assert lines == ["clean layer was older than the loaded quarters; rebuilt"]
     with Database(reference) as ref:
         assert n_cases == len(ref.cases())
+
+
+def test_a_new_term_file_version_makes_the_matches_stale(two_quarters) -> None:
+    with connect(two_quarters[2], read_only=True) as con:
+        term_files = builtin_term_files()
+        assert freshness.check(con, term_files) is None
+        version, path = term_files["kratom"]
+        stale = freshness.check(con, {**term_files, "kratom": (version + ".1", path)})
+    assert stale is not None and stale.layer == "extraction"
+    assert "(kratom)" in stale.refusal and "7-oh" not in stale.refusal
 
 
 def test_rebuild_and_read_commands_never_create_a_database(tmp_path) -> None:
