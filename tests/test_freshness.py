@@ -80,7 +80,7 @@ def _kratom_cases(db: Path) -> list[str]:
 def test_kill_between_clean_commit_and_extraction_is_caught(tmp_path, two_quarters) -> None:
     q1, q2, reference = two_quarters
     db = _only_first(tmp_path, q1)
-    _killed_load(db, q2, "surveillance.extract.refresh")
+    _killed_load(db, q2, "surveillance.extract.extract_builtins")
     with connect(db, read_only=True) as con:
         assert freshness.clean_is_current(con)  # the clean layer committed ...
         stale = freshness.check(con, builtin_term_files())  # ... the matches did not

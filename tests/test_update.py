@@ -220,7 +220,7 @@ def test_update_repairs_a_kill_between_clean_layer_and_extraction(
         "import os, sys; from pathlib import Path; import surveillance.extract as e;"
         "from surveillance.db import connect; from surveillance.pipeline import load;"
         "load(connect(Path(sys.argv[1])), [Path(sys.argv[2])]);"
-        "e.refresh = lambda con: os._exit(9);"
+        "e.extract_builtins = lambda con: os._exit(9);"
         "load(connect(Path(sys.argv[1])), [Path(sys.argv[3])])"
     )
     dead = subprocess.run(
