@@ -9,11 +9,15 @@ Each method wraps the library function the CLI command of the same name calls, s
 same rows; results are pandas DataFrames. The connection opens on first use and stays open until
 `close()` (or the end of a `with` block); `sql()` closes it first, because DuckDB refuses a
 second connection to the same file with other settings in the same process.
+
+`Database` is the door every command passes through: only `load` creates a database, and every
+method that reads derived tables first calls `ensure_current()`, which rebuilds what is older
+than the loaded data (read-write) or refuses with one line (read-only).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -22,8 +26,9 @@ import duckdb
 import pandas as pd
 
 from . import db as _db
+from . import freshness as _freshness
 from . import query as _query
-from .errors import UsageError
+from .errors import InputError, NoDataError, StaleDataError, UsageError
 
 if TYPE_CHECKING:
     from .ingest import QuarterLoad
@@ -35,14 +40,22 @@ if TYPE_CHECKING:
 class Database:
     """A FAERS surveillance database: load quarters, list cases, compute signals, run SQL."""
 
-    def __init__(self, path: str | Path | None = None, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        read_only: bool = False,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         """Name the file (default: $SURVEILLANCE_DB, else data/surveillance.duckdb).
 
         read_only opens it without the schema set-up and refuses the methods that write
-        (load, rebuild, signals, trends); read-write creates the file if it does not exist."""
+        (load, rebuild, signals, trends); only `load` creates a file that does not exist. `log`
+        receives one line when a stale derived layer is rebuilt (default: a warning)."""
         self.path = Path(path) if path is not None else _db.default_path()
         self.read_only = read_only
+        self._log = log
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._current = False
 
     def __repr__(self) -> str:
         mode = "read-only" if self.read_only else "read-write"
@@ -63,8 +76,12 @@ class Database:
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
         """The open DuckDB connection (opened now if needed), for what the methods do not cover."""
+        return self._open(create=False)
+
+    def _open(self, create: bool) -> duckdb.DuckDBPyConnection:
         if self._con is None:
-            self._con = _db.connect(self.path, read_only=self.read_only)
+            self._con = _db.connect(self.path, read_only=self.read_only, create=create)
+            self._current = False
         return self._con
 
     def close(self) -> None:
@@ -73,9 +90,47 @@ class Database:
             self._con.close()
             self._con = None
 
+    def ensure_current(self) -> _freshness.Staleness | None:
+        """Make sure the derived tables are current with the loaded quarters, or refuse.
+
+        Read-write: rebuilds the clean layer (or extracts the substances again) when it is older
+        than what it was built from, and logs one line saying so. Read-only: raises a
+        StaleDataError naming what is behind and to run 'surveillance rebuild'. Returns what was
+        behind (None when all was current); NoDataError when no quarter is loaded."""
+        from .extract import builtin_term_files
+        from .pipeline import repair
+
+        con = self.connection
+        if self._current:
+            return None
+        try:
+            stale = _freshness.check(con, builtin_term_files())
+        except NoDataError as e:
+            raise NoDataError(f"{self.path}: {e}") from e
+        if stale is not None:
+            if self.read_only:
+                raise StaleDataError(f"{self.path}: {stale.refusal}")
+            repair(con)
+            self._say(stale.repaired)
+        self._current = True
+        return stale
+
+    def _say(self, line: str) -> None:
+        if self._log is not None:
+            self._log(line)
+        else:
+            import warnings
+
+            warnings.warn(line, stacklevel=3)
+
+    def _reader(self) -> duckdb.DuckDBPyConnection:
+        self.ensure_current()
+        return self.connection
+
     def _writable(self, what: str) -> duckdb.DuckDBPyConnection:
         if self.read_only:
             raise UsageError(f"{what} writes to the database; open it with read_only=False")
+        self.ensure_current()
         return self.connection
 
     def load(self, *paths: str | Path, dedup: str | None = None) -> list[QuarterLoad]:
@@ -86,13 +141,28 @@ class Database:
 
         if not paths:
             raise UsageError("load: give at least one zip or folder")
-        return load(self._writable("load"), paths, dedup=dedup)
+        if self.read_only:
+            raise UsageError("load writes to the database; open it with read_only=False")
+        for path in paths:
+            if not Path(path).exists():
+                raise InputError(path, "no such file or folder")
+        return load(self._open(create=True), paths, dedup=dedup, progress=self._log)
 
     def rebuild(self, dedup: str | None = None) -> pd.DataFrame:
         """Rebuild the clean layer and the built-in substances' hits; the dedup step counts."""
+        from .extract import builtin_term_files
         from .pipeline import rebuild
 
-        return rebuild(self._writable("rebuild"), dedup=dedup)
+        if self.read_only:
+            raise UsageError("rebuild writes to the database; open it with read_only=False")
+        con = self.connection
+        try:
+            _freshness.check(con, builtin_term_files())
+        except NoDataError as e:
+            raise NoDataError(f"{self.path}: {e}") from e
+        steps = rebuild(con, dedup=dedup, progress=self._log)
+        self._current = True
+        return steps
 
     def cases(
         self,
@@ -110,14 +180,14 @@ class Database:
         from .cases import cases
 
         return cases(
-            self.connection, _substance(substance, substance_file), since, until, roles, term
+            self._reader(), _substance(substance, substance_file), since, until, roles, term
         )
 
     def case(self, caseid: str) -> dict[str, Any]:
         """Everything known about one case: its report, drugs, reactions, outcomes, versions."""
         from .cases import case
 
-        return case(self.connection, caseid)
+        return case(self._reader(), caseid)
 
     def signals_run(
         self,
@@ -178,19 +248,27 @@ class Database:
     def query(self, name: str, /, **params: Any) -> pd.DataFrame:
         """Run a named query from queries/*.sql; params are checked against its header and
         bound, never pasted into the SQL (see `queries()`)."""
-        return _query.run_query(self.connection, name, **params)
+        return _query.run_query(self._reader(), name, **params)
 
     def queries(self) -> list[_query.NamedQuery]:
         """The named queries: name, description, parameters, what they count, SQL text."""
         return list(_query.named_queries().values())
 
-    def sql(self, text: str, limit: int | None = None) -> pd.DataFrame:
+    def sql(
+        self, text: str, limit: int | None = None, timeout: float | None = None
+    ) -> pd.DataFrame:
         """Run one ad hoc SQL statement on a separate read-only connection that cannot write,
-        reach other files or change settings; at most `limit` rows are fetched.
+        reach other files or change settings; at most `limit` rows are fetched, and the statement
+        is cancelled after `timeout` seconds (default `query.SQL_TIMEOUT`).
 
-        Closes this object's own connection first (the next method reopens it)."""
+        Refuses while a derived table is older than the loaded data (rebuild first). Closes this
+        object's own connection first (the next method reopens it)."""
+        try:
+            self.ensure_current()
+        except NoDataError:
+            pass  # nothing loaded: the raw tables can still be read, empty
         self.close()
-        return _query.run_sql(self.path, text, limit=limit)
+        return _query.run_sql(self.path, text, limit=limit, timeout=timeout)
 
     def schema(self, *tables: str) -> pd.DataFrame:
         """Table, column, type and description of every column (or of the tables named)."""

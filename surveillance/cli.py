@@ -1,9 +1,11 @@
 """The `surveillance` command line: each command parses options, calls one library function
-of the same name, and prints. Errors of the SurveillanceError family become one line on stderr
-with exit status 1; usage errors exit 2 (click's convention)."""
+of the same name, and prints. Errors of the SurveillanceError family, DuckDB errors and OS
+errors become one line on stderr with exit status 1; usage errors exit 2 (click's convention).
+Set SURVEILLANCE_TRACEBACK=1 to let unexpected errors through with their traceback."""
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -12,20 +14,68 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import SurveillanceError, UsageError
+from .errors import DatabaseError, SurveillanceError, UsageError
 from .output import render, render_json
 
 
+class _UsageLine(click.ClickException):
+    """Bad usage as one line on stderr, exit status 2."""
+
+    exit_code = 2
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) or "unknown error"
+
+
+def _os_error(e: OSError) -> str:
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{e.strerror or e}"
+
+
 class _Group(click.Group):
-    """Turns library errors into one line on stderr and exit status 1, never a traceback."""
+    """The one error seam: library, DuckDB and OS errors become one line on stderr and exit
+    status 1 (bad usage: 2), never a traceback; --memory-limit applies to every connection."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as e:
+            raise _UsageLine(f"{_one_line(e.format_message())} (see 'surveillance --help')") from e
 
     def invoke(self, ctx: click.Context) -> Any:
+        from .db import memory_limit_override
+
+        show_tracebacks = bool(os.environ.get("SURVEILLANCE_TRACEBACK"))
         try:
-            return super().invoke(ctx)
+            with memory_limit_override(ctx.params.get("memory_limit")):
+                return super().invoke(ctx)
+        except click.exceptions.Exit:
+            raise
+        except click.UsageError as e:
+            command = " ".join(filter(None, ["surveillance", ctx.invoked_subcommand]))
+            raise _UsageLine(f"{_one_line(e.format_message())} (see '{command} --help')") from e
+        except click.ClickException:
+            raise
         except UsageError as e:
-            raise click.UsageError(str(e)) from e
+            raise _UsageLine(_one_line(str(e))) from e
         except SurveillanceError as e:
-            raise click.ClickException(str(e)) from e
+            raise click.ClickException(_one_line(str(e))) from e
+        except OSError as e:
+            if show_tracebacks:
+                raise
+            raise click.ClickException(_one_line(_os_error(e))) from e
+        except Exception as e:
+            duckdb = sys.modules.get("duckdb")
+            if show_tracebacks or duckdb is None or not isinstance(e, duckdb.Error):
+                raise
+            raise click.ClickException(_one_line(str(e).strip().splitlines()[0])) from e
 
 
 def _db_option(f: Any) -> Any:
@@ -104,19 +154,77 @@ def _print_frame(frame: Any, fmt: str | None, wrap: str | None = None) -> None:
     click.echo(render(frame, fmt or default_format(), wrap=wrap), nl=False)
 
 
-def _db(db_path: Path | None) -> Path:
-    from .db import default_path
+# How each command uses the database, in one place: "create" may create it; "exists" needs it;
+# "rebuild" and "refuse" read derived tables, which must be current with the loaded quarters:
+# commands that open it read-write rebuild what is behind (and say so), read-only ones refuse.
+_DB_USE = {
+    "load": "create",
+    "update": "create",
+    "rebuild": "exists",
+    "status": "exists",
+    "schema": "exists",
+    "sql": "exists",
+    "cases": "rebuild",
+    "signals": "rebuild",
+    "trends": "rebuild",
+    "report": "rebuild",
+    "discover": "rebuild",
+    "case": "refuse",
+    "query": "refuse",
+}
 
-    return db_path if db_path is not None else default_path()
+
+def _db(db_path: Path | None) -> Path:
+    """The database path of this command, checked as `_DB_USE` says before the command runs."""
+    from .db import check_file, default_path
+
+    path = db_path if db_path is not None else default_path()
+    ctx = click.get_current_context(silent=True)
+    use = _DB_USE.get(ctx.command.name or "", "exists") if ctx is not None else "exists"
+    if not path.exists():
+        if use == "create":
+            return path
+        raise DatabaseError(f"no database at {path}; load quarters first or pass --db")
+    check_file(path)
+    if use in ("rebuild", "refuse"):
+        from .api import Database
+
+        with Database(path, read_only=use == "refuse", log=_echo_err) as db:
+            db.ensure_current()
+    return path
 
 
 def _echo_err(message: str) -> None:
     click.echo(message, err=True)
 
 
+def _silent(message: str) -> None:
+    """Progress sink when there is no terminal to show it on."""
+
+
+def _check_memory_limit(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    from .db import check_memory_limit
+
+    if value is None:
+        return None
+    try:
+        return check_memory_limit(value)
+    except UsageError as e:
+        raise click.BadParameter(str(e)) from e
+
+
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="surveillance")
-def cli() -> None:
+@click.option(
+    "--memory-limit",
+    envvar="SURVEILLANCE_MEMORY_LIMIT",
+    default=None,
+    callback=_check_memory_limit,
+    help="DuckDB memory limit of every connection, e.g. 8GB; work beyond it spills to "
+    "DB.tmp beside the database (env SURVEILLANCE_MEMORY_LIMIT; default 60% of RAM, at most "
+    "16 GiB; 'sql' alone: 1GiB).",
+)
+def cli(memory_limit: str | None) -> None:
     """Load FDA FAERS quarterly files into DuckDB and survey a substance (kratom built in).
 
     Quick start: surveillance demo
@@ -213,13 +321,12 @@ def load(paths: tuple[Path, ...], db_path: Path | None, dedup: str | None, quiet
 
     Example: surveillance load data/raw/faers_ascii_2024q1.zip --db kratom.duckdb
     """
-    from .db import connect
-    from .pipeline import load as load_zips
+    from .api import Database
     from .progress import terminal_progress
 
     path = _db(db_path)
-    with connect(path) as con, terminal_progress(quiet) as step:
-        results = load_zips(con, paths, dedup=dedup, progress=step)
+    with terminal_progress(quiet) as step, Database(path, log=step or _silent) as db:
+        results = db.load(*paths, dedup=dedup)
     if not quiet:
         for r in results:
             for warning in r.warnings:
@@ -239,12 +346,11 @@ def status(db_path: Path | None, fmt: str) -> None:
 
     Example: surveillance status --format json
     """
-    from .db import connect
-    from .status import status as db_status
+    from .api import Database
 
     path = _db(db_path)
-    with connect(path, read_only=True) as con:
-        info = db_status(con, path)
+    with Database(path, read_only=True) as db:
+        info = db.status()
     if fmt == "json":
         click.echo(render_json(info), nl=False)
         return
@@ -252,6 +358,7 @@ def status(db_path: Path | None, fmt: str) -> None:
 
     click.echo(f"database: {info['database']} ({info['database_bytes'] / 1e6:.1f} MB)")
     click.echo(f"quarters loaded: {info['n_quarters']}")
+    click.echo(f"derived tables: {info['derived_tables']}")
     if info["quarters"]:
         frame = pd.DataFrame(info["quarters"]).drop(columns=["zip_sha256", "loaded_at", "zip_name"])
         frame.columns = [c.removeprefix("n_").removesuffix("_rows") for c in frame.columns]
@@ -275,12 +382,11 @@ def rebuild(db_path: Path | None, dedup: str | None, quiet: bool) -> None:
 
     Example: surveillance rebuild --dedup strict
     """
-    from .db import connect
-    from .pipeline import rebuild as run_rebuild
+    from .api import Database
     from .progress import terminal_progress
 
-    with connect(_db(db_path)) as con, terminal_progress(quiet) as step:
-        steps = run_rebuild(con, dedup=dedup, progress=step)
+    with terminal_progress(quiet) as step, Database(_db(db_path), log=step or _silent) as db:
+        steps = db.rebuild(dedup=dedup)
     click.echo(render(steps[["step", "n_reports", "n_cases"]], "table"), nl=False)
 
 
@@ -547,11 +653,19 @@ def query_command(
     default=None,
     help="Fetch at most N rows; 0 for all (default: 100 in a table, all otherwise).",
 )
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Cancel the statement after this many seconds.",
+)
 @_db_option
 @_export_options
 def sql_command(
     text: str,
     limit: int | None,
+    timeout: float,
     db_path: Path | None,
     fmt: str | None,
     output: Path | None,
@@ -559,8 +673,10 @@ def sql_command(
 ) -> None:
     """Run one SQL statement on a read-only connection; TEXT '-' reads it from stdin.
 
-    Nothing can be changed: the file is opened read-only, other files and extensions are out of
-    reach and settings are locked. Tables and columns: surveillance schema.
+    Nothing can be changed: the file is opened read-only, other files, DuckDB's temp folder and
+    extensions are out of reach and settings are locked; the statement has a time limit and a
+    memory cap. Refused while the clean layer is older than the loaded quarters. Tables and
+    columns: surveillance schema.
 
     Example: surveillance sql "SELECT sex, count(*) AS n_cases FROM cases GROUP BY sex"
     """
@@ -573,7 +689,7 @@ def sql_command(
     if limit is None:
         limit = 100 if fmt == "table" else 0
     with Database(_db(db_path), read_only=True) as db:
-        frame = db.sql(text, limit=limit or None)
+        frame = db.sql(text, limit=limit or None, timeout=timeout)
     write_output(frame, fmt, output, force=force, database=_db(db_path))
     if frame.attrs.get("truncated"):
         _echo_err(f"(first {limit} rows shown; --limit 0 for all)")

@@ -1,23 +1,41 @@
-"""Opening the DuckDB database and creating its schema.
+"""Opening the DuckDB database and creating or migrating its schema.
 
-Every command goes through `connect`, which maps DuckDB's lock and I/O failures onto one-line
-`DatabaseError`s and makes sure the schema exists. The raw layer's columns come from
-`faers_format.CANONICAL`, so the schema and the ingest column maps cannot drift apart.
+Every connection the tool opens goes through `connect` (the SQL sandbox through
+`connection_config`): it refuses files that are not DuckDB databases before DuckDB reads them,
+maps DuckDB's lock and I/O failures onto one-line `DatabaseError`s, never lets DuckDB install or
+load an extension by itself, sets `memory_limit` and a `temp_directory` beside the database so
+big work spills to disk, and creates or migrates the schema (`migrations.MIGRATIONS`). The raw
+layer's columns come from `faers_format.CANONICAL`, so the schema and the ingest column maps
+cannot drift apart.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
-from .errors import DatabaseError
+from .errors import DatabaseError, UsageError
 from .faers_format import CANONICAL, TABLES
+from .migrations import LATEST, MIGRATIONS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = LATEST
 DEFAULT_DB = Path("data") / "surveillance.duckdb"
+MEMORY_LIMIT_ENV = "SURVEILLANCE_MEMORY_LIMIT"
+# DuckDB's own default is 80% of RAM; leave room for pandas and the rest of the machine.
+_RAM_SHARE = 0.6
+_RAM_CAP_MIB = 16 * 1024
+_MEMORY_LIMIT = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
+_memory_override: ContextVar[str | None] = ContextVar("memory_limit_override", default=None)
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_DUCKDB_MAGIC = b"DUCK"
+_HEADER_BYTES = 3 * 4096  # the file header and two database headers before the first block
 
 
 _FIXED_DDL = (
@@ -63,25 +81,125 @@ def default_path() -> Path:
     return Path(os.environ.get("SURVEILLANCE_DB") or DEFAULT_DB)
 
 
+def check_memory_limit(text: str) -> str:
+    """A DuckDB memory size such as '4GB' or '512MiB'; a UsageError for anything else."""
+    if not _MEMORY_LIMIT.match(text):
+        raise UsageError(f"memory limit {text!r}: give a size such as 4GB or 512MiB")
+    return text.strip()
+
+
+def default_memory_limit() -> str:
+    """60% of the machine's memory, at most 16 GiB."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return f"{_RAM_CAP_MIB // 4}MiB"
+    return f"{min(int(ram * _RAM_SHARE) >> 20, _RAM_CAP_MIB)}MiB"
+
+
+def memory_limit() -> str:
+    """The memory limit of every connection: `memory_limit_override`, $SURVEILLANCE_MEMORY_LIMIT,
+    else `default_memory_limit()`."""
+    chosen = _memory_override.get() or os.environ.get(MEMORY_LIMIT_ENV)
+    return check_memory_limit(chosen) if chosen else default_memory_limit()
+
+
+@contextmanager
+def memory_limit_override(limit: str | None) -> Iterator[None]:
+    """Connections opened inside the block use `limit` (None: the usual choice)."""
+    token = _memory_override.set(check_memory_limit(limit) if limit else None)
+    try:
+        yield
+    finally:
+        _memory_override.reset(token)
+
+
+def temp_directory(db_path: Path) -> Path:
+    """Where DuckDB spills work that does not fit in memory: `<db>.tmp` beside the database."""
+    return db_path.with_name(db_path.name + ".tmp")
+
+
+def connection_config(
+    db_path: Path | None, memory: str | None = None, temp: Path | None = None
+) -> dict[str, Any]:
+    """The settings of every connection: no extension installed or loaded behind our back, a
+    deliberate memory limit, and a temp folder (`temp_directory(db_path)` unless given; '' for
+    none)."""
+    if temp is None and db_path is not None:
+        temp = temp_directory(db_path)
+    return {
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "memory_limit": memory or memory_limit(),
+        "temp_directory": "" if temp is None else str(temp),
+    }
+
+
+def check_file(db_path: Path) -> None:
+    """Refuse a file that is not a DuckDB database (empty, SQLite, anything else) by its header."""
+    try:
+        with db_path.open("rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise DatabaseError(f"{db_path}: cannot read the database: {e.strerror}") from e
+    if not head:
+        raise DatabaseError(f"{db_path}: empty file, not a DuckDB database")
+    if head.startswith(_SQLITE_MAGIC):
+        raise DatabaseError(f"{db_path}: a SQLite file, not a DuckDB database")
+    if head[8:12] != _DUCKDB_MAGIC:
+        raise DatabaseError(f"{db_path}: not a DuckDB database file")
+
+
+def check_complete(con: duckdb.DuckDBPyConnection, db_path: Path) -> None:
+    """Refuse a database file shorter than the blocks its header names (a truncated copy).
+
+    Skipped while a write-ahead log exists, whose replay may name blocks not yet written."""
+    if db_path.with_name(db_path.name + ".wal").exists():
+        return
+    row = con.execute(
+        "SELECT block_size, total_blocks FROM pragma_database_size() "
+        "WHERE database_name = current_database()"
+    ).fetchone()
+    if row is None:
+        return
+    expected = _HEADER_BYTES + int(row[0]) * int(row[1])
+    found = db_path.stat().st_size
+    if found < expected:
+        raise DatabaseError(
+            f"{db_path}: truncated database file ({found:,} of {expected:,} bytes); "
+            "restore it from a backup or load the quarters into a new one"
+        )
+
+
 def connect(
-    path: str | Path | None = None, *, read_only: bool = False
+    path: str | Path | None = None, *, read_only: bool = False, create: bool = True
 ) -> duckdb.DuckDBPyConnection:
-    """Open the database (creating it and its schema unless read_only), with one-line errors."""
+    """Open the database (creating it unless read_only or not create; creating or migrating its
+    schema unless read_only), with one-line errors."""
     db_path = Path(path) if path is not None else default_path()
-    if read_only and not db_path.exists():
-        raise DatabaseError(f"{db_path}: no such database; run 'surveillance load' first")
-    if not read_only:
+    if not db_path.exists():
+        if read_only or not create:
+            raise DatabaseError(f"no database at {db_path}; load quarters first or pass --db")
         try:
             db_path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise DatabaseError(f"{db_path}: cannot create its folder: {e.strerror}") from e
+    else:
+        check_file(db_path)
     try:
-        con = duckdb.connect(str(db_path), read_only=read_only)
+        con = duckdb.connect(str(db_path), read_only=read_only, config=connection_config(db_path))
     except duckdb.Error as e:
         raise DatabaseError(_explain_open_error(db_path, e)) from e
-    con.execute("SET enable_progress_bar = false")
-    if not read_only:
-        ensure_schema(con)
+    try:
+        con.execute("SET enable_progress_bar = false")
+        check_complete(con, db_path)
+        if read_only:
+            check_schema_version(con, db_path)
+        else:
+            ensure_schema(con, db_path)
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
@@ -124,15 +242,60 @@ def ensure_derived_table(con: duckdb.DuckDBPyConnection, ddl: str) -> None:
     con.execute(ddl)
 
 
-def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create every table that does not exist yet; refuse a database from a newer schema."""
+def schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The database's schema version (None: no schema yet)."""
+    row = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version' "
+        "AND schema_name = 'main' AND database_name = current_database()"
+    ).fetchone()
+    if not row or not row[0]:
+        return None
+    found = con.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(found[0]) if found and found[0] is not None else None
+
+
+def _newer(db_path: Path | None, found: int) -> DatabaseError:
+    where = f"{db_path}: " if db_path is not None else ""
+    return DatabaseError(
+        f"{where}database schema version {found} is newer than this tool ({SCHEMA_VERSION}); "
+        "upgrade kratom-surveillance"
+    )
+
+
+def check_schema_version(con: duckdb.DuckDBPyConnection, db_path: Path | None = None) -> None:
+    """On a read-only connection: refuse a schema this tool cannot read as it is."""
+    found = schema_version(con)
+    if found is None or found == SCHEMA_VERSION:
+        return
+    if found > SCHEMA_VERSION:
+        raise _newer(db_path, found)
+    where = f"{db_path}: " if db_path is not None else ""
+    raise DatabaseError(
+        f"{where}database schema version {found} is older than this tool ({SCHEMA_VERSION}); "
+        "run 'surveillance rebuild' once to migrate it"
+    )
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection, db_path: Path | None = None) -> None:
+    """Create every table that does not exist yet and apply the migrations a database lacks;
+    refuse a database from a newer schema."""
+    found = schema_version(con)
+    if found is not None and found > SCHEMA_VERSION:
+        raise _newer(db_path, found)
     for ddl in (*_FIXED_DDL, *(_raw_ddl(t) for t in TABLES)):
         con.execute(ddl)
-    row = con.execute("SELECT max(version) FROM schema_version").fetchone()
-    found = row[0] if row else None
     if found is None:
         con.execute("INSERT INTO schema_version VALUES ($v)", {"v": SCHEMA_VERSION})
-    elif found > SCHEMA_VERSION:
-        raise DatabaseError(
-            f"database schema version {found} is newer than this tool's ({SCHEMA_VERSION})"
-        )
+        return
+    for migration in MIGRATIONS:
+        if migration.version <= found:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for statement in migration.statements:
+                con.execute(statement)
+            con.execute("INSERT INTO schema_version VALUES ($v)", {"v": migration.version})
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise

@@ -22,9 +22,21 @@ class DatabaseError(SurveillanceError):
     """The database cannot be opened, is locked, or is from an incompatible version."""
 
 
+class StaleDataError(DatabaseError):
+    """A derived table is older than the data it came from and this connection cannot rebuild it."""
+
+
 class NoDataError(SurveillanceError):
     """What was asked for is not in the database (no such case, nothing loaded yet)."""
 
 
+class LimitError(SurveillanceError):
+    """A statement ran past its time or memory limit."""
+
+
 class UsageError(SurveillanceError):
     """A request that cannot be satisfied as asked (unknown quarter, substance, parameter)."""
+
+
+class QuarterError(UsageError, ValueError):
+    """Not a FAERS quarter such as 2014Q3 (a ValueError too, for callers that catch that)."""

@@ -3,8 +3,9 @@
 Reads `raw_drug` and `case_drugs`; writes `substance_strings` (every distinct drugname/prod_ai
 string of any report version that the rules match, with rule and term: the as-of analyses of
 older versions need those too), `substance_hits` (one row per matching drug row of a surviving
-case) and `substance_runs` (the term file's name, version and path behind those rows, so every
-count can be traced to the rules that produced it). Matching runs once per distinct string.
+case) and `substance_runs` (the term file's name, version and path behind those rows, and the data
+fingerprint of the clean layer they were matched against, so every count can be traced to the
+rules and the data that produced it). Matching runs once per distinct string.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import duckdb
 import pandas as pd
 
 from .db import ensure_derived_table
+from .freshness import data_fingerprint, extraction_is_current, stale_extractions
 from .substances import Substance, builtin_substances, discover, load_substance
 
 _DDL = (
@@ -26,7 +28,8 @@ _DDL = (
         role_cod VARCHAR, field VARCHAR, matched_string VARCHAR, rule VARCHAR, term VARCHAR)""",
     """CREATE TABLE IF NOT EXISTS substance_runs (
         substance VARCHAR, version VARCHAR, source_path VARCHAR, description VARCHAR,
-        n_distinct_strings BIGINT, n_drug_rows BIGINT, n_cases BIGINT, extracted_at TIMESTAMP)""",
+        n_distinct_strings BIGINT, n_drug_rows BIGINT, n_cases BIGINT, extracted_at TIMESTAMP,
+        data_fingerprint VARCHAR)""",
 )
 
 
@@ -90,7 +93,8 @@ def extract(con: duckdb.DuckDBPyConnection, substance: Substance) -> int:
         ).fetchone()
         assert row is not None
         con.execute(
-            "INSERT INTO substance_runs VALUES ($s, $v, $p, $d, $n_strings, $rows, $cases, $now)",
+            "INSERT INTO substance_runs "
+            "VALUES ($s, $v, $p, $d, $n_strings, $rows, $cases, $now, $data)",
             {
                 "s": substance.name,
                 "v": substance.version,
@@ -100,6 +104,7 @@ def extract(con: duckdb.DuckDBPyConnection, substance: Substance) -> int:
                 "rows": row[0],
                 "cases": row[1],
                 "now": datetime.now(UTC).replace(tzinfo=None),
+                "data": data_fingerprint(con),
             },
         )
         con.execute("COMMIT")
@@ -120,22 +125,39 @@ def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
 
 
 def ensure_extracted(con: duckdb.DuckDBPyConnection, substance: Substance) -> None:
-    """Extract the substance unless hits from this exact term-file version are already stored."""
-    current = (
-        con.execute(
-            "SELECT version, source_path FROM substance_runs WHERE substance = $s",
-            {"s": substance.name},
-        ).fetchone()
-        if has_table(con, "substance_runs")
-        else None
-    )
-    if current != (substance.version, substance.source_path):
+    """Extract the substance unless hits from this term-file version and the current clean layer
+    are already stored."""
+    if not extraction_is_current(con, substance.name, substance.version, substance.source_path):
         extract(con, substance)
+
+
+def builtin_names() -> tuple[str, ...]:
+    """The built-in substances, which every rebuild extracts."""
+    return tuple(builtin_substances())
+
+
+def builtin_term_files() -> dict[str, tuple[str, str]]:
+    """Each built-in substance's term file as (version, source_path), for `freshness.check`."""
+    found = {}
+    for name in builtin_names():
+        s = load_substance(name)
+        found[name] = (s.version, s.source_path)
+    return found
 
 
 def extract_builtins(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Extract every built-in substance (run after each rebuild of the clean layer)."""
-    return {name: extract(con, load_substance(name)) for name in builtin_substances()}
+    return {name: extract(con, load_substance(name)) for name in builtin_names()}
+
+
+def refresh(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Extract the built-ins again and drop the stale hits of other term files (they are
+    extracted again when next asked for); return n_cases per built-in."""
+    counts = extract_builtins(con)
+    for name in stale_extractions(con, {}):
+        for table in ("substance_strings", "substance_hits", "substance_runs"):
+            con.execute(f"DELETE FROM {table} WHERE substance = $s", {"s": name})  # noqa: S608
+    return counts
 
 
 def unmatched_strings(con: duckdb.DuckDBPyConnection, substance: Substance) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from .errors import SurveillanceError
+from .errors import QuarterError, SurveillanceError
 
 TABLES = ("demo", "drug", "reac", "outc", "rpsr", "ther", "indi")
 
@@ -118,10 +118,10 @@ class Quarter:
 
     @classmethod
     def parse(cls, text: str) -> Quarter:
-        """Parse '2014Q3' or '2014q3'; raise ValueError otherwise."""
+        """Parse '2014Q3' or '2014q3'; raise QuarterError (a ValueError) otherwise."""
         m = QUARTER.match(text.strip())
         if not m or int(m.group(1)) < 2004:
-            raise ValueError(f"not a FAERS quarter (expected like 2014Q3): {text!r}")
+            raise QuarterError(f"not a FAERS quarter (expected like 2014Q3): {text!r}")
         return cls(int(m.group(1)), int(m.group(2)))
 
     def __str__(self) -> str:

@@ -41,6 +41,7 @@ from .faers_format import (
     canonical_name,
     has_trailing_dollar,
 )
+from .freshness import quarters_fingerprint as quarters_fingerprint  # clean imports it here
 
 SYNTHETIC_MARKER = "README_SYNTHETIC.txt"
 
@@ -172,12 +173,6 @@ def inspect_zip(path: Path, limits: ZipLimits | None = None) -> QuarterZip:
     synthetic = any(n.rsplit("/", 1)[-1] == SYNTHETIC_MARKER for n in infos)
     sizes = {t: infos[m].file_size for t, m in members.items()}
     return QuarterZip(path, quarters.pop(), members, deleted, synthetic, sizes, compressed)
-
-
-def quarters_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
-    """sha256 over every loaded quarter and its zip's sha256: names the raw layer's vintage."""
-    rows = con.execute("SELECT quarter, zip_sha256 FROM quarters ORDER BY quarter").fetchall()
-    return hashlib.sha256(repr(rows).encode()).hexdigest()
 
 
 def sha256_file(path: Path) -> str:

@@ -1,5 +1,6 @@
 """The stages after ingest, run in order: load zips, rebuild the clean layer, extract the
-built-in substances. `load` is what the `load` command and the demo call."""
+built-in substances; and `repair`, which brings whatever `freshness.check` finds behind up to
+date. `load` is what the `load` command and the demo call."""
 
 from __future__ import annotations
 
@@ -9,27 +10,10 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from . import clean, extract, ingest
+from . import clean, extract, freshness, ingest
+from .freshness import clean_is_current, current_dedup
 
-
-def current_dedup(con: duckdb.DuckDBPyConnection) -> str:
-    """The dedup mode of the last rebuild ('fda' if there was none)."""
-    try:
-        row = con.execute("SELECT any_value(dedup_mode) FROM dedup_log").fetchone()
-    except duckdb.CatalogException:
-        return "fda"
-    return str(row[0]) if row and row[0] else "fda"
-
-
-def clean_is_current(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether the clean layer was rebuilt from exactly the quarters now loaded.
-
-    False after a run that loaded quarters but was killed before its rebuild finished."""
-    try:
-        row = con.execute("SELECT any_value(raw_fingerprint) FROM dedup_log").fetchone()
-    except duckdb.Error:
-        return False
-    return row is not None and row[0] == ingest.quarters_fingerprint(con)
+__all__ = ["clean_is_current", "current_dedup", "load", "rebuild", "repair"]
 
 
 def rebuild(
@@ -39,15 +23,31 @@ def rebuild(
 ) -> pd.DataFrame:
     """Rebuild the clean layer and the built-in substances' hits; return the dedup step counts.
 
-    dedup None keeps the mode of the last rebuild."""
+    dedup None keeps the mode of the last rebuild. The clean layer commits before extraction;
+    a run killed in between leaves extractions whose data fingerprint no longer matches, which
+    `freshness.check` reports and `repair` finishes."""
     dedup = dedup or current_dedup(con)
     if progress:
         progress(f"rebuilding the clean layer (dedup {dedup})")
     steps = clean.rebuild(con, dedup=dedup)
-    for name, n_cases in extract.extract_builtins(con).items():
+    for name, n_cases in extract.refresh(con).items():
         if progress:
             progress(f"{name}: {n_cases} cases")
     return steps
+
+
+def repair(
+    con: duckdb.DuckDBPyConnection, progress: Callable[[str], None] | None = None
+) -> freshness.Staleness | None:
+    """Rebuild what `freshness.check` finds older than its source; return what was behind."""
+    stale = freshness.check(con, extract.builtin_term_files())
+    if stale is None:
+        return None
+    if stale.layer == "clean":
+        rebuild(con, progress=progress)
+    else:
+        extract.refresh(con)
+    return stale
 
 
 def load(

@@ -13,16 +13,20 @@ The folder ships inside the wheel as `surveillance/queries`; from a source check
 repository's `queries/`.
 
 Ad hoc SQL (`run_sql`) runs on a connection of its own that cannot change anything: the file is
-opened read-only, with access to every other file and extension disabled and the configuration
-locked, so a statement can neither write nor turn those settings back on. `schema` lists the
+opened read-only, with access to every other file and extension disabled, no temp folder (so
+nothing spills where a statement could list or write it), a memory cap and a statement timeout of
+its own, and the configuration locked, so a statement can neither write nor turn those settings
+back on. `schema` lists the
 tables and columns that SQL can read, described from `schema_docs`.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import textwrap
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -34,8 +38,16 @@ import duckdb
 import pandas as pd
 
 from . import schema_docs
-from .db import _explain_open_error
-from .errors import DatabaseError, UsageError
+from .db import (
+    MEMORY_LIMIT_ENV,
+    _explain_open_error,
+    check_complete,
+    check_file,
+    connection_config,
+    memory_limit,
+)
+from .db import _memory_override as _memory_override
+from .errors import DatabaseError, LimitError, UsageError
 
 PARAM_TYPES: dict[str, type] = {
     "VARCHAR": str,
@@ -229,7 +241,11 @@ def _sql_literal(value: Any) -> str:
 # connections to the same file, so a SET would also restrict the caller's other connections;
 # with a config of its own the sandbox gets an instance of its own or is refused (see
 # _open_sandbox). Session settings come next, then the lock that freezes them all.
+# DuckDB lets a connection read and write its temp folder even with external access off, so the
+# sandbox has none: a statement that outgrows SQL_MEMORY_LIMIT fails instead of spilling.
 _SANDBOX_CONFIG: dict[str, Any] = {"enable_external_access": False}
+SQL_TIMEOUT = 60.0
+SQL_MEMORY_LIMIT = "1GiB"
 _SANDBOX_SETTINGS = ("SET enable_progress_bar = false", "SET lock_configuration = true")
 _VECTOR_ROWS = 2048
 
@@ -252,12 +268,23 @@ def _first_line(e: Exception) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def sql_memory_limit() -> str:
+    """The sandbox's memory cap: SQL_MEMORY_LIMIT unless --memory-limit or
+    $SURVEILLANCE_MEMORY_LIMIT names one."""
+    chosen = _memory_override.get() or os.environ.get(MEMORY_LIMIT_ENV)
+    return memory_limit() if chosen else SQL_MEMORY_LIMIT
+
+
 def _open_sandbox(db_path: Path) -> duckdb.DuckDBPyConnection:
     """A read-only connection that cannot reach other files, extensions or its own settings."""
     if not db_path.exists():
-        raise DatabaseError(f"{db_path}: no such database; run 'surveillance load' first")
+        raise DatabaseError(f"no database at {db_path}; load quarters first or pass --db")
+    check_file(db_path)
+    # DuckDB applies the settings in order and refuses a temp_directory that comes after
+    # enable_external_access = false, so the sandbox's own settings go first.
+    config = {**_SANDBOX_CONFIG, **connection_config(None, memory=sql_memory_limit())}
     try:
-        con = duckdb.connect(str(db_path), read_only=True, config=_SANDBOX_CONFIG)
+        con = duckdb.connect(str(db_path), read_only=True, config=config)
     except duckdb.ConnectionException as e:
         if "different configuration" not in str(e):
             raise DatabaseError(_explain_open_error(db_path, e)) from e
@@ -267,30 +294,56 @@ def _open_sandbox(db_path: Path) -> duckdb.DuckDBPyConnection:
         ) from e
     except duckdb.Error as e:
         raise DatabaseError(_explain_open_error(db_path, e)) from e
-    for setting in _SANDBOX_SETTINGS:
-        con.execute(setting)
+    try:
+        check_complete(con, db_path)
+        for setting in _SANDBOX_SETTINGS:
+            con.execute(setting)
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
-def run_sql(db_path: str | Path, text: str, limit: int | None = None) -> pd.DataFrame:
+def run_sql(
+    db_path: str | Path, text: str, limit: int | None = None, timeout: float | None = None
+) -> pd.DataFrame:
     """Run one ad hoc SQL statement on a sandboxed read-only connection and return its rows.
 
     With `limit`, at most that many rows are fetched (the rest is never read) and
-    `frame.attrs["truncated"]` tells whether rows were left out. Errors, including any attempt
-    to write, become a UsageError with DuckDB's first message line. While another process has
-    the database open for writing (a load), DuckDB's file lock refuses the connection: a
-    DatabaseError naming that process."""
+    `frame.attrs["truncated"]` tells whether rows were left out. The statement is interrupted
+    after `timeout` seconds (default SQL_TIMEOUT) and may use `sql_memory_limit()`; either
+    limit raises a LimitError. Other errors, including any attempt to write, become a
+    UsageError with DuckDB's first message line. While another process has the database open
+    for writing (a load), DuckDB's file lock refuses the connection: a DatabaseError naming
+    that process."""
     if limit is not None and limit < 1:
         raise UsageError("sql: the row limit must be at least 1")
+    seconds = SQL_TIMEOUT if timeout is None else timeout
+    if not seconds > 0:
+        raise UsageError("sql: the timeout must be more than 0 seconds")
     statement = _one_statement(text)
     with _open_sandbox(Path(db_path)) as con:
+        timer = threading.Timer(seconds, con.interrupt)
+        timer.daemon = True
+        timer.start()
         try:
             con.execute(statement)
             if limit is None:
                 return con.fetchdf()
             return _head(con, limit)
+        except duckdb.InterruptException as e:
+            raise LimitError(
+                f"sql: statement cancelled after {seconds:g} s (--timeout to allow more)"
+            ) from e
+        except duckdb.OutOfMemoryException as e:
+            raise LimitError(
+                f"sql: the statement needs more than its memory cap ({sql_memory_limit()}; "
+                "--memory-limit to allow more)"
+            ) from e
         except duckdb.Error as e:
             raise UsageError(f"sql: {_first_line(e)}") from e
+        finally:
+            timer.cancel()
 
 
 def _head(con: duckdb.DuckDBPyConnection, limit: int) -> pd.DataFrame:

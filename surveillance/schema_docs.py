@@ -314,6 +314,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "n_drug_rows": "drug rows of surviving cases matched",
         "n_cases": "surviving cases with a matching drug row",
         "extracted_at": "when the hits were extracted (UTC)",
+        "data_fingerprint": "data fingerprint of the clean layer the hits were matched against",
     },
     "signal_runs": {
         "run_id": "id of the run (hash of its inputs)",

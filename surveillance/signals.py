@@ -34,7 +34,7 @@ from .db import ensure_derived_table
 from .errors import NoDataError, UsageError
 from .extract import ensure_extracted
 from .faers_format import Quarter
-from .ingest import quarters_fingerprint
+from .freshness import data_fingerprint as data_fingerprint  # report, trends import it here
 from .substances import Substance
 
 STRATA = ("sex", "age", "year")
@@ -166,13 +166,6 @@ def resolve_through(con: duckdb.DuckDBPyConnection, through: str | None) -> tupl
     if q not in loaded:
         raise NoDataError(f"{q} is not loaded; the latest loaded quarter is {loaded[-1]}")
     return q, q == loaded[-1]
-
-
-def data_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
-    """sha256 over the loaded quarters' zip checksums and the dedup mode: the data vintage."""
-    mode = con.execute("SELECT any_value(dedup_mode) FROM dedup_log").fetchone()
-    text = json.dumps([quarters_fingerprint(con), mode[0] if mode else None])
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _build_case_tables(

@@ -1,5 +1,6 @@
 """What the database holds: quarters with their era and source zip, rows per raw table, rows
-quarantined, and the file's size. Read-only."""
+quarantined, the file's size, and whether the derived tables are current with the loaded
+quarters (`freshness.check`). Read-only."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from typing import Any
 import duckdb
 
 from .db import raw_table
+from .errors import NoDataError
+from .extract import builtin_term_files
 from .faers_format import TABLES
+from .freshness import check
 
 
 def status(con: duckdb.DuckDBPyConnection, db_path: Path) -> dict[str, Any]:
@@ -44,8 +48,14 @@ def status(con: duckdb.DuckDBPyConnection, db_path: Path) -> dict[str, Any]:
         if "substance_runs" in tables
         else None
     )
+    try:
+        stale = check(con, builtin_term_files())
+        derived = "current" if stale is None else stale.refusal
+    except NoDataError:
+        derived = "nothing loaded"
     return {
         "database": str(db_path),
+        "derived_tables": derived,
         "database_bytes": size,
         "n_quarters": len(quarters),
         "quarters": quarters.to_dict(orient="records"),

@@ -2,11 +2,11 @@
 
 Reads the FDA's index page and the database; writes zips to `dest`, the database, and the
 quarter's report folder. Every step is safe to interrupt: downloads are verified then renamed,
-each quarter loads in one transaction, the clean layer is rebuilt in one transaction and
-re-run when it does not match the quarters loaded, and the report is written to a temporary
-folder and renamed. So a killed run leaves everything consistent and the next run finishes the
-work. A lock file beside the database (an OS lock, released when the process dies) keeps two
-runs from working at once.
+each quarter loads in one transaction, the clean layer is rebuilt in one transaction, whatever
+`freshness.check` finds older than the loaded quarters (the clean layer, a substance's matches)
+is rebuilt, and the report is written to a temporary folder and renamed. So a killed run leaves
+everything consistent and the next run finishes the work. A lock file beside the database (an OS
+lock, released when the process dies) keeps two runs from working at once.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from pathlib import Path
 
 from . import fetch as fetcher
 from .db import connect, default_path
-from .errors import SurveillanceError
+from .errors import SurveillanceError, UsageError
 from .faers_format import Quarter
 from .ingest import inspect_zip, sha256_file
-from .pipeline import clean_is_current, load, rebuild
+from .pipeline import load, repair
 
 
 class UpdateLocked(SurveillanceError):
@@ -117,6 +117,11 @@ def update(
     from .report import report_is_current, write_report
 
     db_path = Path(db_path) if db_path is not None else default_path()
+    if since is not None:
+        try:
+            since = str(Quarter.parse(since))
+        except ValueError as e:
+            raise UsageError(f"--since: {e}") from e
     result = UpdateResult()
     with update_lock(db_path):
         with connect(db_path) as con:
@@ -138,9 +143,11 @@ def update(
                 results = load(con, zips)
                 result.loaded = [r.quarter for r in results]
                 result.rebuilt = True
-            elif not clean_is_current(con) and loaded:
-                rebuild(con)
-                result.rebuilt = True
+            elif loaded:
+                stale = repair(con)
+                if stale is not None:
+                    log(f"load: {stale.repaired}")
+                    result.rebuilt = True
             done(f"loaded {result.loaded or 'nothing new'}; clean layer current")
             latest = con.execute("SELECT max(quarter) FROM quarters").fetchone()
             if latest is None or latest[0] is None:

@@ -22,8 +22,8 @@ from click.testing import CliRunner
 
 from surveillance import schema_docs
 from surveillance.cli import cli
-from surveillance.db import connect
-from surveillance.errors import DatabaseError, UsageError
+from surveillance.db import connect, temp_directory
+from surveillance.errors import DatabaseError, LimitError, UsageError
 from surveillance.export import output_format, write_output
 from surveillance.extract import resolve
 from surveillance.query import describe_queries, params_from_pairs, run_query, run_sql, schema
@@ -222,8 +222,61 @@ def test_sql_while_another_process_writes(tmp_path) -> None:
 
 
 def test_sql_on_a_missing_database(tmp_path) -> None:
-    with pytest.raises(DatabaseError, match="no such database"):
-        run_sql(tmp_path / "none.duckdb", "SELECT 1")
+    missing = tmp_path / "none.duckdb"
+    with pytest.raises(DatabaseError) as error:
+        run_sql(missing, "SELECT 1")
+    assert str(error.value) == f"no database at {missing}; load quarters first or pass --db"
+    assert not missing.exists()
+
+
+SLOW = "SELECT count(*) FROM range(100000000) a, range(100000) b WHERE a.range + b.range = 7"
+
+
+def test_sql_statement_timeout(series_db) -> None:
+    with pytest.raises(LimitError, match=r"^sql: statement cancelled after 0.2 s"):
+        run_sql(series_db[1], SLOW, timeout=0.2)
+    result = CliRunner().invoke(cli, ["sql", "--timeout", "0.2", SLOW, "--db", str(series_db[1])])
+    assert result.exit_code == 1
+    assert (
+        result.stderr == "Error: sql: statement cancelled after 0.2 s (--timeout to allow more)\n"
+    )
+    # The connection was not left interrupted: the next statement runs.
+    assert run_sql(series_db[1], "SELECT 1 AS one", timeout=5)["one"][0] == 1
+
+
+def test_sql_memory_cap(series_db) -> None:
+    big = (
+        "SELECT count(*) FROM "
+        "(SELECT range % 999983 AS k, list(range) FROM range(3000000) GROUP BY 1)"
+    )
+    result = CliRunner().invoke(
+        cli, ["--memory-limit", "20MB", "sql", big, "--db", str(series_db[1])]
+    )
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        "Error: sql: the statement needs more than its memory cap (20MB"
+    )
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_sql_cannot_reach_the_temp_folder(series_db, tmp_path) -> None:
+    db = tmp_path / "db.duckdb"
+    db.write_bytes(series_db[1].read_bytes())
+    temp = temp_directory(db)
+    temp.mkdir()
+    (temp / "spill.tmp").write_text("someone's spilled rows")
+    before = sorted(temp.iterdir())
+    for statement in (
+        f"SELECT * FROM glob('{temp}/*')",
+        f"SELECT * FROM read_text('{temp}/spill.tmp')",
+        f"COPY (SELECT 1) TO '{temp}/out.csv'",
+        f"SELECT * FROM read_csv('{temp}/spill.tmp')",
+        "SELECT * FROM glob('*')",
+    ):
+        with pytest.raises(UsageError):
+            run_sql(db, statement)
+    assert sorted(temp.iterdir()) == before
+    assert run_sql(db, "SELECT current_setting('temp_directory') AS t")["t"][0] == ""
 
 
 def test_every_table_and_column_is_documented(series_con) -> None:

@@ -194,3 +194,52 @@ def test_load_killed_midway_is_completed_by_update(tmp_path: Path, site: Site) -
     done = CliRunner().invoke(cli, ["load", str(raw), "--db", str(reference / "db.duckdb")])
     assert done.exit_code == 0, done.output
     assert _digest(db) == _digest(reference / "db.duckdb")
+
+
+def test_update_repairs_a_kill_between_clean_layer_and_extraction(
+    tmp_path: Path, site: Site
+) -> None:
+    zips = [
+        generate_quarter(q, tmp_path / "gen", n_cases=120, seed=4).zip_path
+        for q in ("2019Q1", "2019Q2")
+    ]
+    for z in zips:
+        site.publish(z)
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    done, _ = _run(reference, site, since="2019Q1")
+    assert done.report is not None
+    # The same quarters, the second loaded by a process that dies right after the clean layer
+    # committed and before the substances were extracted again.
+    killed = tmp_path / "killed"
+    (killed / "raw").mkdir(parents=True)
+    for z in zips:
+        (killed / "raw" / z.name).write_bytes(z.read_bytes())
+    db = killed / "db.duckdb"
+    code = (
+        "import os, sys; from pathlib import Path; import surveillance.extract as e;"
+        "from surveillance.db import connect; from surveillance.pipeline import load;"
+        "load(connect(Path(sys.argv[1])), [Path(sys.argv[2])]);"
+        "e.extract_builtins = lambda con: os._exit(9);"
+        "load(connect(Path(sys.argv[1])), [Path(sys.argv[3])])"
+    )
+    dead = subprocess.run(
+        [sys.executable, "-c", code, str(db), *(str(killed / "raw" / z.name) for z in zips)],
+        check=False,
+    )
+    assert dead.returncode == 9
+    assert _digest(db)["substance_hits"] != _digest(reference / "db.duckdb")["substance_hits"]
+    repaired, lines = _run(killed, site)
+    assert repaired.rebuilt and not repaired.loaded
+    assert "load: substance matches (7-oh, kratom) were older than the clean layer" in (
+        " ".join(lines)
+    )
+    # Every table alike but `quarters`, which names the folder each zip was loaded from.
+    ours, theirs = _digest(db), _digest(reference / "db.duckdb")
+    del ours["quarters"], theirs["quarters"]
+    assert ours == theirs
+    for table in ("signals", "cases"):
+        name = f"tables/{table}.csv"
+        assert (repaired.report / name).read_text() == (done.report / name).read_text()
+    again, lines = _run(killed, site)
+    assert again.nothing_new and lines[-1] == "nothing new"
