@@ -253,7 +253,7 @@ def test_methods_follow_readus_pv(report: Path) -> None:
         "READUS-PV",
         "Extraction date",
         "dedup mode",
-        "term file kratom.toml version 1.0.0",
+        f"term file kratom.toml version {load_substance('kratom').version}",
         "Comparator: all other cases in FAERS",
         "Suspect-only (PS/SS)",
         "No denominators",
