@@ -151,13 +151,15 @@ def check_file(db_path: Path) -> None:
 
 
 def check_complete(con: duckdb.DuckDBPyConnection, db_path: Path) -> None:
-    """Refuse a database file shorter than the blocks its header names (a truncated copy).
+    """Refuse a database file too short to hold the blocks in use (a truncated copy).
 
-    Skipped while a write-ahead log exists, whose replay may name blocks not yet written."""
+    Each used block has its own place in the file, so the file holds at least that many; free
+    blocks at the end may be cut off by a checkpoint, so they are not counted. Skipped while a
+    write-ahead log exists, whose replay may name blocks not yet written."""
     if db_path.with_name(db_path.name + ".wal").exists():
         return
     row = con.execute(
-        "SELECT block_size, total_blocks FROM pragma_database_size() "
+        "SELECT block_size, used_blocks FROM pragma_database_size() "
         "WHERE database_name = current_database()"
     ).fetchone()
     if row is None:
