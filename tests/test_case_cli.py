@@ -115,7 +115,7 @@ def test_unknown_case_and_empty_database_are_one_line_errors(series_db, tmp_path
     connect(empty).close()
     code, out = _run("case", "1", "--db", str(empty))
     assert code == 1 and len(out.strip().splitlines()) == 1
-    assert out.startswith("Error: no case 1 in the database")
+    assert out.strip() == f"Error: {empty}: no quarters loaded; run 'surveillance load' first"
 
 
 def test_no_missing_value_markers_in_human_output(series_db) -> None:

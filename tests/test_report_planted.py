@@ -370,6 +370,6 @@ def test_a_database_without_a_clean_layer_is_one_line(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.strip().splitlines()[-1] == (
-        "Error: the clean layer is empty; run 'surveillance load' first"
+        f"Error: {tmp_path / 'empty.duckdb'}: no quarters loaded; run 'surveillance load' first"
     )
     assert not (tmp_path / "r").exists()
