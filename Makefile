@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench check check-report lint typecheck format clean
+.PHONY: install demo test test-slow bench check check-report lint typecheck format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/surveillance demo --out demo-output
 
+# Two workers, one test module each at a time (module fixtures built once); the slow tier
+# (end-to-end kills, update, every README example) is `make test-slow`, which CI also runs.
+PYTEST := $(BIN)/pytest -n 2 --dist loadfile
+
 test: $(STAMP)
-	$(BIN)/pytest
+	$(PYTEST) -m "not slow"
+
+test-slow: $(STAMP)
+	$(PYTEST) -m slow
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py
@@ -34,8 +41,7 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-check: lint typecheck
-	$(BIN)/pytest
+check: lint typecheck test test-slow
 
 check-report: $(STAMP)
 	bash scripts/check_report.sh

@@ -92,6 +92,7 @@ def test_time_axes_show_regulatory_events_in_range(written) -> None:
     assert "quarters not loaded" in text
 
 
+@pytest.mark.slow
 def test_two_runs_give_identical_bytes(kratom_trends: Trends, written, tmp_path: Path) -> None:
     again = plot_all(kratom_trends, tmp_path)
     first = {p.name: p.read_bytes() for paths in written.values() for p in paths}

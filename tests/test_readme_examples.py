@@ -34,6 +34,10 @@ from surveillance.cli import cli
 from surveillance.demo import DemoData
 from surveillance.synthetic import generate_series
 
+# The slow tier (`make test-slow`, which CI runs after `make test`): it builds a demo database and
+# runs every command end to end, `update` and `report` included.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 

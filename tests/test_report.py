@@ -267,6 +267,7 @@ def test_methods_follow_readus_pv(report: Path) -> None:
         assert phrase in methods, phrase
 
 
+@pytest.mark.slow
 def test_same_database_same_tables_and_figures(report: Path, series_db, tmp_path: Path) -> None:
     """Also: --quarter defaults to the latest loaded quarter."""
     again = tmp_path / "again"

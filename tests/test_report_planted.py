@@ -312,6 +312,7 @@ with connect(Path(sys.argv[1])) as con:
 """
 
 
+@pytest.mark.slow
 def test_a_killed_report_leaves_no_work_folder_after_the_next_run(
     planted: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -77,6 +77,7 @@ def _run(tmp_path: Path, site: Site, **kwargs: object):
     return result, lines
 
 
+@pytest.mark.slow
 def test_update_fetches_loads_reports_then_is_a_no_op(tmp_path: Path, site: Site) -> None:
     for q in ("2019Q1", "2019Q2"):
         site.publish(generate_quarter(q, tmp_path / "gen", n_cases=60, seed=3).zip_path)
@@ -166,6 +167,7 @@ def _digest(db: Path) -> dict[str, str]:
         return out
 
 
+@pytest.mark.slow
 def test_load_killed_midway_is_completed_by_update(tmp_path: Path, site: Site) -> None:
     zips = [
         write_full_size_quarter(q, tmp_path / "gen" / q, n_reports=30_000, seed=i)
@@ -196,6 +198,7 @@ def test_load_killed_midway_is_completed_by_update(tmp_path: Path, site: Site) -
     assert _digest(db) == _digest(reference / "db.duckdb")
 
 
+@pytest.mark.slow
 def test_update_repairs_a_kill_between_clean_layer_and_extraction(
     tmp_path: Path, site: Site
 ) -> None:
