@@ -2,7 +2,7 @@
 -- description: Cases involving a substance by reported outcome (a case with several outcomes counts under each).
 -- param: substance VARCHAR = 'kratom' -- substance name as extracted
 -- counts: deduplicated cases per outcome code (labels: definitions.OUTCOME_CODES via the outcome_label macro); n_cases of 'none reported' have no outcome row
-WITH hit AS (SELECT DISTINCT caseid FROM substance_hits WHERE substance = $substance),
+WITH hit AS (SELECT caseid FROM involved_cases($substance, NULL)),
 labelled AS (
     SELECT h.caseid, coalesce(o.outc_cod, 'none reported') AS outcome
     FROM hit h LEFT JOIN case_outcomes o USING (caseid)

@@ -2,7 +2,7 @@
 -- description: New cases involving a substance per loaded quarter of initial FDA receipt, beside all new cases, with the substance's share; and the cases per quarter of their latest version.
 -- param: substance VARCHAR = 'kratom' -- substance name as extracted
 -- counts: deduplicated cases; n_cases and n_all_cases by initial receipt (cases.initial_quarter, definitions.NEW_CASE); n_cases_latest_version by the FDA quarter of each case's surviving version; one row per loaded quarter (cases first received in a quarter not loaded are in no row)
-WITH hit AS (SELECT DISTINCT caseid FROM substance_hits WHERE substance = $substance),
+WITH hit AS (SELECT caseid FROM involved_cases($substance, NULL)),
 flagged AS (
     SELECT c.initial_quarter, c.quarter, h.caseid IS NOT NULL AS has_substance
     FROM cases c LEFT JOIN hit h USING (caseid)

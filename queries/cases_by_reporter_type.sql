@@ -2,7 +2,7 @@
 -- description: Cases involving a substance by the reporter's occupation (MD, PH, OT, HP, RN, LW, CN).
 -- param: substance VARCHAR = 'kratom' -- substance name as extracted
 -- counts: deduplicated cases per reporter type of the surviving version
-WITH hit AS (SELECT DISTINCT caseid FROM substance_hits WHERE substance = $substance)
+WITH hit AS (SELECT caseid FROM involved_cases($substance, NULL))
 SELECT coalesce(c.reporter_type, 'not reported') AS reporter_type,
     coalesce(c.reporter_type_label, 'Not reported / other') AS reporter_type_label,
     count(*) AS n_cases,

@@ -5,9 +5,7 @@
 -- param: roles VARCHAR = NULL -- comma-separated roles in which the substance counts (PS,SS,C,I); NULL = any
 -- counts: deduplicated substance cases in which each other drug (prod_ai, else drugname) appears
 WITH hit_rows AS (SELECT caseid, drug_seq, role_cod FROM substance_hits WHERE substance = $substance),
-hit AS (
-    SELECT DISTINCT caseid FROM hit_rows
-    WHERE $roles IS NULL OR list_contains(string_split($roles, ','), role_cod)),
+hit AS (SELECT caseid FROM involved_cases($substance, $roles)),
 others AS (
     SELECT DISTINCT d.caseid, upper(trim(coalesce(d.prod_ai, d.drugname))) AS drug
     FROM case_drugs d JOIN hit USING (caseid)

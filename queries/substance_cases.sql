@@ -9,7 +9,7 @@
 WITH hits AS (
     SELECT * FROM substance_hits
     WHERE substance = $substance
-      AND ($roles IS NULL OR list_contains(string_split(upper(replace($roles, ' ', '')), ','), role_cod))
+      AND role_counts(role_cod, $roles)
 ),
 hit_cases AS (
     SELECT caseid,

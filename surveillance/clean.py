@@ -84,6 +84,10 @@ _WORST_OUTCOME = (
 
 _MACROS = (
     _DATE_PARTS,
+    # Whether a drug row's role counts under a role filter ('PS,SS'; NULL = any role): the one
+    # rule every "case involves substance S in roles R" goes through (extract.involved_cases).
+    "CREATE OR REPLACE MACRO role_counts(role_cod, in_roles) AS in_roles IS NULL OR "
+    "list_contains(string_split(upper(replace(in_roles, ' ', '')), ','), upper(trim(role_cod)))",
     _AGE_GROUP,
     _OUTCOME_LABEL,
     _WORST_OUTCOME,

@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from .clean import ensure_macros
 from .db import ensure_derived_table
 from .freshness import data_fingerprint, extraction_is_current, stale_extractions
 from .substances import Substance, builtin_substances, discover, load_substance
@@ -44,10 +45,25 @@ def resolve(substance: str | None = None, substance_file: str | Path | None = No
     return load_substance(substance or "kratom")
 
 
-def extract(con: duckdb.DuckDBPyConnection, substance: Substance) -> int:
-    """Replace `substance_hits` for one substance from the current clean layer; return n_cases."""
+# "Case involves substance S in roles R" on the clean layer, defined once: every caseid with a
+# drug row matching S whose role counts (clean's role_counts macro). signals, trends, the report
+# and the named queries all select from it.
+_INVOLVED_CASES = """CREATE OR REPLACE MACRO involved_cases(which, in_roles) AS TABLE
+    SELECT DISTINCT caseid FROM substance_hits h
+    WHERE h.substance = which AND role_counts(h.role_cod, in_roles)"""
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the extraction tables and the `involved_cases` macro (safe to repeat)."""
+    ensure_macros(con)
     for ddl in _DDL:
         ensure_derived_table(con, ddl)
+    con.execute(_INVOLVED_CASES)
+
+
+def extract(con: duckdb.DuckDBPyConnection, substance: Substance) -> int:
+    """Replace `substance_hits` for one substance from the current clean layer; return n_cases."""
+    ensure_tables(con)
     names = [r[0] for r in con.execute("SELECT DISTINCT drugname FROM raw_drug").fetchall()]
     ais = [r[0] for r in con.execute("SELECT DISTINCT prod_ai FROM raw_drug").fetchall()]
     hits = [
@@ -129,6 +145,8 @@ def ensure_extracted(con: duckdb.DuckDBPyConnection, substance: Substance) -> No
     are already stored."""
     if not extraction_is_current(con, substance.name, substance.version, substance.source_path):
         extract(con, substance)
+    else:
+        ensure_tables(con)
 
 
 def builtin_names() -> tuple[str, ...]:

@@ -82,8 +82,7 @@ _CASE_FRAME = f"""WITH hits AS (
         bool_or(upper(trim(role_cod)) IN ('PS', 'SS')) AS suspect
     FROM substance_hits WHERE substance = $substance
     GROUP BY caseid
-    HAVING bool_or($roles IS NULL
-        OR list_contains(string_split($roles, ','), upper(trim(role_cod))))),
+    HAVING bool_or(role_counts(role_cod, $roles))),
 {_INITIAL},
 seven_oh AS (SELECT DISTINCT caseid FROM substance_hits WHERE substance = $seven_oh),
 reactions AS (

@@ -60,9 +60,6 @@ _STRATUM_SQL = {
     "year": "left(quarter, 4)",
 }
 
-_ROLE_FILTER = (
-    "($roles IS NULL OR list_contains(string_split($roles, ','), upper(trim(g.role_cod))))"
-)
 
 _DDL = (
     """CREATE TABLE IF NOT EXISTS signal_priors (
@@ -196,9 +193,8 @@ def _build_case_tables(
     params = {"substance": substance.name, "roles": roles}
     if latest:
         con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE _sig_exposed AS
-            SELECT DISTINCT caseid FROM substance_hits g
-            WHERE substance = $substance AND {_ROLE_FILTER}""",  # noqa: S608
+            """CREATE OR REPLACE TEMP TABLE _sig_exposed AS
+            SELECT caseid FROM involved_cases($substance, $roles)""",
             params,
         )
         con.execute(
@@ -208,7 +204,7 @@ def _build_case_tables(
         )
         return
     con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE _sig_exposed AS
+        """CREATE OR REPLACE TEMP TABLE _sig_exposed AS
         SELECT DISTINCT c.caseid FROM _sig_cases c
         JOIN (SELECT * FROM raw_drug
               WHERE drugname IN (SELECT string FROM substance_strings
@@ -216,7 +212,7 @@ def _build_case_tables(
                  OR prod_ai IN (SELECT string FROM substance_strings
                                 WHERE substance = $substance AND field = 'prod_ai')) g
           ON g.source = c.source AND g.primaryid = c.primaryid AND g.quarter = c.quarter
-        WHERE {_ROLE_FILTER}""",  # noqa: S608
+        WHERE role_counts(g.role_cod, $roles)""",
         params,
     )
     con.execute(
@@ -250,7 +246,8 @@ def _build_drug_table(
           ON sn.substance = $substance AND sn.field = 'drugname' AND sn.string = g.drugname
         LEFT JOIN substance_strings sa
           ON sa.substance = $substance AND sa.field = 'prod_ai' AND sa.string = g.prod_ai
-        WHERE {_ROLE_FILTER} AND coalesce(g.prod_ai, g.drugname) IS NOT NULL""",  # noqa: S608
+        WHERE role_counts(g.role_cod, $roles)
+          AND coalesce(g.prod_ai, g.drugname) IS NOT NULL""",  # noqa: S608
         {"substance": substance.name, "label": f"[{substance.name}]", "roles": roles},
     )
 

@@ -69,10 +69,7 @@ _FLAG_COUNTS = {
 }
 
 # SQL kept as constants: the f-strings below join constant fragments; every value is bound.
-_HITS = """WITH hit AS (
-    SELECT DISTINCT caseid FROM substance_hits
-    WHERE substance = $substance
-      AND ($roles IS NULL OR list_contains(string_split($roles, ','), role_cod)))"""
+_HITS = "WITH hit AS (SELECT caseid FROM involved_cases($substance, $roles))"
 # `quarter` is the quarter of initial receipt, the one every per-quarter series counts in.
 _CASE_ROWS = f"""{_HITS}
 SELECT c.caseid, c.initial_quarter AS quarter, c.quarter AS latest_version_quarter,

@@ -100,3 +100,18 @@ def test_outcome_macros_follow_the_registry() -> None:
     ]
     assert got == list(definitions.OUTCOMES)
     assert [flag for _, flag in definitions.WORST_OUTCOME_RULE[:4]] == list(flags)
+
+
+def test_one_definition_of_a_case_involving_a_substance_in_roles() -> None:
+    """The role rule lives in clean's role_counts macro and "case involves S in roles R" in
+    extract's involved_cases macro; no module or query spells out a role filter of its own."""
+    root = Path(__file__).resolve().parent.parent
+    sources = [
+        *sorted((root / "surveillance").glob("*.py")),
+        *sorted((root / "queries").glob("*.sql")),
+    ]
+    role_filter = re.compile(r"string_split\([^)]*roles")
+    spelled = [p.name for p in sources if role_filter.search(p.read_text(encoding="utf-8"))]
+    assert spelled == ["clean.py"]
+    using = [p.name for p in sources if "involved_cases(" in p.read_text(encoding="utf-8")]
+    assert {"signals.py", "trends.py", "extract.py", "co_reported_substances.sql"} <= set(using)
