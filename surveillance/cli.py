@@ -720,11 +720,12 @@ def schema_command(
 @click.option("--roles", default=None, help="Drug roles that count, e.g. PS,SS (default: any).")
 @click.option("--top-terms", type=int, default=8, show_default=True)
 @click.option(
+    "--out",
     "--plot",
     "plot_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Write every figure (PNG and SVG) into this folder.",
+    help="Write every figure (PNG and SVG) into this folder (--plot is the older name).",
 )
 @_format_option
 @_quiet_option
@@ -744,7 +745,7 @@ def trends_command(
     follow-ups received and cases by their latest version's quarter. --format csv writes every
     series as one long table (column 'series' names each); json an object of metadata and series.
 
-    Example: surveillance trends --substance kratom --plot figures/
+    Example: surveillance trends --substance kratom --out figures/
     """
     from .db import connect
     from .extract import resolve
@@ -823,10 +824,13 @@ def report_command(
 @_db_option
 @_substance_options
 @click.option(
+    "--out",
     "--report-dir",
+    "report_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("reports"),
     show_default=True,
+    help="Folder of the quarterly reports, one per quarter (--report-dir is the older name).",
 )
 @click.option(
     "--dest",
@@ -854,7 +858,7 @@ def update_command(
 
     Prints "nothing new" and exits 0 when there is nothing to do; refuses to run beside itself.
 
-    Example: surveillance update --db /srv/faers/kratom.duckdb --report-dir /srv/faers/reports
+    Example: surveillance update --db /srv/faers/kratom.duckdb --out /srv/faers/reports
     """
     from .fetch import DEFAULT_BASE_URL, DEFAULT_INDEX_URL
     from .update import update

@@ -51,7 +51,7 @@ SUBSTITUTED = {
         "runs the full-scale demo (about a minute; timed by `make bench`); the database under "
         "test is built by the same code (surveillance.demo.build_database) at a smaller scale",
     ),
-    "surveillance update --db /srv/faers/kratom.duckdb --report-dir /srv/faers/reports": (
+    "surveillance update --db /srv/faers/kratom.duckdb --out /srv/faers/reports": (
         "surveillance update --db kratom.duckdb --report-dir reports",
         "/srv/faers is a server's folder: the same command on the test folder; " + NETWORK,
     ),
