@@ -11,10 +11,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import socket
-import subprocess
 import threading
 import time
 import zipfile
@@ -466,19 +464,9 @@ def test_timeouts_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """An 8 KB tmpfs (needs root; skipped elsewhere), unmounted afterwards."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount = ["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(mnt)]
-    if subprocess.run(mount, capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
+def tiny_disk(tmpfs) -> Path:
+    """An 8 KB tmpfs (needs root; skipped elsewhere)."""
+    return tmpfs("8k")
 
 
 def test_full_disk_is_one_line_naming_the_file(server: Server, tiny_disk: Path) -> None:

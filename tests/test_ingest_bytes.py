@@ -4,10 +4,7 @@ overlong lines, zip bombs, a full disk and header-only tables are handled member
 from __future__ import annotations
 
 import errno
-import os
-import subprocess
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -254,21 +251,9 @@ def test_failed_quarter_keeps_earlier_ones_and_says_which(tmp_path: Path) -> Non
 
 
 @pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MB tmpfs (needs root; skipped elsewhere), unmounted afterwards."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
+def tiny_disk(tmpfs) -> Path:
+    """A 2 MB tmpfs (needs root; skipped elsewhere)."""
+    return tmpfs("2m")
 
 
 def test_really_full_disk(tiny_disk: Path, tmp_path: Path) -> None:
