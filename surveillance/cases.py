@@ -15,6 +15,7 @@ import duckdb
 import pandas as pd
 
 from .clean import OUTCOME_FLAGS
+from .definitions import ROLES, parse_roles
 from .errors import NoDataError, UsageError
 from .extract import ensure_extracted, has_table
 from .faers_format import Quarter
@@ -43,10 +44,10 @@ def cases(
     """One row per surviving case that involves the substance (any role unless `roles`)."""
     if not has_table(con, "cases"):
         raise NoDataError("the clean layer is empty; run 'surveillance load' first")
-    if roles is not None:
-        bad = sorted({r.strip().upper() for r in roles.split(",")} - {"PS", "SS", "C", "I"})
-        if bad:
-            raise UsageError(f"--roles: unknown role(s) {', '.join(bad)}; use PS, SS, C, I")
+    try:
+        roles = parse_roles(roles)
+    except ValueError as e:
+        raise UsageError(f"--roles: {e}") from e
     ensure_extracted(con, substance)
     return run_query(
         con,
@@ -199,12 +200,6 @@ def _changes(versions: pd.DataFrame, items: pd.DataFrame) -> list[list[str]]:
     return out
 
 
-_ROLES = {
-    "PS": "primary suspect",
-    "SS": "secondary suspect",
-    "C": "concomitant",
-    "I": "interacting",
-}
 _CHALLENGE = {"Y": "positive", "N": "negative", "U": "unknown", "D": "does not apply"}
 
 
@@ -333,7 +328,7 @@ def _drug_lines(detail: dict[str, Any]) -> list[str]:
         if ai and ai.upper() != name.upper():
             name += f" [{ai}]"
         mark = "*" if seq in by_seq else " "
-        lines.append(f"{mark} {seq:>3} {role:<2} {name}  ({_ROLES.get(role, 'role ' + role)})")
+        lines.append(f"{mark} {seq:>3} {role:<2} {name}  ({ROLES.get(role, 'role ' + role)})")
         dose = " ".join(t for t in (_text(d["dose_amt"]), _text(d["dose_unit"])) if t)
         details = _line(
             ("route", d["route"]),

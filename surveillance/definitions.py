@@ -109,3 +109,25 @@ NEW_CASE = (
 def criteria_legend() -> str:
     """One line naming each PRIE mark and its rule."""
     return "; ".join(f"{c.mark} = {c.name} ({c.rule})" for c in CRITERIA)
+
+
+ROLES: dict[str, str] = {
+    "PS": "primary suspect",
+    "SS": "secondary suspect",
+    "C": "concomitant",
+    "I": "interacting",
+}
+"""FAERS drug roles (DRUG role_cod) and their labels, in the order a role filter is written."""
+
+
+def parse_roles(roles: str | None) -> str | None:
+    """A role filter as typed ("ss, ps") in canonical form ("PS,SS"); None means any role.
+
+    Raises ValueError naming the unknown roles, for the caller to report as a usage error."""
+    if roles is None:
+        return None
+    parsed = {r.strip().upper() for r in roles.split(",") if r.strip()}
+    bad = sorted(parsed - set(ROLES))
+    if bad or not parsed:
+        raise ValueError(f"unknown role(s) {', '.join(bad) or repr(roles)}; use PS,SS,C,I")
+    return ",".join(r for r in ROLES if r in parsed)

@@ -46,6 +46,7 @@ from .definitions import (
     SEXES,
     country_group,
     criteria_legend,
+    parse_roles,
 )
 from .errors import NoDataError, UsageError
 from .extract import ensure_extracted, has_table, resolve
@@ -818,7 +819,7 @@ def write_report(
     )
 
     step("cases")
-    frame = case_frame(con, s, now.roles if now else _plain_roles(roles))
+    frame = case_frame(con, s, now.roles if now else parse_roles(roles))
     through = frame[frame["initial_quarter"] <= quarter]
     counts = quarter_counts(frame, quarter, len(changed["new"]) if changed else None)
     counts_before = quarter_counts(frame, previous, len(older["new"]) if older else None)
@@ -945,10 +946,6 @@ def write_report(
         shutil.rmtree(work, ignore_errors=True)
         raise
     return out
-
-
-def _plain_roles(roles: str | None) -> str | None:
-    return ",".join(r.strip().upper() for r in roles.split(",") if r.strip()) if roles else None
 
 
 def _trends(con: duckdb.DuckDBPyConnection, s: Substance, roles: str | None) -> Any:

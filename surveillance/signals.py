@@ -31,6 +31,7 @@ import pandas as pd
 from . import __version__, stats
 from .clean import ensure_macros
 from .db import ensure_derived_table
+from .definitions import parse_roles
 from .errors import NoDataError, UsageError
 from .extract import ensure_extracted
 from .faers_format import Quarter
@@ -45,7 +46,6 @@ OUTPUT_COLUMNS = (
     "ebgm eb05 eb95 p_adj zero_corrected signal_prr signal_ror signal_ic signal_ebgm "
     "ebgm_below_eb05"
 ).split()
-ROLES = ("PS", "SS", "C", "I")
 
 CAVEATS = (
     "FAERS is a spontaneous reporting system: there are no denominators (exposure is unknown), "
@@ -127,13 +127,10 @@ def sort_key(sort: str | None, ebgm_available: bool) -> str:
 
 
 def _roles(roles: str | None) -> str | None:
-    if roles is None:
-        return None
-    parsed = [r.strip().upper() for r in roles.split(",") if r.strip()]
-    bad = sorted(set(parsed) - set(ROLES))
-    if bad or not parsed:
-        raise UsageError(f"--roles: unknown role(s) {', '.join(bad) or roles!r}; use PS,SS,C,I")
-    return ",".join(sorted(set(parsed), key=ROLES.index))
+    try:
+        return parse_roles(roles)
+    except ValueError as e:
+        raise UsageError(f"--roles: {e}") from e
 
 
 def _stratify(stratify: Sequence[str] | str | None) -> tuple[str, ...]:

@@ -115,3 +115,20 @@ def test_one_definition_of_a_case_involving_a_substance_in_roles() -> None:
     assert spelled == ["clean.py"]
     using = [p.name for p in sources if "involved_cases(" in p.read_text(encoding="utf-8")]
     assert {"signals.py", "trends.py", "extract.py", "co_reported_substances.sql"} <= set(using)
+
+
+def test_one_role_parser_for_every_command(series_db) -> None:
+    from click.testing import CliRunner
+
+    from surveillance.cli import cli
+    from surveillance.definitions import parse_roles
+
+    assert parse_roles(" ss, ps ,PS") == "PS,SS" and parse_roles(None) is None
+    with pytest.raises(ValueError, match="unknown role"):
+        parse_roles(",")
+    errors = set()
+    for command in ("cases", "signals"):
+        result = CliRunner().invoke(cli, [command, "--db", str(series_db[1]), "--roles", "PS,XX"])
+        assert result.exit_code == 2, result.output
+        errors.add(result.output.strip().splitlines()[-1])
+    assert errors == {"Error: --roles: unknown role(s) XX; use PS,SS,C,I"}
