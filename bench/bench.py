@@ -186,30 +186,39 @@ def run_child(code: str, *args: str) -> list[str]:
     return out.stdout.strip().splitlines()[-1].split()
 
 
+BUILD_EIGHT = """
+import sys
+from pathlib import Path
+from surveillance.db import connect
+from surveillance.faers_format import Quarter
+from surveillance.pipeline import load
+from surveillance.synthetic import write_full_size_quarter
+cache, db = Path(sys.argv[1]), Path(sys.argv[2])
+folder = cache / "eight"
+folder.mkdir(parents=True, exist_ok=True)
+q = Quarter(2024, 1)
+zips = []
+for i in range(8):
+    out = folder / str(q)
+    out.mkdir(exist_ok=True)
+    zips.append(write_full_size_quarter(str(q), out, n_reports=400_000, seed=100 + i))
+    q = q.next()
+db.unlink(missing_ok=True)
+with connect(db) as con:
+    load(con, zips)
+"""
+
+
 def eight_quarter_db() -> Path:
     """A database of 8 full-size SYNTHETIC quarters (2024Q1-2025Q4), built once and cached."""
     db = CACHE / "eight_quarters.duckdb"
     marker = CACHE / "eight_quarters.done"
     if marker.exists() and db.exists():
         return db
-    from surveillance.db import connect
-    from surveillance.faers_format import Quarter
-    from surveillance.pipeline import load
-    from surveillance.synthetic import write_full_size_quarter
-
     t = time.perf_counter()
-    folder = CACHE / "eight"
-    folder.mkdir(parents=True, exist_ok=True)
-    q = Quarter(2024, 1)
-    zips = []
-    for i in range(8):
-        out = folder / str(q)
-        out.mkdir(exist_ok=True)
-        zips.append(write_full_size_quarter(str(q), out, n_reports=400_000, seed=100 + i))
-        q = q.next()
-    db.unlink(missing_ok=True)
-    with connect(db) as con:
-        load(con, zips)
+    # Built in a child: a parent that grew to the loader's peak would pass that high-water mark
+    # on to every later child (Linux keeps ru_maxrss across fork and exec), hiding their own.
+    subprocess.run([sys.executable, "-c", BUILD_EIGHT, str(CACHE), str(db)], check=True)
     marker.write_text("ok")
     print(f"built {db.name} from 8 full-size quarters in {time.perf_counter() - t:.0f} s")
     return db
