@@ -18,19 +18,10 @@ from .clean import OUTCOME_FLAGS
 from .definitions import ROLES, parse_roles
 from .errors import NoDataError, UsageError
 from .extract import ensure_extracted, has_table
-from .faers_format import Quarter
+from .faers_format import quarter_option
 from .output import terminal_safe
 from .query import run_query
 from .substances import Substance
-
-
-def _quarter(text: str | None, option: str) -> str | None:
-    if text is None:
-        return None
-    try:
-        return str(Quarter.parse(text))
-    except ValueError as e:
-        raise UsageError(f"{option}: {e}") from e
 
 
 def cases(
@@ -53,8 +44,8 @@ def cases(
         con,
         "substance_cases",
         substance=substance.name,
-        since=_quarter(since, "--since"),
-        until=_quarter(until, "--until"),
+        since=quarter_option(since, "--since"),
+        until=quarter_option(until, "--until"),
         roles=roles,
         term=term,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import QuarterError, SurveillanceError
@@ -150,6 +151,27 @@ class Quarter:
 
     def next(self) -> Quarter:
         return Quarter(self.year + self.q // 4, self.q % 4 + 1)
+
+
+def quarter_option(text: str | None, option: str) -> str | None:
+    """A command option's quarter ('2014q3' -> '2014Q3'; None stays None); a bad one is a usage
+    error that names the option."""
+    if text is None:
+        return None
+    try:
+        return str(Quarter.parse(text))
+    except QuarterError as e:
+        raise QuarterError(f"{option}: {e}") from e
+
+
+def quarter_gaps(first: str, last: str, loaded: Iterable[str]) -> list[str]:
+    """The quarters strictly between `first` and `last` that are not in `loaded`, oldest first."""
+    have, gaps, q = set(loaded), [], Quarter.parse(first).next()
+    while str(q) < last:
+        if str(q) not in have:
+            gaps.append(str(q))
+        q = q.next()
+    return gaps
 
 
 def canonical_name(table: str, header_name: str) -> str:

@@ -48,9 +48,9 @@ from .definitions import (
     criteria_legend,
     parse_roles,
 )
-from .errors import NoDataError, UsageError
+from .errors import NoDataError
 from .extract import ensure_extracted, has_table, resolve
-from .faers_format import Quarter
+from .faers_format import quarter_gaps, quarter_option
 from .output import render
 from .pipeline import current_dedup
 from .signals import CAVEATS, OUTPUT_COLUMNS, SignalRun, data_fingerprint, resolve_through, signals
@@ -141,10 +141,7 @@ def _comparison(loaded: Sequence[str], quarter: str) -> tuple[str | None, str | 
             f"{quarter} is the first loaded quarter: there is no earlier quarter to compare with",
         )
     previous = earlier[-1]
-    gap, q = [], Quarter.parse(previous).next()
-    while str(q) != quarter:
-        gap.append(str(q))
-        q = q.next()
+    gap = quarter_gaps(previous, quarter, loaded)
     if not gap:
         return previous, None
     missing = gap[0] + " is" if len(gap) == 1 else f"{gap[0]}-{gap[-1]} are"
@@ -770,12 +767,7 @@ def _quarter_option(con: duckdb.DuckDBPyConnection, quarter: str | None) -> tupl
     """The quarter to report (default: the latest loaded) and the loaded quarters."""
     if not has_table(con, "cases") or not has_table(con, "quarters"):
         raise NoDataError("the clean layer is empty; run 'surveillance load' first")
-    if quarter is not None:
-        try:
-            quarter = str(Quarter.parse(quarter))
-        except ValueError as e:
-            raise UsageError(f"--quarter: {e}") from e
-    resolved, _ = resolve_through(con, quarter)
+    resolved, _ = resolve_through(con, quarter_option(quarter, "--quarter"))
     loaded = [str(r[0]) for r in con.execute("SELECT quarter FROM quarters ORDER BY 1").fetchall()]
     return resolved, loaded
 

@@ -34,7 +34,7 @@ from .db import ensure_derived_table
 from .definitions import parse_roles
 from .errors import NoDataError, UsageError
 from .extract import ensure_extracted
-from .faers_format import Quarter
+from .faers_format import quarter_option
 from .freshness import data_fingerprint as data_fingerprint  # report, trends import it here
 from .substances import Substance
 
@@ -151,12 +151,9 @@ def resolve_through(con: duckdb.DuckDBPyConnection, through: str | None) -> tupl
     loaded = [r[0] for r in con.execute("SELECT quarter FROM quarters ORDER BY quarter").fetchall()]
     if not loaded:
         raise NoDataError("no quarters loaded; run 'surveillance load' first")
-    if through is None:
+    q = quarter_option(through, "--through")
+    if q is None:
         return str(loaded[-1]), True
-    try:
-        q = str(Quarter.parse(through))
-    except ValueError as e:
-        raise UsageError(f"--through: {e}") from e
     if q not in loaded:
         raise NoDataError(f"{q} is not loaded; the latest loaded quarter is {loaded[-1]}")
     return q, q == loaded[-1]

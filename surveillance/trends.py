@@ -42,7 +42,7 @@ from .definitions import (
     country_group,
 )
 from .extract import ensure_extracted
-from .faers_format import Quarter
+from .faers_format import quarter_gaps
 from .query import run_query
 from .signals import SignalRun, data_fingerprint, signals
 from .substances import Substance
@@ -277,13 +277,7 @@ def trends(
 def _missing(quarters: list[str]) -> tuple[str, ...]:
     if not quarters:
         return ()
-    loaded = set(quarters)
-    q, last, gaps = Quarter.parse(quarters[0]), Quarter.parse(quarters[-1]), []
-    while q < last:
-        q = q.next()
-        if str(q) not in loaded:
-            gaps.append(str(q))
-    return tuple(gaps)
+    return tuple(quarter_gaps(quarters[0], quarters[-1], quarters))
 
 
 def _counts(case_rows: pd.DataFrame, key: str, index: list[Any]) -> pd.DataFrame:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from . import fetch as fetcher
 from .db import connect, default_path
-from .errors import SurveillanceError, UsageError
-from .faers_format import Quarter
+from .errors import SurveillanceError
+from .faers_format import Quarter, quarter_option
 from .ingest import inspect_zip, sha256_file
 from .pipeline import load, repair
 
@@ -117,11 +117,7 @@ def update(
     from .report import report_is_current, write_report
 
     db_path = Path(db_path) if db_path is not None else default_path()
-    if since is not None:
-        try:
-            since = str(Quarter.parse(since))
-        except ValueError as e:
-            raise UsageError(f"--since: {e}") from e
+    since = quarter_option(since, "--since")
     result = UpdateResult()
     with update_lock(db_path):
         with connect(db_path) as con:
