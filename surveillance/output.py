@@ -65,6 +65,14 @@ def formula_safe(value: Any) -> Any:
     return value
 
 
+def p_text(value: Any) -> str:
+    """A p value as an analyst writes it: '<0.001' below 0.001, else two significant figures
+    ('n/a' when missing); the report's tables and the figures' alt texts both use it."""
+    if value is None or pd.isna(value):
+        return "n/a"
+    return "<0.001" if float(value) < 0.001 else f"{float(value):.2g}"
+
+
 def _visible(match: re.Match[str]) -> str:
     code = ord(match.group())
     if code < 0x20 or code == 0x7F:

@@ -34,6 +34,7 @@ from matplotlib.transforms import Bbox
 from . import stats
 from .definitions import AGE_UNKNOWN, CRITERIA, OUTCOMES, SEXES
 from .faers_format import Quarter
+from .output import p_text
 from .trends import RegulatoryEvent, Trends, regulatory_events
 
 if TYPE_CHECKING:
@@ -111,10 +112,6 @@ def _short(text: Any) -> str:
 def _label(text: Any) -> str:
     """`_short` for drawing: a '$' from the data stays a dollar sign, never starts mathtext."""
     return _short(text).replace("$", r"\$")
-
-
-def _p(p: float) -> str:
-    return "<0.001" if p < 0.001 else f"{p:.2g}"
 
 
 def _year_fraction(d: date) -> float:
@@ -636,7 +633,7 @@ def _draw_volcano(fig: Figure, trends: Trends) -> Caption:
     alt = (
         f"{int(signal.sum())} of {len(table)} terms meet the ROR criterion; the most "
         f"significant is {_short(top['term'])} (ROR {number(top['ror'])}, p_adj "
-        f"{_p(top['p_adj'])}); {n_labelled} terms are labelled."
+        f"{p_text(top['p_adj'])}); {n_labelled} terms are labelled."
     )
     return Caption(title, alt)
 

@@ -51,7 +51,7 @@ from .definitions import (
 from .errors import NoDataError
 from .extract import ensure_extracted, has_table, resolve
 from .faers_format import quarter_gaps, quarter_option
-from .output import render
+from .output import p_text, render
 from .pipeline import current_dedup
 from .signals import CAVEATS, OUTPUT_COLUMNS, SignalRun, data_fingerprint, resolve_through, signals
 from .substances import Substance
@@ -239,13 +239,6 @@ def sig(value: Any) -> str:
     return f"{x:#.3g}".rstrip(".")
 
 
-def p_value(value: Any) -> str:
-    """A p value as an analyst writes it: '<0.001' below 0.001, else two significant figures."""
-    if value is None or pd.isna(value):
-        return "n/a"
-    return "<0.001" if float(value) < 0.001 else f"{float(value):.2g}"
-
-
 def _interval(estimate: Any, lower: Any, upper: Any) -> str:
     return f"{sig(estimate)} ({sig(lower)}-{sig(upper)})"
 
@@ -270,7 +263,7 @@ def _compact(table: pd.DataFrame, ebgm_available: bool) -> list[dict[str, Any]]:
                 "ror": _interval(r["ror"], r["ror_lower"], r["ror_upper"]),
                 "ic025": sig(r["ic025"]),
                 "ebgm": ebgm,
-                "p": p_value(r["p_adj"]),
+                "p": p_text(r["p_adj"]),
                 "marks": marks(r),
                 "signal": any(bool(r[c.flag]) for c in CRITERIA),
                 "keys": {
