@@ -813,11 +813,6 @@ def write_report(
 
     step("trends")
     series = _trends(con, s, roles)
-    synthetic = bool(
-        con.execute("SELECT coalesce(bool_or(synthetic), false) FROM quarters").fetchone()
-        == (True,)
-    )
-    caveats = _caveats(now, ebgm, synthetic, gap_notice if previous else None, quarter, loaded)
     meta = _metadata(
         con,
         quarter,
@@ -829,6 +824,9 @@ def write_report(
             "comparison_notice": gap_notice,
             "no_cases": no_cases,
         },
+    )
+    caveats = _caveats(
+        now, ebgm, meta["synthetic"], gap_notice if previous else None, quarter, loaded
     )
 
     out.parent.mkdir(parents=True, exist_ok=True)
