@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ import duckdb
 
 from . import __version__
 from .clean import _MACROS as _CLEAN_MACROS
-from .db import SCHEMA_VERSION, schema_version
+from .db import SCHEMA_VERSION, connection_config, schema_version
 from .errors import DatabaseError, InputError, StaleDataError, SurveillanceError, UsageError
 from .extract import _INVOLVED_CASES, builtin_term_files
 from .freshness import check, clean_fingerprint, current_dedup, data_fingerprint
@@ -61,6 +62,8 @@ _READ_PARTITIONED = (
 )
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _BLOCK = 1 << 20
+# Where a query on an opened export spills (an export's folder may be read-only).
+_SPILL = Path(tempfile.gettempdir()) / "surveillance-export-spill"
 
 Progress = Callable[[str], None]
 
@@ -331,13 +334,19 @@ def open_export(folder: str | Path) -> duckdb.DuckDBPyConnection:
     after checking every file against the manifest, with the project's SQL macros."""
     folder = Path(folder).resolve()
     manifest = read_manifest(folder)
-    verify(folder, manifest)
-    con = duckdb.connect()
+    con = duckdb.connect(config=connection_config(None, temp=_SPILL))
     try:
+        verify(folder, manifest)
         con.execute("SET enable_progress_bar = false")
         for table, entry in manifest["tables"].items():
             _view(con, folder, table, entry)
         _install_macros(con)
+    except (KeyError, TypeError, AttributeError, ValueError, duckdb.Error) as e:
+        con.close()
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise InputError(
+            folder / MANIFEST, f"malformed manifest ({type(e).__name__}: {first})"
+        ) from e
     except BaseException:
         con.close()
         raise

@@ -187,15 +187,32 @@ def test_a_damaged_export_is_refused_naming_the_file(
     assert message.startswith(str(victim.resolve()))
 
 
-def test_a_manifest_from_a_newer_schema_is_refused(
-    exported: tuple[Path, dict], tmp_path: Path
+def _hostile_type(manifest: dict) -> dict:
+    tables = json.loads(json.dumps(manifest["tables"]))
+    tables["case_therapies"]["files"] = []
+    tables["case_therapies"]["columns"][0]["type"] = "VARCHAR); DROP TABLE x; --"
+    return dict(manifest, tables=tables)
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (lambda m: dict(m, schema_version=SCHEMA_VERSION + 1), "schema version"),
+        (lambda m: dict(m, format="something else"), "not a manifest"),
+        (lambda m: dict(m, files=["cases"]), "malformed manifest"),
+        (lambda m: dict(m, files={"../db.duckdb": {}}), "outside the export"),
+        (_hostile_type, "malformed manifest"),
+    ],
+)
+def test_a_bad_manifest_is_refused(
+    exported: tuple[Path, dict], tmp_path: Path, edit: Any, reason: str
 ) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(exported[0], copy)
-    manifest = dict(exported[1], schema_version=SCHEMA_VERSION + 1)
-    (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(InputError, match="schema version"):
+    (copy / "manifest.json").write_text(json.dumps(edit(exported[1])))
+    with pytest.raises(InputError, match=reason) as caught:
         open_export(copy)
+    assert "\n" not in str(caught.value)
 
 
 def test_an_empty_table_reads_back_with_its_columns(db_copy: Path, tmp_path: Path) -> None:
