@@ -145,8 +145,9 @@ def _write_table(
 ) -> tuple[dict[str, Any], list[Path]]:
     """Write one table; its manifest entry and its files."""
     sql = _source(table)
+    # The table's own rows, not the join's: a child row without its case would be missed.
     # fetchall, not fetchone: the connection must hold no unfinished result before the write.
-    expected = int(con.execute(f"SELECT count(*) FROM ({sql})").fetchall()[0][0])  # noqa: S608
+    expected = int(con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])  # noqa: S608
     entry: dict[str, Any] = {"columns": _columns(con, sql)}
     if table in LOOKUP_TABLES:
         path = root / f"{table}.parquet"

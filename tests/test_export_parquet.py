@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from surveillance import parquet
+from surveillance import api, parquet
 from surveillance.cli import cli
 from surveillance.db import SCHEMA_VERSION, connect
-from surveillance.errors import InputError, StaleDataError, UsageError
+from surveillance.errors import DatabaseError, InputError, StaleDataError, UsageError
 from surveillance.freshness import data_fingerprint
 from surveillance.parquet import CASE_TABLES, LOOKUP_TABLES, export_parquet, open_export
 from surveillance.query import named_queries, run_query
@@ -131,6 +131,25 @@ def test_rows_per_table_and_partition_equal_the_database(
             assert p["files"] == [f"{table}/quarter={p['quarter']}/data_0.parquet"]
 
 
+def test_the_signal_strata_need_only_the_exported_cases(
+    db_con: duckdb.DuckDBPyConnection, export_con: duckdb.DuckDBPyConnection
+) -> None:
+    """signals stratifies by the surviving report's sex, age and year (signals._STRATUM_SQL over
+    `reports`); the exported `cases` gives the same strata, so `reports` need not be exported."""
+    from surveillance.signals import _STRATUM_SQL
+
+    strata = ", ".join(_STRATUM_SQL[s] for s in ("sex", "age", "year"))
+    from_reports = db_con.execute(
+        f"SELECT caseid, {strata} FROM (SELECT c.caseid, c.quarter, r.sex, r.age, r.age_cod "
+        "FROM cases c JOIN reports r USING (source, primaryid)) ORDER BY caseid"
+    ).fetchall()
+    from_export = export_con.execute(
+        "SELECT caseid, sex, age_group(age_years), left(quarter, 4) FROM cases ORDER BY caseid"
+    ).fetchall()
+    assert from_export == from_reports
+    assert len({row[1:] for row in from_export}) > 10
+
+
 def test_manifest_names_the_raw_inputs_and_the_data(
     db_con: duckdb.DuckDBPyConnection, exported: tuple[Path, dict]
 ) -> None:
@@ -239,6 +258,20 @@ def test_a_stale_clean_layer_is_refused(db_copy: Path, tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [db]
 
 
+def test_a_child_row_without_its_case_stops_the_export(db_copy: Path, tmp_path: Path) -> None:
+    db = tmp_path / "db.duckdb"
+    shutil.copy(db_copy, db)
+    with connect(db) as con:
+        n_rows = con.execute("SELECT count(*) FROM case_reactions").fetchall()[0][0]
+        con.execute(
+            "INSERT INTO case_reactions (caseid, primaryid, source, pt, pt_key) "
+            "VALUES ('no-such-case', '1', 'FAERS', 'Nausea', 'NAUSEA')"
+        )
+        with pytest.raises(DatabaseError, match=f"case_reactions: wrote {n_rows:,} rows of "):
+            export_parquet(con, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == [db]
+
+
 def test_refused_destinations(
     db_con: duckdb.DuckDBPyConnection, db_copy: Path, tmp_path: Path
 ) -> None:
@@ -279,7 +312,7 @@ def test_cli_exports_and_replaces_only_with_force(db_copy: Path, tmp_path: Path)
     forced = _run("export", "--db", str(db_copy), str(dest), "--force")
     assert forced.exit_code == 0, forced.output
     assert not (dest / "stray.parquet").exists()
-    open_export(dest).close()
+    api.open_export(dest).close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
