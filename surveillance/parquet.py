@@ -16,7 +16,8 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from .db import SCHEMA_VERSION, connection_config, schema_version
 from .errors import DatabaseError, InputError, StaleDataError, SurveillanceError, UsageError
 from .extract import _INVOLVED_CASES, builtin_term_files
 from .freshness import check, clean_fingerprint, current_dedup, data_fingerprint
+from .progress import Progress
 
 MANIFEST = "manifest.json"
 EXPORT_FORMAT = "kratom-surveillance parquet export"
@@ -62,10 +64,6 @@ _READ_PARTITIONED = (
 )
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _BLOCK = 1 << 20
-# Where a query on an opened export spills (an export's folder may be read-only).
-_SPILL = Path(tempfile.gettempdir()) / "surveillance-export-spill"
-
-Progress = Callable[[str], None]
 
 
 def _source(table: str) -> str:
@@ -335,7 +333,10 @@ def open_export(folder: str | Path) -> duckdb.DuckDBPyConnection:
     after checking every file against the manifest, with the project's SQL macros."""
     folder = Path(folder).resolve()
     manifest = read_manifest(folder)
-    con = duckdb.connect(config=connection_config(None, temp=_SPILL))
+    # Spill into a folder of the system's own, not the export's (which may be read-only); DuckDB
+    # creates it only when it spills and removes it when the connection closes.
+    spill = Path(tempfile.gettempdir()) / f"surveillance-export-{uuid.uuid4().hex}"
+    con = duckdb.connect(config=connection_config(None, temp=spill))
     try:
         verify(folder, manifest)
         con.execute("SET enable_progress_bar = false")
