@@ -240,7 +240,9 @@ def test_an_empty_table_reads_back_with_its_columns(db_copy: Path, tmp_path: Pat
     with connect(db) as con:
         con.execute("DELETE FROM case_therapies")
         columns = con.execute("DESCRIBE case_therapies").fetchall()
-        manifest = export_parquet(con, tmp_path / "out")
+        steps: list[str] = []
+        manifest = export_parquet(con, tmp_path / "out", progress=steps.append)
+    assert steps == [*(f"exporting {t}" for t in EXPORTED), "checksums"]
     assert manifest["tables"]["case_therapies"]["files"] == []
     with open_export(tmp_path / "out") as con:
         found = con.execute("DESCRIBE case_therapies").fetchall()
