@@ -183,6 +183,7 @@ _DB_USE = {
     "discover": "rebuild",
     "case": "refuse",
     "query": "refuse",
+    "export": "refuse",
 }
 
 
@@ -705,6 +706,33 @@ def sql_command(
     write_output(frame, fmt, output, force=force, database=_db(db_path))
     if frame.attrs.get("truncated"):
         _echo_err(f"(first {limit} rows shown; --limit 0 for all)")
+
+
+@cli.command(name="export")
+@click.argument("dest", type=click.Path(path_type=Path))
+@_db_option
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace DEST if it holds an earlier export (never anything else).",
+)
+@_quiet_option
+def export_command(dest: Path, db_path: Path | None, force: bool, quiet: bool) -> None:
+    """Write the clean layer and substance matches as Parquet partitioned by quarter, with a
+    manifest (row counts, sha256 of every file and of the raw inputs), for any engine to read.
+
+    Refused while the clean layer or a substance's matches are older than the loaded quarters.
+
+    Example: surveillance export exports/faers-parquet
+    """
+    from .api import Database
+    from .output import terminal_safe
+    from .parquet import summary
+    from .progress import terminal_progress
+
+    with terminal_progress(quiet) as step, Database(_db(db_path), read_only=True) as db:
+        manifest = db.export_parquet(dest, force=force, progress=step)
+    click.echo(terminal_safe(summary(manifest, dest)))
 
 
 @cli.command(name="schema")
