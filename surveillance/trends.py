@@ -1,8 +1,8 @@
 """Per-quarter series for one substance, and its signal statistics quarter by quarter.
 
 Reads the clean layer (`cases`, `case_drugs`), `substance_hits`, `quarters` and, through
-`signals.signals`, the raw layer as of each loaded quarter. Writes nothing of its own; the
-signals runs it makes are stored by `signals` in `signal_runs`/`signals` as usual.
+`asof.asof_counts`, the raw layer as of each loaded quarter (one pass for all quarters). Writes
+nothing of its own; the one signals run it makes (the last quarter's) is stored by `signals`.
 
 The unit is the deduplicated case. A case is new, and counts once, in the quarter of its initial
 FDA receipt (`cases.initial_quarter`, definitions.NEW_CASE): a follow-up of an older case is a
@@ -16,7 +16,8 @@ counted in `Trends.n_cases_initial_not_loaded`.
 The cumulative statistics use ONE EBGM prior for every quarter: the one of the last quarter's run
 (fitted on the whole database). Refitting per quarter would cost one maximum-likelihood fit on the
 full drug-by-term table for each quarter; with a fixed prior each earlier quarter costs only its
-2x2 counts, and changes in EBGM over time reflect the data, not a moving prior.
+2x2 counts (all quarters' counts come from one pass, `asof`), and changes in EBGM over time
+reflect the data, not a moving prior.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import duckdb
 import pandas as pd
 
 from . import __version__, definitions, stats
+from .asof import asof_counts, asof_signal_tables
 from .clean import REPORTER_TYPES, ensure_macros
 from .definitions import (
     AGE_GROUPS,
@@ -236,7 +238,7 @@ def trends(
     case_rows = con.execute(_CASE_ROWS, params).fetchdf()
     rank = "eb05" if latest.ebgm_available else "ic025"
     top = _top_terms(latest.table, top_terms, rank)
-    cumulative = _cumulative(con, substance, latest, quarters, top, say)
+    cumulative = _cumulative(con, substance, latest, top, say)
     event_years = case_rows["event_year"].dropna()
     return Trends(
         substance=substance.name,
@@ -423,34 +425,23 @@ def _cumulative(
     con: duckdb.DuckDBPyConnection,
     substance: Substance,
     latest: SignalRun,
-    quarters: list[str],
     top: list[str],
     say: Callable[[str], None],
 ) -> pd.DataFrame:
     """The top terms' statistics as of the end of each loaded quarter, with the latest prior;
     a term with no substance case yet has a = 0, no statistics and no signal."""
+    say("trends: cumulative statistics as of every loaded quarter")
+    counts = asof_counts(con, substance, latest.roles)
+    tables = asof_signal_tables(con, counts, latest.prior)
     frames = []
-    for quarter in quarters:
-        say(f"trends: cumulative statistics as of {quarter}")
-        run = (
-            latest
-            if quarter == latest.through
-            else signals(
-                con,
-                substance,
-                through=quarter,
-                roles=latest.roles,
-                min_cases=1,
-                prior=latest.prior,
-            )
-        )
-        rows = run.table.set_index("term").reindex(top)
+    for index, quarter in enumerate(counts.quarters):
+        rows = tables[quarter].set_index("term").reindex(top)
         rows["a"] = rows["a"].fillna(0).astype("int64")
         for flag in ("zero_corrected", *(f"signal_{c}" for c in CRITERIA)):
             rows[flag] = rows[flag].fillna(False).astype(bool)
         rows = rows.rename_axis("term").reset_index()
         rows.insert(0, "quarter", quarter)
-        rows["n_substance_cases"] = run.n_substance_cases
+        rows["n_substance_cases"] = int(counts.n_exposed[index])
         frames.append(rows[CUMULATIVE_COLUMNS])
     if not frames:
         return pd.DataFrame(columns=CUMULATIVE_COLUMNS)
