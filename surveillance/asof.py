@@ -12,6 +12,7 @@ is a cumulative sum of +1/-1 at those interval ends, instead of one rebuild per 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import duckdb
@@ -112,6 +113,9 @@ _TEMP_TABLES = ("_asof_flagged", "_asof_exposed", "_asof_intervals", "_asof_rows
 class AsOfCounts:
     """Case counts of one substance as of each quarter: N, exposed, and per term n_term and a."""
 
+    substance: str
+    roles: str | None
+    """The counted roles (parsed, e.g. 'PS,SS'); None = any role."""
     quarters: tuple[str, ...]
     n_cases: np.ndarray
     """Cases as of the end of each quarter (N of the 2x2 tables)."""
@@ -179,6 +183,8 @@ def asof_counts(
     np.add.at(a, (row, col), term_deltas["a"].to_numpy(dtype=np.int64))
     last = len(quarters)
     return AsOfCounts(
+        substance=substance.name,
+        roles=roles,
         quarters=quarters,
         n_cases=np.cumsum(n_cases)[:last],
         n_exposed=np.cumsum(n_exposed)[:last],
@@ -189,15 +195,18 @@ def asof_counts(
 
 
 def asof_signal_tables(
-    con: duckdb.DuckDBPyConnection, counts: AsOfCounts, prior: stats.Prior
+    con: duckdb.DuckDBPyConnection,
+    counts: AsOfCounts,
+    prior: stats.Prior,
+    quarters: Iterable[str] | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Per quarter the table `signals(through=q, min_cases=1, prior=prior)` gives (OUTPUT_COLUMNS,
-    terms with a >= 1, p_adj over them), in term-key order; empty where no case has the
-    substance yet."""
+    """Per quarter (every counted one, or those given) the table `signals(through=q,
+    min_cases=1, prior=prior)` gives (OUTPUT_COLUMNS, terms with a >= 1, p_adj over them), in
+    term-key order; empty where no case has the substance yet."""
     names = dict(con.execute("SELECT pt_key, pt FROM pt_terms").fetchall())
     tables = {}
-    for index, quarter in enumerate(counts.quarters):
-        terms, a, b, c, d = counts.cells(index)
+    for quarter in counts.quarters if quarters is None else quarters:
+        terms, a, b, c, d = counts.cells(counts.quarters.index(quarter))
         if not terms:
             tables[quarter] = pd.DataFrame({c: pd.Series([], dtype=object) for c in OUTPUT_COLUMNS})
             continue

@@ -33,7 +33,7 @@ import duckdb
 import pandas as pd
 
 from . import __version__, definitions, stats
-from .asof import asof_counts, asof_signal_tables
+from .asof import AsOfCounts, asof_counts, asof_signal_tables
 from .clean import REPORTER_TYPES, ensure_macros
 from .definitions import (
     AGE_GROUPS,
@@ -218,15 +218,24 @@ def trends(
     top_terms: int = 8,
     roles: str | None = None,
     progress: Callable[[str], None] | None = None,
+    prior: stats.Prior | None = None,
+    counts: AsOfCounts | None = None,
 ) -> Trends:
     """Every series for the substance over the loaded quarters, and cumulative signals of the
     `top_terms` terms with the highest EB05 (IC025 when EBGM is unavailable; at least
-    TOP_TERM_MIN_CASES cases) at the end. `progress` is told each step."""
+    TOP_TERM_MIN_CASES cases) at the end. `progress` is told each step. `prior`: the one EBGM
+    prior of every quarter (default: the last quarter's run's); `counts`: the substance's
+    `asof_counts` in these roles when the caller already has them (the report)."""
     say = progress or (lambda message: None)
     ensure_extracted(con, substance)
     ensure_macros(con)
     say(f"trends: {substance.name} signals through the latest quarter")
-    latest = signals(con, substance, roles=roles, min_cases=1)
+    latest = signals(con, substance, roles=roles, min_cases=1, prior=prior)
+    if counts is None:
+        say("trends: cumulative counts as of every loaded quarter")
+        counts = asof_counts(con, substance, latest.roles)
+    elif (counts.substance, counts.roles) != (substance.name, latest.roles):
+        raise ValueError("counts of another substance or other roles")
     loaded = [
         (str(q), bool(s))
         for q, s in con.execute(
@@ -238,7 +247,7 @@ def trends(
     case_rows = con.execute(_CASE_ROWS, params).fetchdf()
     rank = "eb05" if latest.ebgm_available else "ic025"
     top = _top_terms(latest.table, top_terms, rank)
-    cumulative = _cumulative(con, substance, latest, top, say)
+    cumulative = _cumulative(con, counts, latest, top)
     event_years = case_rows["event_year"].dropna()
     return Trends(
         substance=substance.name,
@@ -422,16 +431,10 @@ def _top_terms(table: pd.DataFrame, n: int, rank: str) -> list[str]:
 
 
 def _cumulative(
-    con: duckdb.DuckDBPyConnection,
-    substance: Substance,
-    latest: SignalRun,
-    top: list[str],
-    say: Callable[[str], None],
+    con: duckdb.DuckDBPyConnection, counts: AsOfCounts, latest: SignalRun, top: list[str]
 ) -> pd.DataFrame:
     """The top terms' statistics as of the end of each loaded quarter, with the latest prior;
     a term with no substance case yet has a = 0, no statistics and no signal."""
-    say("trends: cumulative statistics as of every loaded quarter")
-    counts = asof_counts(con, substance, latest.roles)
     tables = asof_signal_tables(con, counts, latest.prior)
     frames = []
     for index, quarter in enumerate(counts.quarters):

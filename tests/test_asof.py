@@ -104,6 +104,8 @@ def test_no_case_yet_gives_zero_counts_and_no_terms(series_con) -> None:
     kratom = resolve("kratom")
     counts = asof_counts(series_con, kratom, None)
     empty = AsOfCounts(
+        substance=counts.substance,
+        roles=counts.roles,
         quarters=counts.quarters,
         n_cases=counts.n_cases,
         n_exposed=counts.n_exposed * 0,

@@ -296,7 +296,7 @@ def test_roles_restrict_every_series(series_con, kratom_trends: Trends) -> None:
     )
     assert suspects.roles == "PS,SS"
     assert [m for m in told if "as of" in m] == [
-        "trends: cumulative statistics as of every loaded quarter"
+        "trends: cumulative counts as of every loaded quarter"
     ]
     run = signals(series_con, resolve("kratom"), roles="PS,SS", min_cases=1)
     assert suspects.by_quarter["n_cases_latest_version"].sum() == run.n_substance_cases
