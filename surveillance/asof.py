@@ -77,35 +77,26 @@ WHERE (g.drugname IN (SELECT string FROM substance_strings
        OR g.prod_ai IN (SELECT string FROM substance_strings
                         WHERE substance = $substance AND field = 'prod_ai'))
   AND role_counts(g.role_cod, $roles)"""
+# One row per span: a version current for its case from from_q until to_q (open: still current).
 _FLAGGED = """CREATE OR REPLACE TEMP TABLE _asof_flagged AS
-SELECT v.*, e.source IS NOT NULL AS exposed
+SELECT row_number() OVER () AS span_id, v.*, e.source IS NOT NULL AS exposed
 FROM _asof_intervals v LEFT JOIN _asof_exposed e
   ON e.source = v.source AND e.primaryid = v.primaryid AND e.quarter = v.quarter"""
-_CASE_DELTAS = """SELECT as_of, sum(delta) AS n_cases,
-    sum(delta) FILTER (WHERE exposed) AS n_exposed
-FROM (SELECT from_q AS as_of, 1 AS delta, exposed FROM _asof_flagged
-      UNION ALL
-      SELECT to_q, -1, exposed FROM _asof_flagged WHERE to_q IS NOT NULL)
-GROUP BY as_of"""
-# Only terms some exposed version reports can have a >= 1 as_of some quarter; n_term is counted for
-# those alone (one join of raw_reac, narrowed to those terms first).
-_TERM_DELTAS = """WITH reac AS (
-    SELECT DISTINCT source, primaryid, quarter, upper(trim(pt)) AS pt_key FROM raw_reac
-    WHERE pt IS NOT NULL AND trim(pt) <> ''),
-terms AS (
-    SELECT DISTINCT r.pt_key FROM reac r
+_CASE_SPANS = "SELECT from_q, to_q, exposed, count(*) AS n_cases FROM _asof_flagged GROUP BY ALL"
+# Only terms some exposed version reports can have a >= 1 at some quarter; the spans reporting
+# them are counted once per term (one join of raw_reac, narrowed to those terms).
+_TERM_SPANS = """WITH terms AS (
+    SELECT DISTINCT upper(trim(r.pt)) AS pt_key FROM raw_reac r
     SEMI JOIN _asof_exposed e
-      ON e.source = r.source AND e.primaryid = r.primaryid AND e.quarter = r.quarter),
+      ON e.source = r.source AND e.primaryid = r.primaryid AND e.quarter = r.quarter
+    WHERE trim(r.pt) <> ''),
 pairs AS (
-    SELECT r.pt_key, v.from_q, v.to_q, v.exposed
-    FROM (SELECT * FROM reac SEMI JOIN terms USING (pt_key)) r
-    JOIN _asof_flagged v
-      ON v.source = r.source AND v.primaryid = r.primaryid AND v.quarter = r.quarter)
-SELECT pt_key, as_of, sum(delta) AS n_term, coalesce(sum(delta) FILTER (WHERE exposed), 0) AS a
-FROM (SELECT pt_key, from_q AS as_of, 1 AS delta, exposed FROM pairs
-      UNION ALL
-      SELECT pt_key, to_q, -1, exposed FROM pairs WHERE to_q IS NOT NULL)
-GROUP BY ALL"""
+    SELECT DISTINCT v.span_id, upper(trim(r.pt)) AS pt_key
+    FROM raw_reac r JOIN _asof_flagged v
+      ON v.source = r.source AND v.primaryid = r.primaryid AND v.quarter = r.quarter
+    WHERE upper(trim(r.pt)) IN (SELECT pt_key FROM terms))
+SELECT p.pt_key, v.from_q, v.to_q, v.exposed, count(*) AS n_cases
+FROM pairs p JOIN _asof_flagged v USING (span_id) GROUP BY ALL"""
 _TEMP_TABLES = ("_asof_flagged", "_asof_exposed", "_asof_intervals", "_asof_rows")
 
 
@@ -144,8 +135,23 @@ class AsOfCounts:
 
 
 def _axis(at: pd.Series, quarters: tuple[str, ...]) -> np.ndarray:
-    """Each delta's column: the first loaded quarter at or after it (len(quarters) if none)."""
+    """Each quarter's column: the first loaded quarter at or after it (len(quarters) if none)."""
     return np.searchsorted(np.asarray(quarters, dtype=object), at.to_numpy(dtype=object))
+
+
+def _current(
+    spans: pd.DataFrame, quarters: tuple[str, ...], rows: np.ndarray, n_rows: int, only: str = ""
+) -> np.ndarray:
+    """(n_rows x quarters) cases whose span is current at the end of each quarter: +n where a
+    span starts, -n where it ends, summed over the quarter axis (`only`: a boolean column)."""
+    n = spans["n_cases"].to_numpy(dtype=np.int64)
+    if only:
+        n = n * spans[only].to_numpy(dtype=bool)
+    deltas = np.zeros((n_rows, len(quarters) + 1), dtype=np.int64)  # + after the last quarter
+    np.add.at(deltas, (rows, _axis(spans["from_q"], quarters)), n)
+    ends = spans["to_q"].notna().to_numpy()
+    np.add.at(deltas, (rows[ends], _axis(spans["to_q"][ends], quarters)), -n[ends])
+    return np.cumsum(deltas, axis=1)[:, : len(quarters)]
 
 
 def asof_counts(
@@ -163,34 +169,23 @@ def asof_counts(
         con.execute(_INTERVALS)
         con.execute(_EXPOSED, {"substance": substance.name, "roles": roles})
         con.execute(_FLAGGED)
-        case_deltas = con.execute(_CASE_DELTAS).fetchdf()
-        term_deltas = con.execute(_TERM_DELTAS).fetchdf()
+        case_spans = con.execute(_CASE_SPANS).fetchdf()
+        term_spans = con.execute(_TERM_SPANS).fetchdf()
     finally:
         for table in _TEMP_TABLES:
             con.execute(f"DROP TABLE IF EXISTS {table}")
-    width = len(quarters) + 1  # the last column collects deltas after the last loaded quarter
-    at = _axis(case_deltas["as_of"], quarters)
-    n_cases = np.zeros(width, dtype=np.int64)
-    n_exposed = np.zeros(width, dtype=np.int64)
-    np.add.at(n_cases, at, case_deltas["n_cases"].to_numpy(dtype=np.int64))
-    np.add.at(n_exposed, at, case_deltas["n_exposed"].fillna(0).to_numpy(dtype=np.int64))
-    terms = tuple(sorted(term_deltas["pt_key"].unique()))
-    row = term_deltas["pt_key"].map({t: i for i, t in enumerate(terms)}).to_numpy(dtype=np.int64)
-    col = _axis(term_deltas["as_of"], quarters)
-    n_term = np.zeros((len(terms), width), dtype=np.int64)
-    a = np.zeros((len(terms), width), dtype=np.int64)
-    np.add.at(n_term, (row, col), term_deltas["n_term"].to_numpy(dtype=np.int64))
-    np.add.at(a, (row, col), term_deltas["a"].to_numpy(dtype=np.int64))
-    last = len(quarters)
+    one = np.zeros(len(case_spans), dtype=np.int64)
+    terms = tuple(sorted(term_spans["pt_key"].unique()))
+    rows = term_spans["pt_key"].map({t: i for i, t in enumerate(terms)}).to_numpy(dtype=np.int64)
     return AsOfCounts(
         substance=substance.name,
         roles=roles,
         quarters=quarters,
-        n_cases=np.cumsum(n_cases)[:last],
-        n_exposed=np.cumsum(n_exposed)[:last],
+        n_cases=_current(case_spans, quarters, one, 1)[0],
+        n_exposed=_current(case_spans, quarters, one, 1, only="exposed")[0],
         terms=terms,
-        n_term=np.cumsum(n_term, axis=1)[:, :last],
-        a=np.cumsum(a, axis=1)[:, :last],
+        n_term=_current(term_spans, quarters, rows, len(terms)),
+        a=_current(term_spans, quarters, rows, len(terms), only="exposed"),
     )
 
 
