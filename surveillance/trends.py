@@ -2,7 +2,8 @@
 
 Reads the clean layer (`cases`, `case_drugs`), `substance_hits`, `quarters` and, through
 `asof.asof_counts`, the raw layer as of each loaded quarter (one pass for all quarters). Writes
-nothing of its own; the one signals run it makes (the last quarter's) is stored by `signals`.
+nothing of its own; the one signals run it makes (the last quarter's, for its prior; none when
+given a prior) is stored by `signals`.
 
 The unit is the deduplicated case. A case is new, and counts once, in the quarter of its initial
 FDA receipt (`cases.initial_quarter`, definitions.NEW_CASE): a follow-up of an older case is a
@@ -14,10 +15,11 @@ are listed in `Trends.missing_quarters`; cases first received outside the loaded
 counted in `Trends.n_cases_initial_not_loaded`.
 
 The cumulative statistics use ONE EBGM prior for every quarter: the one of the last quarter's run
-(fitted on the whole database). Refitting per quarter would cost one maximum-likelihood fit on the
-full drug-by-term table for each quarter; with a fixed prior each earlier quarter costs only its
-2x2 counts (all quarters' counts come from one pass, `asof`), and changes in EBGM over time
-reflect the data, not a moving prior.
+(fitted on the whole database), or the one the caller gives (the report: its quarter's).
+Refitting per quarter would cost one maximum-likelihood fit on the full drug-by-term table for
+each quarter; with a fixed prior each earlier quarter costs only its 2x2 counts (all quarters'
+counts come from one pass, `asof`), and changes in EBGM over time reflect the data, not a moving
+prior.
 """
 
 from __future__ import annotations
@@ -42,11 +44,13 @@ from .definitions import (
     OUTCOMES,
     SEXES,
     country_group,
+    parse_roles,
 )
+from .errors import NoDataError, UsageError
 from .extract import ensure_extracted
 from .faers_format import quarter_gaps
 from .query import run_query
-from .signals import SignalRun, data_fingerprint, signals
+from .signals import data_fingerprint, signals, sort_key
 from .substances import Substance
 
 EVENT_WINDOW_QUARTERS = 4
@@ -224,18 +228,30 @@ def trends(
     """Every series for the substance over the loaded quarters, and cumulative signals of the
     `top_terms` terms with the highest EB05 (IC025 when EBGM is unavailable; at least
     TOP_TERM_MIN_CASES cases) at the end. `progress` is told each step. `prior`: the one EBGM
-    prior of every quarter (default: the last quarter's run's); `counts`: the substance's
-    `asof_counts` in these roles when the caller already has them (the report)."""
+    prior of every quarter (default: that of a signals run through the last quarter, which is
+    then made and stored); `counts`: the substance's `asof_counts` in these roles when the
+    caller already has them (the report)."""
     say = progress or (lambda message: None)
     ensure_extracted(con, substance)
     ensure_macros(con)
-    say(f"trends: {substance.name} signals through the latest quarter")
-    latest = signals(con, substance, roles=roles, min_cases=1, prior=prior)
+    latest_table = None
+    if prior is None:
+        say(f"trends: {substance.name} signals through the latest quarter")
+        run = signals(con, substance, roles=roles, min_cases=1)
+        prior, roles, latest_table = run.prior, run.roles, run.table
+    else:
+        try:
+            roles = parse_roles(roles)
+        except ValueError as e:
+            raise UsageError(f"--roles: {e}") from e
     if counts is None:
         say("trends: cumulative counts as of every loaded quarter")
-        counts = asof_counts(con, substance, latest.roles)
-    elif (counts.substance, counts.roles) != (substance.name, latest.roles):
+        counts = asof_counts(con, substance, roles)
+    elif (counts.substance, counts.roles) != (substance.name, roles):
         raise ValueError("counts of another substance or other roles")
+    tables = asof_signal_tables(con, counts, prior)
+    if latest_table is None:
+        latest_table = _latest_table(substance, counts, tables, prior)
     loaded = [
         (str(q), bool(s))
         for q, s in con.execute(
@@ -243,26 +259,27 @@ def trends(
         ).fetchall()
     ]
     quarters = [q for q, _ in loaded]
-    params = {"substance": substance.name, "roles": latest.roles}
+    params = {"substance": substance.name, "roles": roles}
     case_rows = con.execute(_CASE_ROWS, params).fetchdf()
-    rank = "eb05" if latest.ebgm_available else "ic025"
-    top = _top_terms(latest.table, top_terms, rank)
-    cumulative = _cumulative(con, counts, latest, top)
+    ebgm_available = bool(prior.converged)
+    rank = "eb05" if ebgm_available else "ic025"
+    top = _top_terms(latest_table, top_terms, rank)
+    cumulative = _cumulative(counts, tables, top)
     event_years = case_rows["event_year"].dropna()
     return Trends(
         substance=substance.name,
         substance_version=substance.version,
-        roles=latest.roles,
+        roles=roles,
         quarters=tuple(quarters),
         missing_quarters=_missing(quarters),
-        through=latest.through,
+        through=quarters[-1],
         vintage=data_fingerprint(con),
         synthetic=any(s for _, s in loaded),
         tool_version=__version__,
         top_terms=tuple(top),
         top_term_rank=rank,
-        prior=latest.prior,
-        ebgm_available=latest.ebgm_available,
+        prior=prior,
+        ebgm_available=ebgm_available,
         by_quarter=_by_quarter(con, case_rows, quarters, params),
         n_cases_initial_not_loaded=int((~case_rows["quarter"].isin(quarters)).sum()),
         by_outcome=_by_outcome(case_rows, quarters),
@@ -272,7 +289,7 @@ def trends(
         by_country_group=_by_country_group(case_rows, quarters),
         cumulative=cumulative,
         first_signal=_first_signal(cumulative, top),
-        latest_signals=latest.table,
+        latest_signals=latest_table,
         co_reported=run_query(
             con,
             "co_reported_substances",
@@ -430,12 +447,27 @@ def _top_terms(table: pd.DataFrame, n: int, rank: str) -> list[str]:
     return [str(t) for t in ranked["term"].head(n)]
 
 
-def _cumulative(
-    con: duckdb.DuckDBPyConnection, counts: AsOfCounts, latest: SignalRun, top: list[str]
+def _latest_table(
+    substance: Substance,
+    counts: AsOfCounts,
+    tables: dict[str, pd.DataFrame],
+    prior: stats.Prior,
 ) -> pd.DataFrame:
-    """The top terms' statistics as of the end of each loaded quarter, with the latest prior;
+    """The last quarter's table as `signals(min_cases=1, prior=prior)` gives it, sorted alike."""
+    if not counts.quarters or counts.n_exposed[-1] == 0:
+        in_roles = f" in roles {counts.roles}" if counts.roles else ""
+        raise NoDataError(f"no {substance.name} cases{in_roles} in the loaded quarters")
+    sort = sort_key(None, bool(prior.converged))
+    table = tables[counts.quarters[-1]]
+    table = table.sort_values([sort, "term"], ascending=[False, True], kind="mergesort")
+    return table.reset_index(drop=True)
+
+
+def _cumulative(
+    counts: AsOfCounts, tables: dict[str, pd.DataFrame], top: list[str]
+) -> pd.DataFrame:
+    """The top terms' statistics as of the end of each loaded quarter (`tables`, one prior);
     a term with no substance case yet has a = 0, no statistics and no signal."""
-    tables = asof_signal_tables(con, counts, latest.prior)
     frames = []
     for index, quarter in enumerate(counts.quarters):
         rows = tables[quarter].set_index("term").reindex(top)
