@@ -278,11 +278,28 @@ class Database:
         """Every table with its number of columns and what it holds."""
         return _query.tables(self.connection)
 
+    def export_parquet(
+        self, dest: str | Path, force: bool = False, progress: Callable[[str], None] | None = None
+    ) -> dict[str, Any]:
+        """Write the clean layer and the substance matches as Parquet partitioned by quarter,
+        with a manifest, into the folder `dest`; return the manifest (see `open_export`)."""
+        from .parquet import export_parquet
+
+        return export_parquet(self._reader(), Path(dest), force=force, progress=progress)
+
     def status(self) -> dict[str, Any]:
         """Quarters loaded, rows per raw table, quarantined rows, dedup steps and substances."""
         from .status import status
 
         return status(self.connection, self.path)
+
+
+def open_export(folder: str | Path) -> duckdb.DuckDBPyConnection:
+    """An export of `Database.export_parquet` as an in-memory DuckDB, one view per table,
+    after checking every file against its manifest; named queries run on it."""
+    from .parquet import open_export as _open_export
+
+    return _open_export(folder)
 
 
 def _substance(name: str, substance_file: str | Path | None) -> Substance:

@@ -33,6 +33,16 @@ def _os_error(e: OSError) -> str:
     return f"{where}{e.strerror or e}"
 
 
+def _out_of_memory() -> str:
+    from .db import memory_limit
+
+    return (
+        f"out of memory: this step needs more than the memory limit ({memory_limit()}) even "
+        "after spilling to DB.tmp beside the database; raise --memory-limit (or "
+        "SURVEILLANCE_MEMORY_LIMIT) or free disk space for the spill"
+    )
+
+
 class _Group(click.Group):
     """The one error seam: library, DuckDB and OS errors become one line on stderr and exit
     status 1 (bad usage: 2), never a traceback; --memory-limit applies to every connection."""
@@ -75,6 +85,8 @@ class _Group(click.Group):
             duckdb = sys.modules.get("duckdb")
             if show_tracebacks or duckdb is None or not isinstance(e, duckdb.Error):
                 raise
+            if isinstance(e, duckdb.OutOfMemoryException):
+                raise click.ClickException(_out_of_memory()) from e
             raise click.ClickException(_one_line(str(e).strip().splitlines()[0])) from e
 
 
@@ -171,6 +183,7 @@ _DB_USE = {
     "discover": "rebuild",
     "case": "refuse",
     "query": "refuse",
+    "export": "refuse",
 }
 
 
@@ -221,8 +234,8 @@ def _check_memory_limit(_ctx: click.Context, _param: click.Parameter, value: str
     default=None,
     callback=_check_memory_limit,
     help="DuckDB memory limit of every connection, e.g. 8GB; work beyond it spills to "
-    "DB.tmp beside the database (env SURVEILLANCE_MEMORY_LIMIT; default 60% of RAM, at most "
-    "16 GiB; 'sql' alone: 1GiB).",
+    "DB.tmp beside the database (env SURVEILLANCE_MEMORY_LIMIT; default half of RAM, at most "
+    "4 GiB; 'sql' alone: 1GiB).",
 )
 def cli(memory_limit: str | None) -> None:
     """Load FDA FAERS quarterly files into DuckDB and survey a substance (kratom built in).
@@ -693,6 +706,33 @@ def sql_command(
     write_output(frame, fmt, output, force=force, database=_db(db_path))
     if frame.attrs.get("truncated"):
         _echo_err(f"(first {limit} rows shown; --limit 0 for all)")
+
+
+@cli.command(name="export")
+@click.argument("dest", type=click.Path(path_type=Path))
+@_db_option
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace DEST if it holds an earlier export (never anything else).",
+)
+@_quiet_option
+def export_command(dest: Path, db_path: Path | None, force: bool, quiet: bool) -> None:
+    """Write the clean layer and substance matches as Parquet partitioned by quarter, with a
+    manifest (row counts, sha256 of every file and of the raw inputs), for any engine to read.
+
+    Refused while the clean layer or a substance's matches are older than the loaded quarters.
+
+    Example: surveillance export exports/faers-parquet
+    """
+    from .api import Database
+    from .output import terminal_safe
+    from .parquet import summary
+    from .progress import terminal_progress
+
+    with terminal_progress(quiet) as step, Database(_db(db_path), read_only=True) as db:
+        manifest = db.export_parquet(dest, force=force, progress=step)
+    click.echo(terminal_safe(summary(manifest, dest)))
 
 
 @cli.command(name="schema")

@@ -28,6 +28,7 @@ ARGS: dict[str, list[str]] = {
     "signals": [],
     "query": ["substance_cases"],
     "sql": ["SELECT 1"],
+    "export": ["{tmp}/parquet"],
     "schema": [],
     "trends": [],
     "report": ["--quarter", "2019Q1", "--out", "{tmp}/report"],
