@@ -104,6 +104,7 @@ class SignalRun:
     n_substance_cases: int
     exposed: frozenset[str]  # caseids of the cases involving the substance
     sort: str = "eb05"  # the column the table is sorted by (see `sort_key`)
+    engine: str = "duckdb"  # what counted: duckdb, or spark (`surveillance.spark`)
 
     @property
     def ebgm_available(self) -> bool:
