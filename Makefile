@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SPARK_STAMP := $(VENV)/.installed-spark
 
 .PHONY: install demo test test-slow bench check check-report lint typecheck format clean
 
@@ -11,6 +12,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# The spark extra (pyspark, about 450 MB) only for the slow tier, which tests the Spark engine.
+$(SPARK_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,spark]'
+	touch $(SPARK_STAMP)
 
 install: $(STAMP)
 
@@ -24,7 +30,7 @@ PYTEST := $(BIN)/pytest -n 2 --dist loadfile
 test: $(STAMP)
 	$(PYTEST) -m "not slow"
 
-test-slow: $(STAMP)
+test-slow: $(SPARK_STAMP)
 	$(PYTEST) -m slow
 
 bench: $(STAMP)

@@ -483,6 +483,26 @@ def _plain(value: Any) -> Any:
     help="Sort column (default: eb05; ic025 when EBGM is unavailable).",
 )
 @click.option("--show-prior", is_flag=True, help="Print the fitted EBGM prior and its fit.")
+@click.option(
+    "--engine",
+    type=click.Choice(["duckdb", "spark"]),
+    default="duckdb",
+    show_default=True,
+    help="What counts: the database, or Apache Spark over a Parquet export (--parquet).",
+)
+@click.option(
+    "--parquet",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="The Parquet export Spark reads ('surveillance export DIR'); --engine spark only.",
+)
+@click.option(
+    "--spark-master",
+    envvar="SURVEILLANCE_SPARK_MASTER",
+    default="local[*]",
+    show_default=True,
+    help="Spark master URL, e.g. spark://host:7077 (env SURVEILLANCE_SPARK_MASTER).",
+)
 @_format_option
 def signals_command(
     db_path: Path | None,
@@ -494,22 +514,47 @@ def signals_command(
     stratify: str | None,
     sort: str | None,
     show_prior: bool,
+    engine: str,
+    parquet: Path | None,
+    spark_master: str,
     fmt: str | None,
 ) -> None:
     """Disproportionality of a substance against every reaction term: PRR, ROR, IC, EBGM.
 
     Example: surveillance signals --substance kratom --through 2024Q4 --roles PS,SS --sort eb05
+
+    On Spark, from an export: surveillance signals --engine spark --parquet export/
     """
-    from .db import connect
     from .definitions import criteria_legend
     from .extract import resolve
     from .output import default_format
-    from .signals import CAVEATS, signals
+    from .signals import CAVEATS
 
-    with connect(_db(db_path)) as con:
-        run = signals(
-            con, resolve(substance, substance_file), through, roles, min_cases, stratify, sort
+    if engine == "duckdb" and parquet is not None:
+        raise UsageError("--parquet goes with --engine spark")
+    if engine == "spark":
+        from .spark import spark_signals
+
+        if parquet is None:
+            raise UsageError("--engine spark needs --parquet DIR (see 'surveillance export')")
+        run = spark_signals(
+            parquet,
+            resolve(substance, substance_file),
+            through,
+            roles,
+            min_cases,
+            stratify,
+            sort,
+            master=spark_master,
         )
+    else:
+        from .db import connect
+        from .signals import signals
+
+        with connect(_db(db_path)) as con:
+            run = signals(
+                con, resolve(substance, substance_file), through, roles, min_cases, stratify, sort
+            )
     fmt = fmt or default_format()
     warning = run.prior_warning
     if show_prior:
@@ -523,6 +568,8 @@ def signals_command(
     if fmt != "table":
         if warning:
             _echo_err(warning)
+        if run.engine != "duckdb":
+            _echo_err(f"Counted by {run.engine} from the Parquet export.")
         click.echo(render(run.table, fmt), nl=False)
         return
     if warning:
@@ -532,7 +579,8 @@ def signals_command(
             f"{run.substance} {run.substance_version}: {run.n_substance_cases:,} of "
             f"{run.n_cases:,} cases through {run.through}"
             f"{'; roles ' + run.roles if run.roles else ''}"
-            f"{'; stratified by ' + ','.join(run.stratify) if run.stratify else ''}; "
+            f"{'; stratified by ' + ','.join(run.stratify) if run.stratify else ''}"
+            f"{'; counted by Spark from the Parquet export' if run.engine == 'spark' else ''}; "
             f"{len(run.table)} terms with a >= {run.min_cases} (all columns: --format csv)",
             width=78,
         )

@@ -1,9 +1,12 @@
 """Disproportionality signals of one substance against every reaction term.
 
-Reads the raw layer through the clean layer's as-of macros (`surviving_reports(through)`: the
-cases as they stood at the end of the `through` quarter, deleted lists published by then
-applied), `substance_strings` and `pt_terms`. Case-level counts are made in SQL; the statistics
-come from `stats`. Writes `signal_runs` (options, data fingerprint, the prior used),
+Through the last loaded quarter the counts come from the clean layer (`cases`, `case_drugs`,
+`case_reactions`), `substance_hits`, `substance_strings` and `pt_terms` by the SQL files in
+`queries/signals/`, which the Spark engine (`surveillance.spark`) runs too, on the Parquet export.
+An earlier quarter, or strata, reads the raw layer through the clean layer's as-of macros
+(`surviving_reports(through)`: the cases as they stood at the end of the `through` quarter,
+deleted lists published by then applied). Whatever counted, the statistics come from `stats`
+by the same code (`signal_run`). Writes `signal_runs` (options, data fingerprint, the prior used),
 `signals` (one row per term and run) and `signal_priors` (EBGM priors fitted on the full
 drug-by-term table, reused while the data and options are unchanged, because the fit is the
 slow part).
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -36,6 +40,7 @@ from .errors import NoDataError, UsageError
 from .extract import ensure_extracted
 from .faers_format import quarter_option
 from .freshness import data_fingerprint as data_fingerprint  # report, trends import it here
+from .query import queries_dir
 from .substances import Substance
 
 STRATA = ("sex", "age", "year")
@@ -99,6 +104,7 @@ class SignalRun:
     n_substance_cases: int
     exposed: frozenset[str]  # caseids of the cases involving the substance
     sort: str = "eb05"  # the column the table is sorted by (see `sort_key`)
+    engine: str = "duckdb"  # what counted: duckdb, or spark (`surveillance.spark`)
 
     @property
     def ebgm_available(self) -> bool:
@@ -157,6 +163,88 @@ def resolve_through(con: duckdb.DuckDBPyConnection, through: str | None) -> tupl
     if q not in loaded:
         raise NoDataError(f"{q} is not loaded; the latest loaded quarter is {loaded[-1]}")
     return q, q == loaded[-1]
+
+
+# The latest quarter's counts: SQL files in queries/signals/, which DuckDB runs as they are and
+# Spark transpiled (surveillance.spark). Each of these is registered under its name, in this
+# order, for the queries after it.
+SIGNAL_VIEWS = (("signal_exposed", "exposed"), ("signal_reactions", "reactions"))
+_DUCKDB_PARAM = re.compile(r"\$([a-z_]+)")
+
+
+def signal_sql(name: str) -> str:
+    """The text of one shared signals query, `queries/signals/<name>.sql`."""
+    return (queries_dir() / "signals" / f"{name}.sql").read_text(encoding="utf-8")
+
+
+def signal_values(substance: Substance, roles: str | None) -> dict[str, Any]:
+    """The values the shared signals queries bind: substance, its drug label, roles."""
+    return {"substance": substance.name, "label": f"[{substance.name}]", "roles": roles}
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What an engine counted for one substance, all the statistics need.
+
+    strata: stratum, n, n_exposed; cells: pt_key, stratum, n_term, a for every term with
+    a >= 1; exposed: the caseids involving the substance; names: each pt_key's spelling;
+    pairs(): n and e of every drug-term pair for the prior, counted only when called."""
+
+    strata: pd.DataFrame
+    cells: pd.DataFrame
+    exposed: frozenset[str]
+    names: dict[str, str]
+    pairs: Callable[[], tuple[Any, Any]]
+
+
+def shared_counts(
+    register: Callable[[str, str], None], frame: Callable[[str], pd.DataFrame]
+) -> Counts:
+    """The latest quarter's counts by the shared SQL files, on any engine.
+
+    register(view, query) makes a query's rows readable under the view's name; frame(query)
+    returns a query's rows. Both bind the query's parameters (`signal_values`) themselves."""
+    for view, query in SIGNAL_VIEWS:
+        register(view, query)
+
+    def pairs() -> tuple[Any, Any]:
+        found = frame("pairs")
+        return found["n"].to_numpy(dtype=float), found["e"].to_numpy(dtype=float)
+
+    terms = frame("terms")
+    return Counts(
+        frame("strata"),
+        frame("cells"),
+        frozenset(frame("exposed")["caseid"]),
+        dict(zip(terms["pt_key"], terms["pt"], strict=True)),
+        pairs,
+    )
+
+
+def _duckdb_counts(
+    con: duckdb.DuckDBPyConnection, substance: Substance, roles: str | None
+) -> Counts:
+    """The latest quarter's counts by the shared SQL files on the database."""
+    values = signal_values(substance, roles)
+
+    def bound(sql: str) -> dict[str, Any]:
+        return {name: values[name] for name in dict.fromkeys(_DUCKDB_PARAM.findall(sql))}
+
+    def register(view: str, query: str) -> None:
+        sql = signal_sql(query)
+        # A view cannot hold bound values: a query that takes some is kept as a temp table.
+        kind = "TABLE" if bound(sql) else "VIEW"
+        con.execute(f"CREATE OR REPLACE TEMP {kind} {view} AS\n{sql}", bound(sql))
+
+    def frame(query: str) -> pd.DataFrame:
+        sql = signal_sql(query)
+        return con.execute(sql, bound(sql)).fetchdf()
+
+    return shared_counts(register, frame)
+
+
+def _term_names(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    return dict(con.execute(signal_sql("terms")).fetchall())
 
 
 def _build_case_tables(
@@ -246,8 +334,16 @@ def _build_drug_table(
     )
 
 
-def _substance_tables(con: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, np.ndarray]:
-    """Per term and stratum the cells a, b, c, d (terms x strata arrays), terms with a >= 1."""
+def _asof_counts(
+    con: duckdb.DuckDBPyConnection,
+    substance: Substance,
+    through: str,
+    latest: bool,
+    roles: str | None,
+    stratify: tuple[str, ...],
+) -> Counts:
+    """The counts as of an earlier quarter, or in strata, from temp tables of the cases."""
+    _build_case_tables(con, substance, through, latest, roles, stratify)
     strata = con.execute(
         """SELECT c.stratum, count(*) AS n, count(e.caseid) AS n_exposed
         FROM _sig_cases c
@@ -262,7 +358,13 @@ def _substance_tables(con: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, np.
         FROM _sig_reac r JOIN terms USING (pt_key) LEFT JOIN exposed e USING (caseid)
         GROUP BY ALL ORDER BY r.pt_key, r.stratum"""
     ).fetchdf()
-    return strata, _cells(strata, cells)
+    exposed = frozenset(r[0] for r in con.execute("SELECT caseid FROM _sig_exposed").fetchall())
+
+    def pairs() -> tuple[Any, Any]:
+        _build_drug_table(con, substance, latest, roles)
+        return _pair_counts(con, bool(stratify))
+
+    return Counts(strata, cells, exposed, _term_names(con), pairs)
 
 
 def _cells(strata: pd.DataFrame, cells: pd.DataFrame) -> Any:
@@ -317,12 +419,11 @@ def _pair_counts(con: duckdb.DuckDBPyConnection, stratified: bool) -> tuple[Any,
 def fitted_prior(
     con: duckdb.DuckDBPyConnection,
     fingerprint: str,
-    stratified: bool,
-    build_drugs: Callable[[], None],
+    pairs: Callable[[], tuple[Any, Any]],
 ) -> stats.Prior:
     """The EBGM prior for these data and options: stored, or fitted now and stored.
 
-    build_drugs makes the drug table the fit needs; it runs only when there is no stored prior."""
+    pairs counts the drug-term pairs the fit needs; it runs only when there is no stored prior."""
     row = con.execute(
         "SELECT alpha1, beta1, alpha2, beta2, p, loglik, converged, n_pairs, n_points, method, "
         "loglik_full FROM signal_priors WHERE fingerprint = $f",
@@ -330,10 +431,8 @@ def fitted_prior(
     ).fetchone()
     if row:
         return stats.Prior(*row)
-    build_drugs()
-    n, e = _pair_counts(con, stratified)
     start = time.perf_counter()
-    prior = stats.fit_prior(np.asarray(n, dtype=float), np.asarray(e, dtype=float))
+    prior = fit_pairs(pairs)
     seconds = time.perf_counter() - start
     con.execute(
         "INSERT OR REPLACE INTO signal_priors VALUES ($f, $alpha1, $beta1, $alpha2, $beta2, $p, "
@@ -343,8 +442,21 @@ def fitted_prior(
     return prior
 
 
+def fit_pairs(pairs: Callable[[], tuple[Any, Any]]) -> stats.Prior:
+    """The EBGM prior fitted on the drug-term pairs that `pairs` counts."""
+    n, e = pairs()
+    return stats.fit_prior(np.asarray(n, dtype=float), np.asarray(e, dtype=float))
+
+
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def check_exposed(counts: Counts, substance: Substance, roles: str | None, through: str) -> None:
+    """No case with the substance (in the roles) is a NoDataError."""
+    if int(counts.strata["n_exposed"].sum()) == 0:
+        in_roles = f" in roles {roles}" if roles else ""
+        raise NoDataError(f"no {substance.name} cases{in_roles} through {through}")
 
 
 def signals(
@@ -367,9 +479,7 @@ def signals(
     and signal_ebgm is false (see `stats.signal_table`). `sort`: see `sort_key`. No case with
     the substance (in the roles) through the quarter is a NoDataError.
     """
-    if min_cases < 1:
-        raise UsageError("--min-cases must be at least 1")
-    sort_key(sort, True)
+    check_options(min_cases, sort)
     for ddl in _DDL:
         ensure_derived_table(con, ddl)
     ensure_macros(con)
@@ -377,33 +487,52 @@ def signals(
     roles = _roles(roles)
     strata_keys = _stratify(stratify)
     through, latest = resolve_through(con, through)
-    _build_case_tables(con, substance, through, latest, roles, strata_keys)
-    strata, (terms, a, b, c, d) = _substance_tables(con)
-    if int(strata["n_exposed"].sum()) == 0:
-        in_roles = f" in roles {roles}" if roles else ""
-        raise NoDataError(f"no {substance.name} cases{in_roles} through {through}")
+    if latest and not strata_keys:
+        counts = _duckdb_counts(con, substance, roles)
+    else:
+        counts = _asof_counts(con, substance, through, latest, roles, strata_keys)
+    check_exposed(counts, substance, roles, through)
     data = data_fingerprint(con)
     options = [data, substance.name, substance.version, through, roles, strata_keys]
     prior_key = hashlib.sha256(json.dumps([*options, __version__]).encode()).hexdigest()
     if prior is None:
-        prior = fitted_prior(
-            con,
-            prior_key,
-            stratified=bool(strata_keys),
-            build_drugs=lambda: _build_drug_table(con, substance, latest, roles),
-        )
-    n_cases = int(strata["n"].sum())
-    n_exposed = int(strata["n_exposed"].sum())
+        prior = fitted_prior(con, prior_key, counts.pairs)
+    run = signal_run(counts, prior, substance, through, roles, strata_keys, min_cases, sort, data)
+    _store(con, run, data)
+    return run
+
+
+def check_options(min_cases: int, sort: str | None) -> None:
+    """Refuse a min_cases below 1 or an unknown sort column before anything is counted."""
+    if min_cases < 1:
+        raise UsageError("--min-cases must be at least 1")
+    sort_key(sort, True)
+
+
+def signal_run(
+    counts: Counts,
+    prior: stats.Prior,
+    substance: Substance,
+    through: str,
+    roles: str | None,
+    stratify: tuple[str, ...],
+    min_cases: int,
+    sort: str | None,
+    data: str | None,
+) -> SignalRun:
+    """The signal table from an engine's counts under a prior: statistics, min_cases, sort.
+
+    data names the data vintage (`data_fingerprint`), part of the run's id."""
+    terms, a, b, c, d = _cells(counts.strata, counts.cells)
     if len(terms) == 0:
         table = pd.DataFrame({c: pd.Series([], dtype=object) for c in OUTPUT_COLUMNS})
     else:
-        if strata_keys:
+        if stratify:
             columns = stats.stratified_signal_table(a=a, b=b, c=c, d=d, prior=prior)
         else:
             columns = stats.signal_table(a=a[:, 0], b=b[:, 0], c=c[:, 0], d=d[:, 0], prior=prior)
         table = pd.DataFrame(columns)
-        names = dict(con.execute("SELECT pt_key, pt FROM pt_terms").fetchall())
-        table.insert(0, "term", [names.get(t, t) for t in terms])
+        table.insert(0, "term", [counts.names.get(t, t) for t in terms])
     table = table[OUTPUT_COLUMNS]
     for cell in "abcd":
         table[cell] = table[cell].astype("int64")
@@ -412,25 +541,23 @@ def signals(
     ascending = sort in ("p_adj", "term")
     table = table.sort_values([sort, "term"], ascending=[ascending, True], kind="mergesort")
     table = table.reset_index(drop=True)
+    options = [data, substance.name, substance.version, through, roles, stratify]
     identity = [*options, min_cases, prior_fingerprint(prior)]
-    run_id = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
-    run = SignalRun(
+    return SignalRun(
         table,
         prior,
-        run_id,
+        hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16],
         substance.name,
         substance.version,
         through,
         roles,
-        strata_keys,
+        stratify,
         min_cases,
-        n_cases,
-        n_exposed,
-        frozenset(r[0] for r in con.execute("SELECT caseid FROM _sig_exposed").fetchall()),
+        int(counts.strata["n"].sum()),
+        int(counts.strata["n_exposed"].sum()),
+        counts.exposed,
         sort,
     )
-    _store(con, run, data)
-    return run
 
 
 def prior_fingerprint(prior: stats.Prior) -> str:

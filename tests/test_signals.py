@@ -7,7 +7,9 @@ import io
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -339,3 +341,109 @@ def test_age_strata_are_the_registry_age_groups(series_con) -> None:
     }
     assert strata <= {*AGE_GROUPS, AGE_UNKNOWN}
     assert len(strata - {AGE_UNKNOWN}) >= 3
+
+
+def _sorted_pairs(pairs: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Drug-term pairs (n, e) in one order, to compare two countings of the same table."""
+    n, e = (np.asarray(x, dtype=float) for x in pairs)
+    order = np.lexsort((e, n))
+    return np.column_stack([n[order], e[order]])
+
+
+def _assert_same_counts(
+    got: signals_module.Counts, want: signals_module.Counts, want_pairs: Any = None
+) -> None:
+    cells = ["pt_key", "stratum", "n_term", "a"]
+    pd.testing.assert_frame_equal(
+        got.cells[cells].sort_values("pt_key").reset_index(drop=True),
+        want.cells[cells].sort_values("pt_key").reset_index(drop=True),
+        check_dtype=False,
+    )
+    pd.testing.assert_frame_equal(got.strata, want.strata, check_dtype=False)
+    assert got.exposed == want.exposed
+    expected = _sorted_pairs(want_pairs if want_pairs is not None else want.pairs())
+    np.testing.assert_allclose(_sorted_pairs(got.pairs()), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("roles", [None, "PS,SS"])
+def test_shared_sql_counts_equal_the_case_tables(series_con, roles) -> None:
+    """The latest quarter's aggregates over the clean layer (queries/signals/) count what the
+    temp tables of the as-of path count, drug-by-term pairs included."""
+    kratom = resolve("kratom")
+    signals(series_con, kratom, prior=CONVERGED)  # extraction and macros in place
+    through = signals_module.resolve_through(series_con, None)[0]
+    shared = signals_module._duckdb_counts(series_con, kratom, roles)
+    tables = signals_module._asof_counts(series_con, kratom, through, True, roles, ())
+    assert len(shared.cells) > 10 and len(shared.pairs()[0]) > 100
+    _assert_same_counts(shared, tables)
+
+
+def test_repeated_reaction_rows_count_once(series_db, tmp_path: Path) -> None:
+    """A case's term listed again with a drug_rec_act, or only with one, is one case with the
+    term, in the cells and in the drug-by-term pairs."""
+    copy = tmp_path / "copy.duckdb"
+    copy.write_bytes(series_db[1].read_bytes())
+    kratom = resolve("kratom")
+    with connect(copy) as con:
+        signals(con, kratom, prior=CONVERGED)
+        before = signals_module._duckdb_counts(con, kratom, None)
+        pairs = before.pairs()
+        exposed = sorted(before.exposed)[:20]
+        others = [r[0] for r in con.execute("SELECT caseid FROM cases LIMIT 20").fetchall()]
+        con.execute(
+            """INSERT INTO case_reactions
+            SELECT caseid, primaryid, source, pt, pt_key, 'Rechallenged ' || pt
+            FROM case_reactions WHERE list_contains($ids, caseid)""",
+            {"ids": exposed + others},
+        )
+        con.execute(
+            """INSERT INTO case_reactions
+            SELECT caseid, primaryid, source, pt, pt_key, 'Rechallenged twice'
+            FROM case_reactions WHERE caseid = $id AND drug_rec_act IS NOT NULL""",
+            {"id": exposed[0]},
+        )
+        con.execute(
+            "DELETE FROM case_reactions WHERE caseid = $id AND drug_rec_act IS NULL",
+            {"id": exposed[1]},
+        )
+        repeated = con.execute(
+            "SELECT count(*) FROM (SELECT caseid, pt_key FROM case_reactions "
+            "GROUP BY ALL HAVING count(*) > 1)"
+        ).fetchone()
+        assert repeated and repeated[0] > 20
+        _assert_same_counts(signals_module._duckdb_counts(con, kratom, None), before, pairs)
+
+
+def test_shared_sql_role_rule_is_clean_role_counts() -> None:
+    """The shared SQL inlines clean's role_counts macro (Spark has no DuckDB macros): the same
+    text wherever it filters roles, and the same answer for every role code and filter."""
+    from surveillance.clean import _MACROS
+
+    macro = next(m for m in _MACROS if "MACRO role_counts(" in m)
+    rule = macro.split(" AS ", 1)[1]
+    spelled = {}
+    for path in sorted((signals_module.queries_dir() / "signals").glob("*.sql")):
+        text = " ".join(path.read_text(encoding="utf-8").split())
+        inline = [
+            rule.replace("in_roles", "$roles").replace("role_cod", f"{alias}.role_cod")
+            for alias in ("h", "g")
+        ]
+        spelled[path.name] = sum(text.count(r) for r in inline)
+        assert text.count("$roles") == 2 * spelled[path.name], path.name
+    assert {name for name, n in spelled.items() if n} == {"exposed.sql", "pairs.sql"}
+    exposed = signals_module.signal_sql("exposed")
+    where = exposed[exposed.index("($roles IS NULL") :]
+    con = duckdb.connect()
+    con.execute(macro)
+    for code in ("PS", "SS", "C", "I", " ps ", None):
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE probe AS SELECT $code AS role_cod", {"code": code}
+        )
+        for roles in (None, "PS", "PS,SS", "ss, c", "I"):
+            inline = con.execute(
+                f"SELECT count(*) FROM probe h WHERE {where}", {"roles": roles}
+            ).fetchall()
+            macro_says = con.execute(
+                "SELECT count(*) FROM probe WHERE role_counts(role_cod, $roles)", {"roles": roles}
+            ).fetchall()
+            assert inline == macro_says, (roles, code)
