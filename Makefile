@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench check check-report lint typecheck format clean
+.PHONY: install demo test test-slow bench bench-archive check check-report lint typecheck format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py
+
+# The whole-archive growth benchmark (SYNTHETIC data, cached; options: ARCHIVE="--points 1,8").
+bench-archive: $(STAMP)
+	$(BIN)/python bench/archive.py $(ARCHIVE)
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check surveillance tests bench scripts

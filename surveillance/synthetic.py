@@ -19,6 +19,7 @@ Layout rules chosen where the FDA is not consistent: the data folder is `ascii/`
 from __future__ import annotations
 
 import copy
+import fcntl
 import functools
 import json
 import multiprocessing
@@ -2350,12 +2351,27 @@ def write_archive(
     earlier cases (LAERS cases continue with FAERS versions from 2012Q4); deleted lists from
     2019Q1 name earlier cases; a vocabulary of about 50,000 drug strings and 3,000 terms with
     kratom rising after 2016. Resumable: a zip already in out_dir (with its `.json` counts) is
-    kept, so a killed run goes on where it stopped. The bytes depend on seed and scale only,
-    not on `workers` (processes writing quarters in parallel). `progress` gets each quarter.
+    kept, so a killed run goes on where it stopped; a second run on the same folder waits for
+    the first. The bytes depend on seed and scale only, not on `workers` (processes writing
+    quarters in parallel). `progress` gets each quarter.
     """
     quarters = archive_quarters(first, last)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / ".write_archive.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _write_archive(out_dir, quarters, scale, seed, workers, progress)
+
+
+def _write_archive(
+    out_dir: Path,
+    quarters: list[Quarter],
+    scale: float,
+    seed: int,
+    workers: int,
+    progress: Callable[[ArchiveQuarter], None] | None,
+) -> list[ArchiveQuarter]:
+    """`write_archive` under its lock: plan every quarter in order, write the missing ones."""
     plan = _ArchivePlan(quarters, scale, seed)
     done: dict[str, ArchiveQuarter] = {}
 
