@@ -42,11 +42,21 @@ SELECT *, lead(quarter) OVER (PARTITION BY source, primaryid ORDER BY quarter) A
             try_cast(primaryid AS BIGINT) DESC,
             primaryid DESC) AS case_rank
 FROM lines"""
+# The report versions naming the substance in a counted role (signals' as-of exposure rule).
+_EXPOSED = """CREATE OR REPLACE TEMP TABLE _asof_exposed AS
+SELECT DISTINCT g.source, g.primaryid, g.quarter
+FROM raw_drug g
+WHERE (g.drugname IN (SELECT string FROM substance_strings
+                      WHERE substance = $substance AND field = 'drugname')
+       OR g.prod_ai IN (SELECT string FROM substance_strings
+                        WHERE substance = $substance AND field = 'prod_ai'))
+  AND role_counts(g.role_cod, $roles)"""
 # case_rank is the order of clean.ranked_reports (FAERS first, then caseversion, fda_dt, quarter,
 # primaryid); it does not depend on the as-of quarter, so at each quarter where a case's set of
 # current versions changes its surviving version is the current one ranked first. The case
-# keeps it until its next such quarter or the first deleted list naming it.
-_INTERVALS = """CREATE OR REPLACE TEMP TABLE _asof_intervals AS
+# keeps it until its next such quarter or the first deleted list naming it. One row per span: a
+# version current for its case from from_q until to_q (open: still current), and its exposure.
+_SPANS = """CREATE OR REPLACE TEMP TABLE _asof_spans AS
 WITH points AS (
     SELECT caseid, quarter AS as_of FROM _asof_rows
     UNION SELECT caseid, valid_to FROM _asof_rows WHERE valid_to IS NOT NULL),
@@ -60,29 +70,17 @@ picked AS (
      AND (r.valid_to IS NULL OR r.valid_to > s.as_of)
     QUALIFY row_number() OVER (PARTITION BY s.caseid, s.as_of ORDER BY r.case_rank) = 1),
 deleted AS (SELECT caseid, min(quarter) AS deleted_in FROM raw_deleted GROUP BY caseid)
-SELECT p.caseid, p.source, p.primaryid, p.quarter, p.as_of AS from_q,
+SELECT row_number() OVER () AS span_id, p.source, p.primaryid, p.quarter, p.as_of AS from_q,
     CASE WHEN d.deleted_in IS NULL THEN p.next_at
          WHEN p.next_at IS NULL OR d.deleted_in < p.next_at THEN d.deleted_in
-         ELSE p.next_at END AS to_q
-FROM picked p LEFT JOIN deleted d USING (caseid)
+         ELSE p.next_at END AS to_q,
+    e.source IS NOT NULL AS exposed
+FROM picked p
+LEFT JOIN deleted d USING (caseid)
+LEFT JOIN _asof_exposed e
+  ON e.source = p.source AND e.primaryid = p.primaryid AND e.quarter = p.quarter
 WHERE d.deleted_in IS NULL OR p.as_of < d.deleted_in"""
-# The versions naming the substance in a counted role (signals' as-of exposure rule).
-_EXPOSED = """CREATE OR REPLACE TEMP TABLE _asof_exposed AS
-SELECT DISTINCT g.source, g.primaryid, g.quarter
-FROM raw_drug g
-SEMI JOIN _asof_intervals v
-  ON g.source = v.source AND g.primaryid = v.primaryid AND g.quarter = v.quarter
-WHERE (g.drugname IN (SELECT string FROM substance_strings
-                      WHERE substance = $substance AND field = 'drugname')
-       OR g.prod_ai IN (SELECT string FROM substance_strings
-                        WHERE substance = $substance AND field = 'prod_ai'))
-  AND role_counts(g.role_cod, $roles)"""
-# One row per span: a version current for its case from from_q until to_q (open: still current).
-_FLAGGED = """CREATE OR REPLACE TEMP TABLE _asof_flagged AS
-SELECT row_number() OVER () AS span_id, v.*, e.source IS NOT NULL AS exposed
-FROM _asof_intervals v LEFT JOIN _asof_exposed e
-  ON e.source = v.source AND e.primaryid = v.primaryid AND e.quarter = v.quarter"""
-_CASE_SPANS = "SELECT from_q, to_q, exposed, count(*) AS n_cases FROM _asof_flagged GROUP BY ALL"
+_CASE_SPANS = "SELECT from_q, to_q, exposed, count(*) AS n_cases FROM _asof_spans GROUP BY ALL"
 # Only terms some exposed version reports can have a >= 1 at some quarter; the spans reporting
 # them are counted once per term (one join of raw_reac, narrowed to those terms).
 _TERM_SPANS = """WITH terms AS (
@@ -92,12 +90,12 @@ _TERM_SPANS = """WITH terms AS (
     WHERE trim(r.pt) <> ''),
 pairs AS (
     SELECT DISTINCT v.span_id, upper(trim(r.pt)) AS pt_key
-    FROM raw_reac r JOIN _asof_flagged v
+    FROM raw_reac r JOIN _asof_spans v
       ON v.source = r.source AND v.primaryid = r.primaryid AND v.quarter = r.quarter
     WHERE upper(trim(r.pt)) IN (SELECT pt_key FROM terms))
 SELECT p.pt_key, v.from_q, v.to_q, v.exposed, count(*) AS n_cases
-FROM pairs p JOIN _asof_flagged v USING (span_id) GROUP BY ALL"""
-_TEMP_TABLES = ("_asof_flagged", "_asof_exposed", "_asof_intervals", "_asof_rows")
+FROM pairs p JOIN _asof_spans v USING (span_id) GROUP BY ALL"""
+_TEMP_TABLES = ("_asof_spans", "_asof_exposed", "_asof_rows")
 
 
 @dataclass(frozen=True)
@@ -166,9 +164,8 @@ def asof_counts(
     )
     try:
         con.execute(_ROWS)
-        con.execute(_INTERVALS)
         con.execute(_EXPOSED, {"substance": substance.name, "roles": roles})
-        con.execute(_FLAGGED)
+        con.execute(_SPANS)
         case_spans = con.execute(_CASE_SPANS).fetchdf()
         term_spans = con.execute(_TERM_SPANS).fetchdf()
     finally:

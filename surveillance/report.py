@@ -192,11 +192,11 @@ def _earlier_tables(
     """The comparison quarters' signal tables as shown, from the cumulative counts the trends
     use and under the report quarter's prior: the numbers `signals(through=q, prior=...)` gives.
     None for no quarter, no report-quarter run, or no substance case by then."""
-    wanted = [q for q in quarters if q is not None and now is not None]
-    if now is None or not wanted:
-        return dict.fromkeys(quarters)
-    tables = asof_signal_tables(con, counts, now.prior, wanted)
     shown: dict[str | None, pd.DataFrame | None] = dict.fromkeys(quarters)
+    if now is None:
+        return shown
+    wanted = [q for q in quarters if q is not None]
+    tables = asof_signal_tables(con, counts, now.prior, wanted)
     for q in wanted:
         if counts.n_exposed[counts.quarters.index(q)] > 0:
             table = tables[q]
