@@ -536,19 +536,21 @@ def _scope_incremental(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(_SCOPED_DEMO)
 
 
-def rebuild(con: duckdb.DuckDBPyConnection, dedup: str = "fda", full: bool = False) -> pd.DataFrame:
+def rebuild(
+    con: duckdb.DuckDBPyConnection, dedup: str = "fda", incremental: bool = False
+) -> pd.DataFrame:
     """Bring the clean layer up to the raw layer in one transaction; return the step counts.
 
-    Incremental when `incremental_allowed` (and not `full`): only the cases with a DEMO or
-    deleted-list row in a quarter loaded, replaced or removed since the last rebuild are
-    re-derived, by the same statements. Leaves temp tables `_changed_quarters` and (incremental)
-    `_affected` and `_rederived_since` for the extraction; the returned frame's `rebuild_kind`
-    and `n_cases_rederived` say which kind ran."""
+    With `incremental`, when `incremental_allowed`, only the cases with a DEMO or deleted-list
+    row in a quarter loaded, replaced or removed (by ingest) since the last rebuild are
+    re-derived, by the same statements; else everything. Leaves temp tables `_changed_quarters`
+    and (incremental) `_affected` and `_rederived_since` for the extraction; the returned
+    frame's `rebuild_kind` and `n_cases_rederived` say which kind ran."""
     if dedup not in DEDUP_MODES:
         raise ValueError(f"dedup must be one of {DEDUP_MODES}, not {dedup!r}")
     con.execute("BEGIN TRANSACTION")
     try:
-        incremental = not full and incremental_allowed(con, dedup)
+        incremental = incremental and incremental_allowed(con, dedup)
         if incremental:
             con.execute(
                 "CREATE OR REPLACE TEMP TABLE _rederived_since AS SELECT $f AS data_fingerprint",
