@@ -2,8 +2,10 @@
 
 Reads the raw layer (`raw_*`, `raw_deleted`) and rebuilds, in one transaction, `reports` (every
 distinct report version), `cases`, `case_drugs`, `case_reactions`, `case_outcomes`,
-`case_indications`, `case_therapies`, `pt_terms` and `dedup_log`. The statements in `REBUILD`
-are safe to run twice: each replaces its table whole.
+`case_indications`, `case_therapies`, `pt_terms`, `dedup_log`, and `clean_quarters` and
+`clean_keys` (what it was built from). The steps of `REBUILD` are safe to run twice: each
+replaces its table whole, or (incremental) the rows of the cases that the quarters loaded,
+replaced or removed since the last rebuild affect, derived by the same SELECT.
 
 Deduplication follows the FDA's recommendation (faers-format.md §6-§7): pool all quarters; a
 primaryid published in several quarters counts once (its latest quarter); keep one report per
@@ -26,7 +28,8 @@ import pycountry
 from . import __version__
 from .db import SCHEMA_VERSION, ensure_derived_table
 from .definitions import AGE_BOUNDS, AGE_GROUPS, AGE_UNKNOWN, OUTCOME_CODES, WORST_OUTCOME_RULE
-from .freshness import clean_data_fingerprint, quarters_fingerprint
+from .freshness import clean_data_fingerprint
+from .ingest import quarters_fingerprint
 
 DEDUP_MODES = ("fda", "strict")
 
@@ -533,19 +536,21 @@ def _scope_incremental(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(_SCOPED_DEMO)
 
 
-def rebuild(con: duckdb.DuckDBPyConnection, dedup: str = "fda", full: bool = False) -> pd.DataFrame:
+def rebuild(
+    con: duckdb.DuckDBPyConnection, dedup: str = "fda", incremental: bool = False
+) -> pd.DataFrame:
     """Bring the clean layer up to the raw layer in one transaction; return the step counts.
 
-    Incremental when `incremental_allowed` (and not `full`): only the cases with a DEMO or
-    deleted-list row in a quarter loaded, replaced or removed since the last rebuild are
-    re-derived, by the same statements. Leaves temp tables `_changed_quarters` and (incremental)
-    `_affected` and `_rederived_since` for the extraction; the returned frame's `rebuild_kind`
-    and `n_cases_rederived` say which kind ran."""
+    With `incremental`, when `incremental_allowed`, only the cases with a DEMO or deleted-list
+    row in a quarter loaded, replaced or removed (by ingest) since the last rebuild are
+    re-derived, by the same statements; else everything. Leaves temp tables `_changed_quarters`
+    and (incremental) `_affected` and `_rederived_since` for the extraction; the returned
+    frame's `rebuild_kind` and `n_cases_rederived` say which kind ran."""
     if dedup not in DEDUP_MODES:
         raise ValueError(f"dedup must be one of {DEDUP_MODES}, not {dedup!r}")
     con.execute("BEGIN TRANSACTION")
     try:
-        incremental = not full and incremental_allowed(con, dedup)
+        incremental = incremental and incremental_allowed(con, dedup)
         if incremental:
             con.execute(
                 "CREATE OR REPLACE TEMP TABLE _rederived_since AS SELECT $f AS data_fingerprint",

@@ -20,19 +20,20 @@ def rebuild(
     con: duckdb.DuckDBPyConnection,
     dedup: str | None = None,
     progress: Callable[[str], None] | None = None,
-    full: bool = False,
+    incremental: bool = False,
 ) -> pd.DataFrame:
     """Rebuild the clean layer and the built-in substances' hits; return the dedup step counts.
 
-    dedup None keeps the mode of the last rebuild. Only the cases that the quarters loaded,
-    replaced or removed since the last rebuild affect are re-derived, unless `full` or the dedup
-    mode, tool version or schema changed (see `clean.rebuild`). The clean layer commits before
-    extraction; a run killed in between leaves extractions whose data fingerprint no longer
-    matches, which `freshness.check` reports and `repair` finishes."""
+    dedup None keeps the mode of the last rebuild. `incremental` (what `load` and `repair` ask
+    for) re-derives only the cases that the quarters loaded, replaced or removed since the last
+    rebuild affect, unless the dedup mode, tool version or schema changed (`clean.rebuild`); an
+    explicit rebuild is full, so it also picks up a raw layer edited by other means than ingest.
+    The clean layer commits before extraction; a run killed in between leaves extractions whose
+    data fingerprint no longer matches, which `freshness.check` reports and `repair` finishes."""
     dedup = dedup or current_dedup(con)
     if progress:
         progress(f"rebuilding the clean layer (dedup {dedup})")
-    steps = clean.rebuild(con, dedup=dedup, full=full)
+    steps = clean.rebuild(con, dedup=dedup, incremental=incremental)
     if progress and steps["rebuild_kind"].iloc[0] == "incremental":
         progress(f"incremental: {steps['n_cases_rederived'].iloc[0]} cases re-derived")
     for name, n_cases in extract.refresh(con).items():
@@ -49,7 +50,7 @@ def repair(
     if stale is None:
         return None
     if stale.layer == "clean":
-        rebuild(con, progress=progress)
+        rebuild(con, progress=progress, incremental=True)
     else:
         extract.refresh(con)
     return stale
@@ -63,5 +64,5 @@ def load(
 ) -> list[ingest.QuarterLoad]:
     """Load zips into the raw layer, then rebuild everything downstream of it."""
     results = ingest.load(con, paths, progress=progress)
-    rebuild(con, dedup=dedup, progress=progress)
+    rebuild(con, dedup=dedup, progress=progress, incremental=True)
     return results

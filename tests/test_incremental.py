@@ -58,7 +58,7 @@ def _load(db: Path, zips: list[Path], **kwargs: object) -> dict[str, object]:
     with connect(db) as con:
         if zips:
             ingest_load(con, zips)
-        steps = rebuild(con, **kwargs)  # type: ignore[arg-type]
+        steps = rebuild(con, incremental=True, **kwargs)  # type: ignore[arg-type]
         assert freshness.check(con, builtin_term_files()) is None
     return dict(steps.iloc[0])
 
@@ -75,7 +75,7 @@ def _assert_equals_full(db: Path, tmp_path: Path) -> None:
     copy = tmp_path / f"full-{db.stem}.duckdb"
     shutil.copy(db, copy)
     with connect(copy) as con:
-        assert rebuild(con, full=True)["rebuild_kind"].iloc[0] == "full"
+        assert rebuild(con)["rebuild_kind"].iloc[0] == "full"
     got, want = _rows(db), _rows(copy)
     for table in want:
         assert got[table] == want[table], table
@@ -145,5 +145,5 @@ def test_a_killed_incremental_rebuild_leaves_the_database_as_it_was(
     with connect(db) as con:
         stale = freshness.check(con, builtin_term_files())
         assert stale is not None and stale.layer == "clean"
-        assert rebuild(con)["rebuild_kind"].iloc[0] == "incremental"
+        assert rebuild(con, incremental=True)["rebuild_kind"].iloc[0] == "incremental"
     _assert_equals_full(db, tmp_path)
