@@ -103,7 +103,7 @@ from surveillance.pipeline import rebuild
 with connect(sys.argv[1]) as con:
     t = time.perf_counter()
     load(con, [sys.argv[2]])
-    steps = rebuild(con)
+    steps = rebuild(con, incremental=True)
     out = {"seconds": time.perf_counter() - t, "rebuild_kind": str(steps["rebuild_kind"].iloc[0]),
            "cases_rederived": int(steps["n_cases_rederived"].iloc[0])}
 """,

@@ -20,28 +20,21 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .clean import ensure_macros
+from .clean import VERSION_ORDER, ensure_macros
 from .signals import OUTPUT_COLUMNS
 from .substances import Substance
 
 # Every report version that report_versions(q) can pick for some q: per (source, primaryid) and
 # quarter the last line; it is that primaryid's version until the primaryid's next quarter.
-_ROWS = """CREATE OR REPLACE TEMP TABLE _asof_rows AS
+_ROWS = f"""CREATE OR REPLACE TEMP TABLE _asof_rows AS
 WITH lines AS (
     SELECT caseid, source, primaryid, quarter, caseversion, fda_dt FROM raw_demo
     WHERE caseid IS NOT NULL
     QUALIFY row_number() OVER (
         PARTITION BY source, primaryid, quarter ORDER BY source_line DESC) = 1)
 SELECT *, lead(quarter) OVER (PARTITION BY source, primaryid ORDER BY quarter) AS valid_to,
-    row_number() OVER (
-        PARTITION BY caseid ORDER BY
-            (source = 'FAERS') DESC,
-            try_cast(caseversion AS BIGINT) DESC NULLS LAST,
-            fda_dt DESC NULLS LAST,
-            quarter DESC,
-            try_cast(primaryid AS BIGINT) DESC,
-            primaryid DESC) AS case_rank
-FROM lines"""
+    row_number() OVER (PARTITION BY caseid ORDER BY {VERSION_ORDER}) AS case_rank
+FROM lines"""  # noqa: S608 (VERSION_ORDER: clean's constant)
 # The report versions naming the substance in a counted role (signals' as-of exposure rule).
 _EXPOSED = """CREATE OR REPLACE TEMP TABLE _asof_exposed AS
 SELECT DISTINCT g.source, g.primaryid, g.quarter

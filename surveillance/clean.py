@@ -87,6 +87,16 @@ _WORST_OUTCOME = (
     )
 )
 
+# The FDA rule for a case's current report, as an ORDER BY over report versions (first = current):
+# FAERS beats LAERS; FAERS by caseversion, fda_dt, quarter; LAERS by FDA_DT then ISR. One text,
+# used by `ranked_reports` here and by the one-pass as-of counts (`asof`).
+VERSION_ORDER = """(source = 'FAERS') DESC,
+            try_cast(caseversion AS BIGINT) DESC NULLS LAST,
+            fda_dt DESC NULLS LAST,
+            quarter DESC,
+            try_cast(primaryid AS BIGINT) DESC,
+            primaryid DESC"""
+
 _MACROS = (
     _DATE_PARTS,
     # Whether a drug row's role counts under a role filter ('PS,SS'; NULL = any role): the one
@@ -114,16 +124,11 @@ _MACROS = (
     WHERE rn = 1""",
     # The FDA rule: one report per caseid; FAERS beats LAERS; FAERS by caseversion, fda_dt,
     # quarter; LAERS by FDA_DT then ISR. version_rank 1 is the case's current report.
-    """CREATE OR REPLACE MACRO ranked_reports(through, demo := 'raw_demo') AS TABLE
+    f"""CREATE OR REPLACE MACRO ranked_reports(through, demo := 'raw_demo') AS TABLE
     SELECT *, row_number() OVER (
-        PARTITION BY caseid ORDER BY
-            (source = 'FAERS') DESC,
-            try_cast(caseversion AS BIGINT) DESC NULLS LAST,
-            fda_dt DESC NULLS LAST,
-            quarter DESC,
-            try_cast(primaryid AS BIGINT) DESC) AS version_rank,
+        PARTITION BY caseid ORDER BY {VERSION_ORDER}) AS version_rank,
         count(*) OVER (PARTITION BY caseid) AS n_versions
-    FROM report_versions(through, demo := demo)""",
+    FROM report_versions(through, demo := demo)""",  # noqa: S608 (VERSION_ORDER: a constant)
     # Cases as the data stood at the end of a quarter: deleted lists published by then apply.
     """CREATE OR REPLACE MACRO surviving_reports(through, demo := 'raw_demo') AS TABLE
     SELECT * FROM ranked_reports(through, demo := demo)
