@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SPARK_STAMP := $(VENV)/.installed-spark
 
-.PHONY: install demo test test-slow bench check check-report lint typecheck format clean
+.PHONY: install demo test test-slow bench bench-archive check check-report lint typecheck format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ test-slow: $(SPARK_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py
+
+# The whole-archive growth benchmark (SYNTHETIC data, cached; options: ARCHIVE="--points 1,8").
+bench-archive: $(STAMP)
+	$(BIN)/python bench/archive.py $(ARCHIVE)
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check surveillance tests bench scripts

@@ -16,15 +16,17 @@ set are all present and all equal are flagged as duplicates of the latest one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import duckdb
 import pandas as pd
 import pycountry
 
-from .db import ensure_derived_table
+from . import __version__
+from .db import SCHEMA_VERSION, ensure_derived_table
 from .definitions import AGE_BOUNDS, AGE_GROUPS, AGE_UNKNOWN, OUTCOME_CODES, WORST_OUTCOME_RULE
-from .ingest import quarters_fingerprint
+from .freshness import clean_data_fingerprint, quarters_fingerprint
 
 DEDUP_MODES = ("fda", "strict")
 
@@ -99,16 +101,17 @@ _MACROS = (
     "CASE upper(trim(x)) WHEN 'M' THEN 'M' WHEN 'F' THEN 'F' ELSE 'unknown' END",
     # Every distinct report version known through a quarter (NULL = all): a primaryid
     # republished in later quarters counts once, in its latest quarter.
-    """CREATE OR REPLACE MACRO report_versions(through) AS TABLE
+    # `demo` names the DEMO rows read (a rebuild's scope; raw_demo unless given).
+    """CREATE OR REPLACE MACRO report_versions(through, demo := 'raw_demo') AS TABLE
     SELECT * EXCLUDE (rn) FROM (
         SELECT d.*, row_number() OVER (
             PARTITION BY source, primaryid ORDER BY quarter DESC, source_line DESC) AS rn
-        FROM raw_demo d
+        FROM query_table(demo) d
         WHERE caseid IS NOT NULL AND (through IS NULL OR quarter <= through))
     WHERE rn = 1""",
     # The FDA rule: one report per caseid; FAERS beats LAERS; FAERS by caseversion, fda_dt,
     # quarter; LAERS by FDA_DT then ISR. version_rank 1 is the case's current report.
-    """CREATE OR REPLACE MACRO ranked_reports(through) AS TABLE
+    """CREATE OR REPLACE MACRO ranked_reports(through, demo := 'raw_demo') AS TABLE
     SELECT *, row_number() OVER (
         PARTITION BY caseid ORDER BY
             (source = 'FAERS') DESC,
@@ -117,10 +120,10 @@ _MACROS = (
             quarter DESC,
             try_cast(primaryid AS BIGINT) DESC) AS version_rank,
         count(*) OVER (PARTITION BY caseid) AS n_versions
-    FROM report_versions(through)""",
+    FROM report_versions(through, demo := demo)""",
     # Cases as the data stood at the end of a quarter: deleted lists published by then apply.
-    """CREATE OR REPLACE MACRO surviving_reports(through) AS TABLE
-    SELECT * FROM ranked_reports(through)
+    """CREATE OR REPLACE MACRO surviving_reports(through, demo := 'raw_demo') AS TABLE
+    SELECT * FROM ranked_reports(through, demo := demo)
     WHERE version_rank = 1 AND caseid NOT IN (
         SELECT caseid FROM raw_deleted WHERE through IS NULL OR quarter <= through)""",
     "CREATE OR REPLACE MACRO date_day(t) AS CASE WHEN date_precision(t) = 'day' "
@@ -137,10 +140,10 @@ _MACROS = (
     # earliest init_fda_dt of its versions (a partial date from its first day; on a tie the more
     # precise); its quarter, unless that is unknown (year only, no date) or later than the
     # quarter of the case's first version seen, which then stands in.
-    """CREATE OR REPLACE MACRO initial_receipts(through) AS TABLE
+    """CREATE OR REPLACE MACRO initial_receipts(through, demo := 'raw_demo') AS TABLE
     WITH versions AS (
         SELECT caseid, quarter, init_fda_dt, date_precision(init_fda_dt) AS precision
-        FROM raw_demo
+        FROM query_table(demo)
         WHERE caseid IS NOT NULL AND (through IS NULL OR quarter <= through)),
     earliest AS (
         SELECT caseid, min(quarter) AS first_version_quarter,
@@ -214,12 +217,13 @@ def country_code(name: str | None) -> str | None:
 
 
 def _lookups(con: duckdb.DuckDBPyConnection) -> None:
-    """Small lookup tables used by the rebuild: countries, age units, reporter types."""
+    """Small lookup tables used by the rebuild: countries (of the DEMO rows in scope), reporter
+    types."""
     names = [
         r[0]
         for r in con.execute(
-            "SELECT DISTINCT reporter_country FROM raw_demo WHERE reporter_country IS NOT NULL "
-            "UNION SELECT DISTINCT occr_country FROM raw_demo WHERE occr_country IS NOT NULL"
+            "SELECT DISTINCT reporter_country FROM _scope_demo WHERE reporter_country IS NOT NULL "
+            "UNION SELECT DISTINCT occr_country FROM _scope_demo WHERE occr_country IS NOT NULL"
         ).fetchall()
     ]
     countries = pd.DataFrame({"raw": names, "iso": [country_code(n) for n in names]})
@@ -234,24 +238,58 @@ _OUTCOME_COLUMNS = ",\n        ".join(
     f"bool_or(outc_cod = '{code}') AS {flag}" for code, flag in OUTCOME_FLAGS.items()
 )
 
-# The ordered rebuild; each statement replaces its table whole.
-REBUILD: tuple[str, ...] = (
-    "CREATE OR REPLACE TABLE reports AS SELECT * FROM report_versions(NULL)",
-    "CREATE OR REPLACE TEMP TABLE _ranked AS SELECT * FROM ranked_reports(NULL)",
-    "CREATE OR REPLACE TEMP TABLE _surviving AS SELECT * FROM surviving_reports(NULL)",
-    """CREATE OR REPLACE TABLE case_outcomes AS
-    SELECT DISTINCT s.caseid, s.primaryid, s.source, upper(trim(o.outc_cod)) AS outc_cod
+
+@dataclass(frozen=True)
+class Step:
+    """One table of the rebuild and the SELECT deriving its rows for what is in scope.
+
+    `key` says how a table is scoped: 'caseid' (rows of the cases in `_affected`) and 'quarter'
+    (rows of the quarters in `_changed_quarters`) are replaced for that scope only by an
+    incremental rebuild; 'all' tables are derived whole every time; 'temp' are scratch tables."""
+
+    table: str
+    key: str
+    select: str
+
+    def statements(self, incremental: bool) -> tuple[str, ...]:
+        """The SQL that replaces this step's rows: whole, or only those in scope."""
+        if self.key == "temp":
+            return (f"CREATE OR REPLACE TEMP TABLE {self.table} AS {self.select}",)
+        if self.key == "all" or not incremental:
+            return (f"CREATE OR REPLACE TABLE {self.table} AS {self.select}",)
+        scope = "_affected" if self.key == "caseid" else "_changed_quarters"
+        return (
+            f"DELETE FROM {self.table} WHERE {self.key} IN (SELECT {self.key} FROM {scope})",  # noqa: S608
+            f"INSERT INTO {self.table} BY NAME {self.select}",
+        )
+
+
+# The ordered rebuild, one definition for the full and the incremental one (only the rows of
+# _scope_demo differ).
+REBUILD: tuple[Step, ...] = (
+    Step("reports", "caseid", "SELECT * FROM report_versions(NULL, demo := '_scope_demo')"),
+    Step("_surviving", "temp", "SELECT * FROM surviving_reports(NULL, demo := '_scope_demo')"),
+    Step(
+        "case_outcomes",
+        "caseid",
+        """SELECT DISTINCT s.caseid, s.primaryid, s.source, upper(trim(o.outc_cod)) AS outc_cod
     FROM _surviving s JOIN raw_outc o
       ON o.source = s.source AND o.primaryid = s.primaryid AND o.quarter = s.quarter
     WHERE o.outc_cod IS NOT NULL""",
+    ),
     # Column names and code literals come from OUTCOME_FLAGS, a constant.
-    f"""CREATE OR REPLACE TEMP TABLE _outcome_flags AS
-    SELECT caseid,
+    Step(
+        "_outcome_flags",
+        "temp",
+        f"""SELECT caseid,
         {_OUTCOME_COLUMNS}
     FROM case_outcomes GROUP BY caseid""",  # noqa: S608
-    """CREATE OR REPLACE TABLE cases AS
-    SELECT s.caseid, s.primaryid, s.source, try_cast(d.caseversion AS INTEGER) AS caseversion,
-        s.quarter, s.n_versions, d.i_f_code,
+    ),
+    Step(
+        "cases",
+        "caseid",
+        """SELECT s.caseid, s.primaryid, s.source,
+        try_cast(d.caseversion AS INTEGER) AS caseversion, s.quarter, s.n_versions, d.i_f_code,
         d.fda_dt, date_day(d.fda_dt) AS fda_date, date_precision(d.fda_dt) AS fda_dt_precision,
         d.init_fda_dt, date_day(d.init_fda_dt) AS init_fda_date,
         i.initial_receipt_date, i.initial_receipt_precision, i.initial_quarter,
@@ -283,20 +321,27 @@ REBUILD: tuple[str, ...] = (
     LEFT JOIN _country oc ON oc.raw = d.occr_country
     LEFT JOIN _reporter rt ON rt.code = upper(trim(d.occp_cod))
     LEFT JOIN _outcome_flags f ON f.caseid = s.caseid
-    LEFT JOIN initial_receipts(NULL) i ON i.caseid = s.caseid
+    LEFT JOIN initial_receipts(NULL, demo := '_scope_demo') i ON i.caseid = s.caseid
     ORDER BY s.caseid""",
-    """CREATE OR REPLACE TABLE case_drugs AS
-    SELECT s.caseid, s.primaryid, s.source, g.drug_seq, upper(trim(g.role_cod)) AS role_cod,
+    ),
+    Step(
+        "case_drugs",
+        "caseid",
+        """SELECT s.caseid, s.primaryid, s.source, g.drug_seq, upper(trim(g.role_cod)) AS role_cod,
         g.drugname, g.prod_ai, g.route, g.dose_vbm, g.dose_amt, g.dose_unit, g.dose_form,
         g.dose_freq, g.cum_dose_chr, g.cum_dose_unit, g.dechal, g.rechal, g.lot_num, g.exp_dt,
         g.nda_num, g.val_vbm
     FROM _surviving s JOIN raw_drug g
       ON g.source = s.source AND g.primaryid = s.primaryid AND g.quarter = s.quarter
     ORDER BY s.caseid, g.source_line""",
+    ),
     # MedDRA terms: legacy upper case and current mixed case are one term; show the spelling
     # the FAERS era uses most, else the legacy spelling with only its first letter capital.
-    """CREATE OR REPLACE TABLE pt_terms AS
-    WITH spellings AS (
+    # Global (a new quarter's rows can change a term's spelling): derived whole every time.
+    Step(
+        "pt_terms",
+        "all",
+        """WITH spellings AS (
         SELECT upper(trim(pt)) AS pt_key, trim(pt) AS spelling, count(*) AS n_rows,
             trim(pt) <> upper(trim(pt)) AS mixed
         FROM raw_reac WHERE pt IS NOT NULL AND trim(pt) <> '' GROUP BY ALL)
@@ -304,26 +349,93 @@ REBUILD: tuple[str, ...] = (
             THEN arg_max(spelling, (mixed, n_rows, spelling))
             ELSE upper(left(pt_key, 1)) || lower(substr(pt_key, 2)) END AS pt
     FROM spellings GROUP BY pt_key""",
-    """CREATE OR REPLACE TABLE case_reactions AS
-    SELECT DISTINCT s.caseid, s.primaryid, s.source, t.pt, t.pt_key, r.drug_rec_act
+    ),
+    Step(
+        "case_reactions",
+        "caseid",
+        """SELECT DISTINCT s.caseid, s.primaryid, s.source, t.pt, t.pt_key, r.drug_rec_act
     FROM _surviving s JOIN raw_reac r
       ON r.source = s.source AND r.primaryid = s.primaryid AND r.quarter = s.quarter
     JOIN pt_terms t ON t.pt_key = upper(trim(r.pt))""",
-    """CREATE OR REPLACE TABLE case_indications AS
-    SELECT DISTINCT s.caseid, s.primaryid, s.source, i.indi_drug_seq AS drug_seq,
+    ),
+    Step(
+        "case_indications",
+        "caseid",
+        """SELECT DISTINCT s.caseid, s.primaryid, s.source, i.indi_drug_seq AS drug_seq,
         trim(i.indi_pt) AS indi_pt
     FROM _surviving s JOIN raw_indi i
       ON i.source = s.source AND i.primaryid = s.primaryid AND i.quarter = s.quarter
     WHERE i.indi_pt IS NOT NULL""",
-    """CREATE OR REPLACE TABLE case_therapies AS
-    SELECT s.caseid, s.primaryid, s.source, t.dsg_drug_seq AS drug_seq,
+    ),
+    Step(
+        "case_therapies",
+        "caseid",
+        """SELECT s.caseid, s.primaryid, s.source, t.dsg_drug_seq AS drug_seq,
         t.start_dt, date_day(t.start_dt) AS start_date,
         date_precision(t.start_dt) AS start_dt_precision,
         t.end_dt, date_day(t.end_dt) AS end_date, date_precision(t.end_dt) AS end_dt_precision,
         t.dur, t.dur_cod
     FROM _surviving s JOIN raw_ther t
       ON t.source = s.source AND t.primaryid = s.primaryid AND t.quarter = s.quarter""",
+    ),
+    # What the clean layer was derived from, so that the next rebuild can tell what changed:
+    # each quarter's zip as loaded, and the DEMO keys and deleted-list caseids of each quarter
+    # (a replaced quarter's old rows are gone from raw_demo; their cases are affected too).
+    Step("clean_quarters", "all", "SELECT quarter, zip_sha256, loaded_at FROM quarters"),
+    Step(
+        "clean_keys",
+        "quarter",
+        """SELECT quarter, source, primaryid, caseid, false AS deleted_list FROM raw_demo
+    WHERE caseid IS NOT NULL AND quarter IN (SELECT quarter FROM _changed_quarters)
+    UNION ALL
+    SELECT quarter, source, NULL, caseid, true FROM raw_deleted
+    WHERE quarter IN (SELECT quarter FROM _changed_quarters)""",
+    ),
 )
+
+# After an incremental rebuild a term's display spelling may have changed (pt_terms is global):
+# the reactions of unaffected cases take it too.
+_RESPELL = """UPDATE case_reactions SET pt = t.pt FROM pt_terms t
+    WHERE t.pt_key = case_reactions.pt_key AND case_reactions.pt IS DISTINCT FROM t.pt"""
+
+# Quarters loaded, replaced or removed since the last rebuild (replaced: the clean layer had
+# another load of it). A full rebuild counts every loaded quarter as changed.
+_CHANGED_QUARTERS = """CREATE OR REPLACE TEMP TABLE _changed_quarters AS
+    SELECT quarter, bool_or(replaced) AS replaced FROM (
+        SELECT quarter, false AS replaced FROM (
+            SELECT quarter, zip_sha256, loaded_at FROM quarters
+            EXCEPT SELECT quarter, zip_sha256, loaded_at FROM clean_quarters)
+        UNION ALL
+        SELECT quarter, true FROM (
+            SELECT quarter, zip_sha256, loaded_at FROM clean_quarters
+            EXCEPT SELECT quarter, zip_sha256, loaded_at FROM quarters))
+    GROUP BY quarter"""
+_ALL_QUARTERS = """CREATE OR REPLACE TEMP TABLE _changed_quarters AS
+    SELECT quarter, false AS replaced FROM quarters"""
+# The affected cases: a DEMO or deleted-list row in a changed quarter, now or when last built,
+# and the cases now reporting under a primaryid that a changed quarter had.
+_AFFECTED = """CREATE OR REPLACE TEMP TABLE _affected AS
+    SELECT caseid FROM raw_demo
+    WHERE caseid IS NOT NULL AND quarter IN (SELECT quarter FROM _changed_quarters)
+    UNION SELECT caseid FROM raw_deleted WHERE quarter IN (SELECT quarter FROM _changed_quarters)
+    UNION SELECT caseid FROM clean_keys WHERE quarter IN (SELECT quarter FROM _changed_quarters)
+    UNION SELECT d.caseid FROM raw_demo d JOIN clean_keys k
+      ON k.source = d.source AND k.primaryid IS NOT DISTINCT FROM d.primaryid
+    WHERE NOT k.deleted_list AND k.quarter IN (SELECT quarter FROM _changed_quarters)
+      AND d.caseid IS NOT NULL"""
+# Report versions are chosen per primaryid across caseids: add the cases sharing a primaryid
+# with an affected one until none is left out, so that the scope holds whole partitions.
+_CLOSE_AFFECTED = """INSERT INTO _affected
+    SELECT DISTINCT d.caseid FROM raw_demo d
+    JOIN (SELECT DISTINCT source, primaryid FROM raw_demo
+          WHERE caseid IN (SELECT caseid FROM _affected)) p
+      ON p.source = d.source AND p.primaryid IS NOT DISTINCT FROM d.primaryid
+    WHERE d.caseid IS NOT NULL AND d.caseid NOT IN (SELECT caseid FROM _affected)"""
+# The DEMO rows a rebuild reads (_scope_demo): every row of the affected cases (incremental), or
+# a view of all of raw_demo (full).
+_SCOPED_DEMO = """CREATE OR REPLACE TEMP TABLE _scope_demo AS
+    SELECT * FROM raw_demo WHERE caseid IN (SELECT caseid FROM _affected)"""
+_WHOLE_DEMO = "CREATE OR REPLACE TEMP VIEW _scope_demo AS SELECT * FROM raw_demo"
 
 # AEOLUS-style rule-based flags: only cases with every key present can match.
 STRICT = (
@@ -351,7 +463,7 @@ STRICT = (
 _DEDUP_LOG = """
 CREATE TABLE IF NOT EXISTS dedup_log (
     step_order INTEGER, step VARCHAR, n_reports BIGINT, n_cases BIGINT, dedup_mode VARCHAR,
-    raw_fingerprint VARCHAR, rebuilt_at TIMESTAMP)
+    raw_fingerprint VARCHAR, rebuilt_at TIMESTAMP, tool_version VARCHAR, schema_version INTEGER)
 """
 _STEP_COUNTS = (
     ("raw DEMO rows, all quarters", "SELECT count(*), count(DISTINCT caseid) FROM raw_demo"),
@@ -361,7 +473,7 @@ _STEP_COUNTS = (
     ),
     (
         "latest version per caseid (FDA rule)",
-        "SELECT count(*), count(*) FROM _ranked WHERE version_rank = 1",
+        "SELECT count(DISTINCT caseid), count(DISTINCT caseid) FROM reports",
     ),
     ("after removing deleted caseids", "SELECT count(*), count(*) FROM cases"),
 )
@@ -377,35 +489,133 @@ def ensure_macros(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(macro)
 
 
-def rebuild(con: duckdb.DuckDBPyConnection, dedup: str = "fda") -> pd.DataFrame:
-    """Rebuild the clean layer from the raw layer in one transaction; return the step counts."""
+def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    row = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = $n AND schema_name = 'main' "
+        "AND database_name = current_database()",
+        {"n": name},
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def incremental_allowed(con: duckdb.DuckDBPyConnection, dedup: str) -> bool:
+    """Whether the clean layer can be brought up to date by re-deriving the affected cases only:
+    its last rebuild used the FDA rule (the strict pass compares all cases), this dedup mode,
+    this tool version and schema, and left every table an incremental rebuild updates."""
+    if dedup != "fda":
+        return False
+    needed = {s.table for s in REBUILD if s.key != "temp"} | {"dedup_log"}
+    if not all(_has_table(con, t) for t in needed):
+        return False
+    columns = {
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = 'dedup_log' "
+            "AND schema_name = 'main' AND database_name = current_database()"
+        ).fetchall()
+    }
+    if not {"tool_version", "schema_version"} <= columns:
+        return False
+    rows = con.execute(
+        "SELECT DISTINCT dedup_mode, tool_version, schema_version FROM dedup_log"
+    ).fetchall()
+    return rows == [("fda", __version__, SCHEMA_VERSION)]
+
+
+def _scope_incremental(con: duckdb.DuckDBPyConnection) -> None:
+    """Find the changed quarters and the affected cases; scope the DEMO rows to those cases."""
+    con.execute(_CHANGED_QUARTERS)
+    con.execute(_AFFECTED)
+    while True:
+        row = con.execute(_CLOSE_AFFECTED).fetchone()
+        if not row or not row[0]:
+            break
+    con.execute(_SCOPED_DEMO)
+
+
+def rebuild(con: duckdb.DuckDBPyConnection, dedup: str = "fda", full: bool = False) -> pd.DataFrame:
+    """Bring the clean layer up to the raw layer in one transaction; return the step counts.
+
+    Incremental when `incremental_allowed` (and not `full`): only the cases with a DEMO or
+    deleted-list row in a quarter loaded, replaced or removed since the last rebuild are
+    re-derived, by the same statements. Leaves temp tables `_changed_quarters` and (incremental)
+    `_affected` and `_rederived_since` for the extraction; the returned frame's `rebuild_kind`
+    and `n_cases_rederived` say which kind ran."""
     if dedup not in DEDUP_MODES:
         raise ValueError(f"dedup must be one of {DEDUP_MODES}, not {dedup!r}")
     con.execute("BEGIN TRANSACTION")
     try:
+        incremental = not full and incremental_allowed(con, dedup)
+        if incremental:
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE _rederived_since AS SELECT $f AS data_fingerprint",
+                {"f": clean_data_fingerprint(con)},
+            )
+            _scope_incremental(con)
+        else:
+            con.execute("DROP TABLE IF EXISTS _affected")
+            con.execute("DROP TABLE IF EXISTS _rederived_since")
+            con.execute(_ALL_QUARTERS)
+            con.execute(_WHOLE_DEMO)
         _lookups(con)
         ensure_macros(con)
-        for statement in REBUILD:
-            con.execute(statement)
+        for step in REBUILD:
+            for statement in step.statements(incremental):
+                con.execute(statement)
+        if incremental:
+            con.execute(_RESPELL)
         steps = list(_STEP_COUNTS)
         if dedup == "strict":
             for statement in STRICT:
                 con.execute(statement)
             steps.append(_STRICT_COUNT)
-        ensure_derived_table(con, _DEDUP_LOG)
-        con.execute("DELETE FROM dedup_log")
-        now = datetime.now(UTC).replace(tzinfo=None)
-        raw = quarters_fingerprint(con)
-        for order, (step, sql) in enumerate(steps, start=1):
-            row = con.execute(sql).fetchone()
-            assert row is not None
-            con.execute(
-                "INSERT INTO dedup_log VALUES ($o, $step, $reports, $cases, $mode, $raw, $now)",
-                {"o": order, "step": step, "reports": row[0], "cases": row[1]}
-                | {"mode": dedup, "raw": raw, "now": now},
-            )
+        con.execute("DROP TABLE _scope_demo" if incremental else "DROP VIEW _scope_demo")
+        rederived = con.execute(
+            "SELECT count(*) FROM _affected" if incremental else "SELECT count(*) FROM cases"
+        ).fetchone()
+        assert rederived is not None
+        _log_steps(con, steps, dedup)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    return con.execute("SELECT * FROM dedup_log ORDER BY step_order").fetchdf()
+    # Which kind ran is said, not stored: the database is the same whichever ran.
+    frame = con.execute("SELECT * FROM dedup_log ORDER BY step_order").fetchdf()
+    frame["rebuild_kind"] = "incremental" if incremental else "full"
+    frame["n_cases_rederived"] = int(rederived[0])
+    return frame
+
+
+def rederived_since(con: duckdb.DuckDBPyConnection) -> str | None:
+    """After an incremental rebuild on this connection, the data fingerprint it started from
+    (hits current with it need only the `_affected` cases updated); else None."""
+    row = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = '_rederived_since'"
+    ).fetchone()
+    if not row or not row[0]:
+        return None
+    found = con.execute("SELECT any_value(data_fingerprint) FROM _rederived_since").fetchone()
+    return str(found[0]) if found and found[0] else None
+
+
+def _log_steps(con: duckdb.DuckDBPyConnection, steps: list[tuple[str, str]], dedup: str) -> None:
+    """Replace `dedup_log` with this rebuild's step counts and what it was built from."""
+    ensure_derived_table(con, _DEDUP_LOG)
+    con.execute("DELETE FROM dedup_log")
+    now = datetime.now(UTC).replace(tzinfo=None)
+    raw = quarters_fingerprint(con)
+    for order, (step, sql) in enumerate(steps, start=1):
+        row = con.execute(sql).fetchone()
+        assert row is not None
+        con.execute(
+            "INSERT INTO dedup_log VALUES ($o, $step, $reports, $cases, $mode, $raw, $now, "
+            "$tool, $schema)",
+            {"o": order, "step": step, "reports": row[0], "cases": row[1]}
+            | {
+                "mode": dedup,
+                "raw": raw,
+                "now": now,
+                "tool": __version__,
+                "schema": SCHEMA_VERSION,
+            },
+        )

@@ -76,27 +76,46 @@ def clean_is_current(con: duckdb.DuckDBPyConnection) -> bool:
     return clean_fingerprint(con) == quarters_fingerprint(con)
 
 
+def _dedup_mode(con: duckdb.DuckDBPyConnection) -> str | None:
+    if not _has_table(con, "dedup_log"):
+        return None
+    row = con.execute("SELECT any_value(dedup_mode) FROM dedup_log").fetchone()
+    return row[0] if row else None
+
+
+def _vintage(raw_fingerprint: str | None, mode: str | None) -> str:
+    return hashlib.sha256(json.dumps([raw_fingerprint, mode]).encode()).hexdigest()
+
+
 def data_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
     """sha256 over the loaded quarters' zip checksums and the dedup mode: the data vintage."""
-    mode = None
-    if _has_table(con, "dedup_log"):
-        row = con.execute("SELECT any_value(dedup_mode) FROM dedup_log").fetchone()
-        mode = row[0] if row else None
-    text = json.dumps([quarters_fingerprint(con), mode])
-    return hashlib.sha256(text.encode()).hexdigest()
+    return _vintage(quarters_fingerprint(con), _dedup_mode(con))
+
+
+def clean_data_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
+    """The data vintage the clean layer was last rebuilt at (equals `data_fingerprint` while the
+    clean layer is current); extractions matched against it need only the changed cases."""
+    return _vintage(clean_fingerprint(con), _dedup_mode(con))
 
 
 def extraction_is_current(
     con: duckdb.DuckDBPyConnection, name: str, version: str, source_path: str
 ) -> bool:
     """Whether the stored hits of a substance come from this term file and the current data."""
+    return extraction_matches(con, name, version, source_path, data_fingerprint(con))
+
+
+def extraction_matches(
+    con: duckdb.DuckDBPyConnection, name: str, version: str, source_path: str, fingerprint: str
+) -> bool:
+    """Whether the stored hits of a substance come from this term file and that data vintage."""
     if not _has_column(con, "substance_runs", "data_fingerprint"):
         return False
     row = con.execute(
         "SELECT version, source_path, data_fingerprint FROM substance_runs WHERE substance = $s",
         {"s": name},
     ).fetchone()
-    return row == (version, source_path, data_fingerprint(con))
+    return row == (version, source_path, fingerprint)
 
 
 def stale_extractions(

@@ -20,16 +20,21 @@ def rebuild(
     con: duckdb.DuckDBPyConnection,
     dedup: str | None = None,
     progress: Callable[[str], None] | None = None,
+    full: bool = False,
 ) -> pd.DataFrame:
     """Rebuild the clean layer and the built-in substances' hits; return the dedup step counts.
 
-    dedup None keeps the mode of the last rebuild. The clean layer commits before extraction;
-    a run killed in between leaves extractions whose data fingerprint no longer matches, which
-    `freshness.check` reports and `repair` finishes."""
+    dedup None keeps the mode of the last rebuild. Only the cases that the quarters loaded,
+    replaced or removed since the last rebuild affect are re-derived, unless `full` or the dedup
+    mode, tool version or schema changed (see `clean.rebuild`). The clean layer commits before
+    extraction; a run killed in between leaves extractions whose data fingerprint no longer
+    matches, which `freshness.check` reports and `repair` finishes."""
     dedup = dedup or current_dedup(con)
     if progress:
         progress(f"rebuilding the clean layer (dedup {dedup})")
-    steps = clean.rebuild(con, dedup=dedup)
+    steps = clean.rebuild(con, dedup=dedup, full=full)
+    if progress and steps["rebuild_kind"].iloc[0] == "incremental":
+        progress(f"incremental: {steps['n_cases_rederived'].iloc[0]} cases re-derived")
     for name, n_cases in extract.refresh(con).items():
         if progress:
             progress(f"{name}: {n_cases} cases")

@@ -35,6 +35,7 @@ from jinja2 import Environment, PackageLoader
 from markupsafe import Markup
 
 from . import __version__, stats
+from .asof import AsOfCounts, asof_counts, asof_signal_tables
 from .clean import REPORTER_TYPES, ensure_macros
 from .definitions import (
     AGE_GROUPS,
@@ -165,16 +166,42 @@ def _run(
 
 
 def usable_table(run: SignalRun) -> pd.DataFrame:
-    """The run's table as the report shows it: EBGM blanked and not counted when its prior is
+    """The run's table as the report shows it (see `_shown`)."""
+    return _shown(run.table, run.ebgm_available)
+
+
+def _shown(table: pd.DataFrame, ebgm_available: bool) -> pd.DataFrame:
+    """A signal table as the report shows it: EBGM blanked and not counted when its prior is
     unavailable, strongest first (by EB05, else by the ROR's lower bound)."""
-    table = run.table.copy()
-    if not run.ebgm_available:
+    table = table.copy()
+    if not ebgm_available:
         for column in EBGM_COLUMNS:
             table[column] = np.nan
         table["signal_ebgm"] = False
-    key = "eb05" if run.ebgm_available else "ror_lower"
+    key = "eb05" if ebgm_available else "ror_lower"
     table = table.sort_values([key, "term"], ascending=[False, True], kind="mergesort")
     return table.reset_index(drop=True)
+
+
+def _earlier_tables(
+    con: duckdb.DuckDBPyConnection,
+    counts: AsOfCounts,
+    now: SignalRun | None,
+    quarters: Iterable[str | None],
+) -> dict[str | None, pd.DataFrame | None]:
+    """The comparison quarters' signal tables as shown, from the cumulative counts the trends
+    use and under the report quarter's prior: the numbers `signals(through=q, prior=...)` gives.
+    None for no quarter, no report-quarter run, or no substance case by then."""
+    wanted = [q for q in quarters if q is not None and now is not None]
+    if now is None or not wanted:
+        return dict.fromkeys(quarters)
+    tables = asof_signal_tables(con, counts, now.prior, wanted)
+    shown: dict[str | None, pd.DataFrame | None] = dict.fromkeys(quarters)
+    for q in wanted:
+        if counts.n_exposed[counts.quarters.index(q)] > 0:
+            table = tables[q]
+            shown[q] = _shown(table[table["a"] >= now.min_cases], now.ebgm_available)
+    return shown
 
 
 def _flags(table: pd.DataFrame | None) -> set[tuple[str, str]]:
@@ -788,23 +815,24 @@ def write_report(
     options = {"roles": roles, "min_cases": min_cases}
     now, no_cases = _run(con, s, quarter, **options)
     prior = now.prior if now else None
-    step("signals of the earlier quarters")
-    before, _ = _run(con, s, previous, **options, prior=prior)
-    before2, _ = _run(con, s, before_previous, **options, prior=prior)
     suspect, _ = _run(con, s, quarter, roles=SUSPECT_ROLES, min_cases=min_cases, prior=prior)
+    counted_roles = now.roles if now else parse_roles(roles)
+    step("signals of the earlier quarters")
+    cumulative = asof_counts(con, s, counted_roles)
     ebgm = bool(now.ebgm_available) if now else False
     table = usable_table(now) if now else None
-    before_table = usable_table(before) if before and now else None
+    earlier = _earlier_tables(con, cumulative, now, (previous, before_previous))
+    before_table, before2_table = earlier[previous], earlier[before_previous]
     measure = "ebgm" if ebgm else "ror"
     changed = what_changed(table, before_table, previous, measure) if table is not None else None
     older = (
-        what_changed(before_table, usable_table(before2), before_previous, measure)
-        if (before_table is not None and before2 is not None)
+        what_changed(before_table, before2_table, before_previous, measure)
+        if (before_table is not None and before2_table is not None)
         else None
     )
 
     step("cases")
-    frame = case_frame(con, s, now.roles if now else parse_roles(roles))
+    frame = case_frame(con, s, counted_roles)
     through = frame[frame["initial_quarter"] <= quarter]
     counts = quarter_counts(frame, quarter, len(changed["new"]) if changed else None)
     counts_before = quarter_counts(frame, previous, len(older["new"]) if older else None)
@@ -812,7 +840,7 @@ def write_report(
     descriptive = describe(through.reset_index(drop=True), opioids())
 
     step("trends")
-    series = _trends(con, s, roles)
+    series = _trends(con, s, roles, prior, cumulative)
     meta = _metadata(
         con,
         quarter,
@@ -931,12 +959,19 @@ def write_report(
     return out
 
 
-def _trends(con: duckdb.DuckDBPyConnection, s: Substance, roles: str | None) -> Any:
-    """The trend series, or None when no loaded quarter has a case of the substance."""
+def _trends(
+    con: duckdb.DuckDBPyConnection,
+    s: Substance,
+    roles: str | None,
+    prior: stats.Prior | None,
+    counts: AsOfCounts,
+) -> Any:
+    """The trend series under the report's prior (when there is one) and from its cumulative
+    counts, or None when no loaded quarter has a case of the substance."""
     from .trends import trends
 
     try:
-        return trends(con, s, roles=roles)
+        return trends(con, s, roles=roles, prior=prior, counts=counts)
     except NoDataError:
         return None
 

@@ -32,7 +32,10 @@ TABLES: dict[str, str] = {
     "case_therapies": "therapy start/end dates per drug of each case's surviving report",
     "pt_terms": "one display spelling per MedDRA preferred term across eras",
     "dedup_log": "cases and reports left after each deduplication step of the last rebuild",
+    "clean_quarters": "each quarter's zip as loaded when the clean layer was last rebuilt",
+    "clean_keys": "DEMO keys and deleted-list caseids per quarter the clean layer was built from",
     "substance_strings": "every distinct drug string a substance's rules match, with rule and term",
+    "substance_seen": "every distinct drug string a substance's rules were tried on",
     "substance_hits": "one row per drug row of a surviving case that names a substance",
     "substance_runs": "the term file (name, version, path) behind each substance's hits",
     "signal_runs": "one row per signals run: options, data vintage and EBGM prior used",
@@ -287,6 +290,20 @@ COLUMNS: dict[str, dict[str, str]] = {
         "dedup_mode": "fda or strict",
         "raw_fingerprint": "sha256 of the loaded quarters the rebuild read",
         "rebuilt_at": "when the clean layer was rebuilt (UTC)",
+        "tool_version": "version of the tool that rebuilt the clean layer",
+        "schema_version": "database schema version at the rebuild",
+    },
+    "clean_quarters": {
+        "quarter": "the quarter ('2024Q1')",
+        "zip_sha256": "sha256 of the zip the quarter was loaded from",
+        "loaded_at": "when the quarter was loaded (UTC)",
+    },
+    "clean_keys": {
+        "quarter": "quarter of the DEMO row or deleted list",
+        "source": "FAERS or LAERS",
+        "primaryid": "the report's primaryid (NULL for a deleted-list entry)",
+        "caseid": "the case's caseid",
+        "deleted_list": "whether the row is an entry of the quarter's deleted list",
     },
     "substance_strings": {
         "substance": "substance name",
@@ -304,6 +321,11 @@ COLUMNS: dict[str, dict[str, str]] = {
         "matched_string": "the drug string that matched",
         "rule": "which kind of rule matched (term, token, pattern)",
         "term": "the substance term it matched",
+    },
+    "substance_seen": {
+        "substance": "substance name",
+        "field": "drugname or prod_ai",
+        "string": "the drug string as reported",
     },
     "substance_runs": {
         "substance": "substance name",

@@ -19,11 +19,16 @@ Layout rules chosen where the FDA is not consistent: the data folder is `ascii/`
 from __future__ import annotations
 
 import copy
+import fcntl
 import functools
+import json
+import multiprocessing
 import random
+import time
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -1499,6 +1504,13 @@ _ORGAN_TERMS = (
     "Uterine|Prostate|Testicular|Tongue|Gingival|Nail|Vaginal"
 ).split("|")
 _ORGAN_EVENTS = "disorder pain infection haemorrhage neoplasm injury swelling inflammation".split()
+_MORE_ORGAN_EVENTS = (
+    "atrophy cyst fibrosis calcification stenosis obstruction perforation ulcer necrosis oedema "
+    "hypertrophy ischaemia infarction abscess fistula polyp rupture dysfunction failure mass "
+    "lesion operation transplant congestion discomfort deformity enlargement hyperplasia "
+    "carcinoma metastases"
+).split()
+_PT_QUALIFIERS = ("Acute", "Chronic", "Congenital", "Post procedural", "Drug-induced")
 _ORGANISMS = (
     "Bacterial|Fungal|Viral|Staphylococcal|Streptococcal|Pseudomonas|Candida|Herpes|"
     "Clostridium difficile|Escherichia|Cytomegalovirus|COVID-19"
@@ -1589,20 +1601,38 @@ def _brand_name(rng: random.Random) -> str:
     return rng.choice(_NAME_HEADS) + syllables + rng.choice(_BRAND_ENDS)
 
 
-def _pt_vocabulary() -> list[str]:
-    """Real MedDRA PTs first (most reported first), then MedDRA-like generated ones."""
+def _pt_vocabulary(n_terms: int | None = None) -> list[str]:
+    """Real MedDRA PTs first (most reported first), then MedDRA-like generated ones; n_terms
+    extends the list with further generated terms to that many (the archive's vocabulary)."""
     generated = (
         [f"{lab} {how}" for lab in _LAB_TERMS for how in ("increased", "decreased", "abnormal")]
         + [f"{site} {event}" for site in _SITE_TERMS for event in _SITE_EVENTS]
         + [f"{organ} {event}" for organ in _ORGAN_TERMS for event in _ORGAN_EVENTS]
         + [f"{org} {what}" for org in _ORGANISMS for what in ("infection", "sepsis", "pneumonia")]
     )
-    return list(dict.fromkeys([*PTS, *KRATOM_REACTIONS, "Hepatotoxicity", *generated]))
+    pts = list(dict.fromkeys([*PTS, *KRATOM_REACTIONS, "Hepatotoxicity", *generated]))
+    if n_terms is None:
+        return pts
+    events = (*_ORGAN_EVENTS, *_MORE_ORGAN_EVENTS)
+    more = [f"{organ} {event}" for organ in _ORGAN_TERMS for event in _MORE_ORGAN_EVENTS] + [
+        f"{how} {organ.lower()} {event}"
+        for how in _PT_QUALIFIERS
+        for organ in _ORGAN_TERMS
+        for event in events
+    ]
+    pts = list(dict.fromkeys([*pts, *more]))
+    if n_terms > len(pts):
+        raise ValueError(f"at most {len(pts)} generated reaction terms; asked for {n_terms}")
+    return pts[:n_terms]
 
 
 @functools.cache
-def _vocabulary(n_ingredients: int = 1600) -> _Vocabulary:
-    """The background vocabulary: the same for every series (seeded once)."""
+def _vocabulary(
+    n_ingredients: int = 1600, n_profiles: int | None = None, n_terms: int | None = None
+) -> _Vocabulary:
+    """The background vocabulary: the same for every series (seeded once). For a larger one
+    (the archive), n_profiles term distributions are shared round-robin by the ingredients and
+    n_terms extends the reaction terms (see `_pt_vocabulary`)."""
     rng = np.random.default_rng(_VOCABULARY_SEED)
     unique = list(dict.fromkeys([*DRUGS, *CO_SUBSTANCES]))
     real = [unique[i] for i in rng.permutation(len(unique))]
@@ -1630,9 +1660,10 @@ def _vocabulary(n_ingredients: int = 1600) -> _Vocabulary:
             names.append(variant)
             ais.append(ai)
             weights.append(total * s)
-            ingredient.append(rank)
-    n_ing = rank + 2  # one more: an ingredient without associations, for added drug strings
-    pts = _pt_vocabulary()
+            ingredient.append(rank if n_profiles is None else rank % n_profiles)
+    # one more: an ingredient without associations, for added drug strings
+    n_ing = (rank if n_profiles is None else n_profiles - 1) + 2
+    pts = _pt_vocabulary(n_terms)
     fixed = {pt: rate / _MEAN_REACTIONS for pt, rate in _BACKGROUND_CASE_RATES.items()}
     free = [i for i, pt in enumerate(pts) if pt not in fixed]
     zipf = 1.0 / (np.arange(len(free)) + 3.0) ** 1.1
@@ -1715,7 +1746,13 @@ class _FullSize:
     """Vectorised column generators for one quarter of any era, chunk by chunk of reports."""
 
     def __init__(
-        self, q: Quarter, n_reports: int, seed: int, vocab: _Vocabulary, ids: _Ids | None = None
+        self,
+        q: Quarter,
+        n_reports: int,
+        seed: int,
+        vocab: _Vocabulary,
+        ids: _Ids | None = None,
+        mean_drugs: float = 5.0,
     ) -> None:
         self.q, self.seed, self.vocab = q, seed, vocab
         rng = np.random.default_rng([seed, _quarter_index(q)])
@@ -1732,7 +1769,7 @@ class _FullSize:
         n_reports = len(ids.caseid)
         self.caseid, self.version = _text(ids.caseid), _text(ids.version)
         self.primaryid = ids.report_id
-        self.n_drug = 1 + rng.poisson(4.0, n_reports)
+        self.n_drug = 1 + rng.poisson(mean_drugs - 1.0, n_reports)
         self.n_reac = 1 + rng.poisson(_MEAN_REACTIONS - 1, n_reports)
         self.n_outc = np.minimum(rng.poisson(0.75, n_reports), 3)
         self.n_rpsr = (rng.random(n_reports) < 0.05).astype(int)
@@ -2066,3 +2103,305 @@ def write_full_size_quarter(
             ids = sorted(set(_caseid_base(q) - 3_500_000 + rng.integers(0, 500_000, 2000)))
             zf.writestr(_zipinfo(deleted, q, 1), "".join(f"{x}\r\n" for x in [" ", *ids]))
     return path
+
+
+# --- the whole archive: growth-shaped quarters from 2004Q1, cases persisting across them -------
+
+ARCHIVE_FIRST = "2004Q1"
+ARCHIVE_LAST = "2026Q3"
+# Reports a quarter grow exponentially from 100,000 (2004Q1) to 400,000 (2024Q1), flat after:
+# 17.5 million DEMO rows to 2024Q1, as the published whole-corpus figure (17.6 million).
+_ARCHIVE_START_REPORTS = 100_000
+_ARCHIVE_GROWTH = 4.0
+_ARCHIVE_GROWTH_QUARTERS = 80
+_ARCHIVE_FOLLOW_UP_SHARE = 0.17  # of a quarter's reports (about 4 million superseded versions)
+_ARCHIVE_RECENT_SHARE = 0.7  # of follow-ups drawn from about the last two quarters' cases
+_ARCHIVE_DELETED_SHARE = 0.005  # of a quarter's reports, 2019Q1 on: about 0.3% of all cases
+_ARCHIVE_MEAN_DRUGS = 4.0  # 69.8 million DRUG rows for 17.6 million DEMO rows
+_ARCHIVE_VOCABULARY = {"n_ingredients": 15_000, "n_profiles": 3_000, "n_terms": 3_000}
+_LAERS_FIRST_CASEID = 4_000_000
+_LAERS_FIRST_ISR = 4_000_000
+# FAERS-era cases get 8-digit caseids and legacy (7-digit) ones at most version 9, so that no
+# primaryid (caseid followed by version) can equal another case's.
+_FAERS_FIRST_CASEID = 10_000_000
+_LEGACY_MAX_VERSION = 9
+_DAY_ZERO = np.datetime64("2000-01-01", "D")
+
+
+def archive_reports(quarter: str | Quarter, scale: float = 1.0) -> int:
+    """Reports (DEMO rows) the archive writes for a quarter at a scale."""
+    q = Quarter.parse(quarter) if isinstance(quarter, str) else quarter
+    k = min(_quarter_index(q), _ARCHIVE_GROWTH_QUARTERS)
+    return max(1, round(scale * _ARCHIVE_START_REPORTS * _ARCHIVE_GROWTH ** (k / 80)))
+
+
+def _archive_mix(q: Quarter) -> list[tuple[tuple[str, ...], str, float]]:
+    """Kratom, 7-OH, look-alike and latin-1 drug strings as shares of a quarter's drug rows:
+    kratom rare before 2016 and rising after, 7-OH from 2022 (hundreds to thousands of cases)."""
+    t = q.year + (q.q - 1) / 4
+    kratom = 2e-6 + 5e-5 / (1.0 + np.exp(-(t - 2018.5)))
+    groups = [
+        (KRATOM_DRUGNAMES, "MITRAGYNA SPECIOSA LEAF", kratom),
+        (DECOY_DRUGNAMES, "", 0.002),
+        (_LATIN1_DRUGNAMES, "", 0.0005),
+    ]
+    if q.year >= 2022:
+        groups.append((SEVEN_OH_DRUGNAMES, "7-HYDROXYMITRAGYNINE", 2e-5 / (1.0 + np.exp(2024 - t))))
+    return groups
+
+
+@dataclass
+class ArchiveQuarter:
+    """One quarter of a generated archive: its zip and what it holds."""
+
+    quarter: str
+    zip_path: Path
+    rows: dict[str, int]  # table -> data rows written
+    n_new_cases: int
+    n_follow_ups: int  # reports that are later versions of cases of earlier quarters
+    n_deleted: int  # caseids in its deleted list (all of earlier quarters' cases)
+    seconds: float  # time to write it (as recorded when it was written)
+
+
+@dataclass
+class _ArchiveQuarterPlan:
+    q: Quarter
+    ids: _Ids
+    deleted: np.ndarray  # caseids (int64), sorted
+    n_new_cases: int
+    n_follow_ups: int
+
+
+class _ArchivePlan:
+    """Who reports in each quarter of the archive, quarter by quarter: every case seen so far
+    in numpy arrays (caseid, latest FAERS version, initial receipt day, not deleted)."""
+
+    def __init__(self, quarters: list[Quarter], scale: float, seed: int) -> None:
+        size = sum(archive_reports(q, scale) for q in quarters)
+        self.scale, self.seed = scale, seed
+        self.caseid = np.zeros(size, np.int64)
+        self.version = np.zeros(size, np.int16)  # 0 while a case has only LAERS reports
+        self.init_day = np.zeros(size, np.int32)  # days after _DAY_ZERO
+        self.alive = np.zeros(size, bool)
+        self.n = 0
+        self.next_laers_caseid, self.next_isr = _LAERS_FIRST_CASEID, _LAERS_FIRST_ISR
+        self.next_faers_caseid = _FAERS_FIRST_CASEID
+
+    def quarter(self, q: Quarter) -> _ArchiveQuarterPlan:
+        """Plan quarter q (quarters in order): deletions, follow-ups, then new cases."""
+        rng = np.random.default_rng([self.seed, _quarter_index(q), 1 << 20])
+        n_reports = archive_reports(q, self.scale)
+        deleted = np.zeros(0, np.int64)
+        if _deleted_member(q) and self.n:
+            n_del = max(1, round(n_reports * _ARCHIVE_DELETED_SHARE))
+            pick = self._alive(rng, rng.integers(0, self.n, 2 * n_del + 10))[:n_del]
+            self.alive[pick] = False
+            deleted = np.sort(self.caseid[pick])
+        follow = np.zeros(0, np.int64)
+        if self.n:
+            want = round(n_reports * _ARCHIVE_FOLLOW_UP_SHARE)
+            recent = self.n - 1 - rng.exponential(2 * n_reports, 2 * want).astype(np.int64)
+            anywhere = rng.integers(0, self.n, 2 * want)
+            pick = np.where(rng.random(2 * want) < _ARCHIVE_RECENT_SHARE, recent, anywhere)
+            pick = self._alive(rng, pick[pick >= 0])
+            if q.source == FAERS:
+                capped = (self.caseid[pick] < _FAERS_FIRST_CASEID) & (
+                    self.version[pick] >= _LEGACY_MAX_VERSION
+                )
+                pick = pick[~capped]
+            follow = pick[:want]
+        n_new = n_reports - len(follow)
+        start, end = _quarter_dates(q)
+        first_day = int((np.datetime64(start, "D") - _DAY_ZERO).astype(int))
+        fda_day = rng.integers(0, (end - start).days + 1, n_reports)
+        if q.source == LAERS:
+            caseid = self.next_laers_caseid + np.arange(n_new)
+            self.next_laers_caseid += n_new
+            if self.next_laers_caseid >= _FAERS_FIRST_CASEID:
+                raise ValueError(f"scale {self.scale} is too large for LAERS caseids")
+            new_version = np.zeros(n_new, np.int16)
+        else:
+            caseid = self.next_faers_caseid + np.cumsum(rng.integers(1, 3, n_new))
+            self.next_faers_caseid = int(caseid[-1]) if n_new else self.next_faers_caseid
+            new_version = rng.choice(np.array([1] * 8 + [2, 3], np.int16), n_new)
+        back = np.where(new_version <= 1, 0, rng.integers(90, 2000, n_new))
+        new_init = first_day + fda_day[len(follow) :] - back
+        if q.source == FAERS:
+            self.version[follow] += 1
+        init = np.r_[self.init_day[follow], new_init]
+        all_caseids = np.r_[self.caseid[follow], caseid]
+        if q.source == LAERS:
+            version = np.r_[np.full(len(follow), 2), np.ones(n_new, np.int64)]  # F / I only
+            report_id = _text(self.next_isr + np.arange(n_reports))
+            self.next_isr += n_reports
+        else:
+            version = np.r_[self.version[follow], new_version].astype(np.int64)
+            report_id = _text(all_caseids) + _text(version)
+        a, b = self.n, self.n + n_new
+        self.caseid[a:b], self.version[a:b] = caseid, new_version
+        self.init_day[a:b], self.alive[a:b] = new_init, True
+        self.n = b
+        init_text = np.char.replace(
+            np.datetime_as_string(_DAY_ZERO + init.astype("timedelta64[D]")), "-", ""
+        ).astype(object)
+        ids = _Ids(all_caseids, version, report_id, fda_day, init_text)
+        return _ArchiveQuarterPlan(q, ids, deleted, n_new, len(follow))
+
+    def _alive(self, rng: np.random.Generator, pick: np.ndarray) -> np.ndarray:
+        """Distinct, not deleted, in random order."""
+        pick = np.unique(pick)
+        return rng.permutation(pick[self.alive[pick]])
+
+
+def _write_archive_quarter(
+    plan: _ArchiveQuarterPlan, out_dir: Path, seed: int, scale: float
+) -> ArchiveQuarter:
+    """Write one archive quarter to `<zip>.partial`, its counts beside it, then rename."""
+    t0 = time.perf_counter()
+    q = plan.q
+    vocab = _vocabulary(**_ARCHIVE_VOCABULARY).with_extra_drugs(_archive_mix(q))
+    gen = _FullSize(q, 0, seed, vocab, plan.ids, mean_drugs=_ARCHIVE_MEAN_DRUGS)
+    path = out_dir / _zip_name(q)
+    partial = path.with_name(path.name + ".partial")
+    rows: dict[str, int] = {}
+    sizes: dict[str, int] = {}
+    with zipfile.ZipFile(partial, "w") as zf:
+        zf.writestr(_zipinfo("README_SYNTHETIC.txt", q, 1), _README_SYNTHETIC)
+        for doc in _doc_members(q):
+            zf.writestr(_zipinfo(doc, q, 1), _PLACEHOLDER_DOC)
+        for table in TABLES:
+            member = _member(q, table)
+            header = _header_bytes(q, table) + b"\r\n"
+            rows[table], sizes[member] = 0, len(header)
+            with zf.open(_zipinfo(member, q, 1), "w") as fh:
+                fh.write(header)
+                for data in gen.chunks(table):
+                    fh.write(data)
+                    rows[table] += data.count(b"\n")
+                    sizes[member] += len(data)
+        if q.source == LAERS:
+            names = {m: m.split("/")[-1] for m in sizes}
+            size = "".join(f"{names[m]} {n}\r\n" for m, n in sizes.items())
+            stat = "".join(f"{names[_member(q, t)]} {rows[t]}\r\n" for t in TABLES)
+            zf.writestr(_zipinfo(f"SIZE{q.yyqn}.TXT", q, 1), size)
+            zf.writestr(_zipinfo(f"STAT{q.yyqn}.TXT", q, 1), stat)
+        deleted_member = _deleted_member(q)
+        if deleted_member:
+            lines = "".join(f"{x}\r\n" for x in [" ", *plan.deleted.tolist()])
+            zf.writestr(_zipinfo(deleted_member, q, 1), lines)
+    result = ArchiveQuarter(
+        str(q),
+        path,
+        rows,
+        plan.n_new_cases,
+        plan.n_follow_ups,
+        len(plan.deleted),
+        time.perf_counter() - t0,
+    )
+    record = {**asdict(result), "zip_path": path.name, "seed": seed, "scale": scale}
+    _archive_record(path).write_text(json.dumps(record, indent=1))
+    partial.replace(path)
+    return result
+
+
+def _archive_record(zip_path: Path) -> Path:
+    return zip_path.with_name(zip_path.name + ".json")
+
+
+def _finished(path: Path, seed: int, scale: float) -> ArchiveQuarter | None:
+    """The counts of an archive zip written earlier, or None when it is not there."""
+    record = _archive_record(path)
+    if not (path.exists() and record.exists()):
+        return None
+    data = json.loads(record.read_text())
+    if data.get("seed") != seed or data.get("scale") != scale:
+        raise ValueError(
+            f"{path} was generated with seed {data.get('seed')} and scale {data.get('scale')}, "
+            f"not {seed} and {scale}: use another folder"
+        )
+    data.pop("seed")
+    data.pop("scale")
+    return ArchiveQuarter(**{**data, "zip_path": path})
+
+
+def archive_quarters(first: str = ARCHIVE_FIRST, last: str = ARCHIVE_LAST) -> list[Quarter]:
+    """The quarters from first to last, in order."""
+    q, end = Quarter.parse(first), Quarter.parse(last)
+    if end < q:
+        raise ValueError(f"{last} is before {first}")
+    out = [q]
+    while out[-1] < end:
+        out.append(out[-1].next())
+    return out
+
+
+def write_archive(
+    out_dir: Path,
+    first: str = ARCHIVE_FIRST,
+    last: str = ARCHIVE_LAST,
+    scale: float = 1.0,
+    seed: int = 0,
+    workers: int = 1,
+    progress: Callable[[ArchiveQuarter], None] | None = None,
+) -> list[ArchiveQuarter]:
+    """Write one SYNTHETIC zip per quarter from first to last, growing as the real archive.
+
+    Each era's layout (LAERS to 2012Q3, FAERS after); about 100,000 reports in 2004Q1 rising to
+    400,000 in 2024Q1, times `scale`; 17% of each quarter's reports are follow-up versions of
+    earlier cases (LAERS cases continue with FAERS versions from 2012Q4); deleted lists from
+    2019Q1 name earlier cases; a vocabulary of about 50,000 drug strings and 3,000 terms with
+    kratom rising after 2016. Resumable: a zip already in out_dir (with its `.json` counts) is
+    kept, so a killed run goes on where it stopped; a second run on the same folder waits for
+    the first. The bytes depend on seed and scale only, not on `workers` (processes writing
+    quarters in parallel). `progress` gets each quarter.
+    """
+    quarters = archive_quarters(first, last)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / ".write_archive.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _write_archive(out_dir, quarters, scale, seed, workers, progress)
+
+
+def _write_archive(
+    out_dir: Path,
+    quarters: list[Quarter],
+    scale: float,
+    seed: int,
+    workers: int,
+    progress: Callable[[ArchiveQuarter], None] | None,
+) -> list[ArchiveQuarter]:
+    """`write_archive` under its lock: plan every quarter in order, write the missing ones."""
+    plan = _ArchivePlan(quarters, scale, seed)
+    done: dict[str, ArchiveQuarter] = {}
+
+    def finish(result: ArchiveQuarter) -> None:
+        done[result.quarter] = result
+        if progress:
+            progress(result)
+
+    def to_write() -> Iterator[_ArchiveQuarterPlan]:
+        for q in quarters:
+            planned = plan.quarter(q)
+            found = _finished(out_dir / _zip_name(q), seed, scale)
+            if found is None:
+                yield planned
+            else:
+                finish(found)
+
+    if workers <= 1:
+        for planned in to_write():
+            finish(_write_archive_quarter(planned, out_dir, seed, scale))
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            running: set[Future[ArchiveQuarter]] = set()
+            for planned in to_write():
+                if len(running) >= 2 * workers:  # bound the plans held in memory
+                    finished, running = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        finish(future.result())
+                running.add(pool.submit(_write_archive_quarter, planned, out_dir, seed, scale))
+            for future in running:
+                finish(future.result())
+    return [done[str(q)] for q in quarters]

@@ -1,8 +1,9 @@
 """Per-quarter series for one substance, and its signal statistics quarter by quarter.
 
 Reads the clean layer (`cases`, `case_drugs`), `substance_hits`, `quarters` and, through
-`signals.signals`, the raw layer as of each loaded quarter. Writes nothing of its own; the
-signals runs it makes are stored by `signals` in `signal_runs`/`signals` as usual.
+`asof.asof_counts`, the raw layer as of each loaded quarter (one pass for all quarters). Writes
+nothing of its own; the one signals run it makes (the last quarter's, for its prior; none when
+given a prior) is stored by `signals`.
 
 The unit is the deduplicated case. A case is new, and counts once, in the quarter of its initial
 FDA receipt (`cases.initial_quarter`, definitions.NEW_CASE): a follow-up of an older case is a
@@ -14,9 +15,11 @@ are listed in `Trends.missing_quarters`; cases first received outside the loaded
 counted in `Trends.n_cases_initial_not_loaded`.
 
 The cumulative statistics use ONE EBGM prior for every quarter: the one of the last quarter's run
-(fitted on the whole database). Refitting per quarter would cost one maximum-likelihood fit on the
-full drug-by-term table for each quarter; with a fixed prior each earlier quarter costs only its
-2x2 counts, and changes in EBGM over time reflect the data, not a moving prior.
+(fitted on the whole database), or the one the caller gives (the report: its quarter's).
+Refitting per quarter would cost one maximum-likelihood fit on the full drug-by-term table for
+each quarter; with a fixed prior each earlier quarter costs only its 2x2 counts (all quarters'
+counts come from one pass, `asof`), and changes in EBGM over time reflect the data, not a moving
+prior.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import duckdb
 import pandas as pd
 
 from . import __version__, definitions, stats
+from .asof import AsOfCounts, asof_counts, asof_signal_tables
 from .clean import REPORTER_TYPES, ensure_macros
 from .definitions import (
     AGE_GROUPS,
@@ -40,11 +44,13 @@ from .definitions import (
     OUTCOMES,
     SEXES,
     country_group,
+    parse_roles,
 )
+from .errors import NoDataError, UsageError
 from .extract import ensure_extracted
 from .faers_format import quarter_gaps
 from .query import run_query
-from .signals import SignalRun, data_fingerprint, signals
+from .signals import data_fingerprint, signals, sort_key
 from .substances import Substance
 
 EVENT_WINDOW_QUARTERS = 4
@@ -216,15 +222,36 @@ def trends(
     top_terms: int = 8,
     roles: str | None = None,
     progress: Callable[[str], None] | None = None,
+    prior: stats.Prior | None = None,
+    counts: AsOfCounts | None = None,
 ) -> Trends:
     """Every series for the substance over the loaded quarters, and cumulative signals of the
     `top_terms` terms with the highest EB05 (IC025 when EBGM is unavailable; at least
-    TOP_TERM_MIN_CASES cases) at the end. `progress` is told each step."""
+    TOP_TERM_MIN_CASES cases) at the end. `progress` is told each step. `prior`: the one EBGM
+    prior of every quarter (default: that of a signals run through the last quarter, which is
+    then made and stored); `counts`: the substance's `asof_counts` in these roles when the
+    caller already has them (the report)."""
     say = progress or (lambda message: None)
     ensure_extracted(con, substance)
     ensure_macros(con)
-    say(f"trends: {substance.name} signals through the latest quarter")
-    latest = signals(con, substance, roles=roles, min_cases=1)
+    latest_table = None
+    if prior is None:
+        say(f"trends: {substance.name} signals through the latest quarter")
+        run = signals(con, substance, roles=roles, min_cases=1)
+        prior, roles, latest_table = run.prior, run.roles, run.table
+    else:
+        try:
+            roles = parse_roles(roles)
+        except ValueError as e:
+            raise UsageError(f"--roles: {e}") from e
+    if counts is None:
+        say("trends: cumulative counts as of every loaded quarter")
+        counts = asof_counts(con, substance, roles)
+    elif (counts.substance, counts.roles) != (substance.name, roles):
+        raise ValueError("counts of another substance or other roles")
+    tables = asof_signal_tables(con, counts, prior)
+    if latest_table is None:
+        latest_table = _latest_table(substance, counts, tables, prior)
     loaded = [
         (str(q), bool(s))
         for q, s in con.execute(
@@ -232,26 +259,27 @@ def trends(
         ).fetchall()
     ]
     quarters = [q for q, _ in loaded]
-    params = {"substance": substance.name, "roles": latest.roles}
+    params = {"substance": substance.name, "roles": roles}
     case_rows = con.execute(_CASE_ROWS, params).fetchdf()
-    rank = "eb05" if latest.ebgm_available else "ic025"
-    top = _top_terms(latest.table, top_terms, rank)
-    cumulative = _cumulative(con, substance, latest, quarters, top, say)
+    ebgm_available = bool(prior.converged)
+    rank = "eb05" if ebgm_available else "ic025"
+    top = _top_terms(latest_table, top_terms, rank)
+    cumulative = _cumulative(counts, tables, top)
     event_years = case_rows["event_year"].dropna()
     return Trends(
         substance=substance.name,
         substance_version=substance.version,
-        roles=latest.roles,
+        roles=roles,
         quarters=tuple(quarters),
         missing_quarters=_missing(quarters),
-        through=latest.through,
+        through=quarters[-1],
         vintage=data_fingerprint(con),
         synthetic=any(s for _, s in loaded),
         tool_version=__version__,
         top_terms=tuple(top),
         top_term_rank=rank,
-        prior=latest.prior,
-        ebgm_available=latest.ebgm_available,
+        prior=prior,
+        ebgm_available=ebgm_available,
         by_quarter=_by_quarter(con, case_rows, quarters, params),
         n_cases_initial_not_loaded=int((~case_rows["quarter"].isin(quarters)).sum()),
         by_outcome=_by_outcome(case_rows, quarters),
@@ -261,7 +289,7 @@ def trends(
         by_country_group=_by_country_group(case_rows, quarters),
         cumulative=cumulative,
         first_signal=_first_signal(cumulative, top),
-        latest_signals=latest.table,
+        latest_signals=latest_table,
         co_reported=run_query(
             con,
             "co_reported_substances",
@@ -419,38 +447,36 @@ def _top_terms(table: pd.DataFrame, n: int, rank: str) -> list[str]:
     return [str(t) for t in ranked["term"].head(n)]
 
 
-def _cumulative(
-    con: duckdb.DuckDBPyConnection,
+def _latest_table(
     substance: Substance,
-    latest: SignalRun,
-    quarters: list[str],
-    top: list[str],
-    say: Callable[[str], None],
+    counts: AsOfCounts,
+    tables: dict[str, pd.DataFrame],
+    prior: stats.Prior,
 ) -> pd.DataFrame:
-    """The top terms' statistics as of the end of each loaded quarter, with the latest prior;
+    """The last quarter's table as `signals(min_cases=1, prior=prior)` gives it, sorted alike."""
+    if not counts.quarters or counts.n_exposed[-1] == 0:
+        in_roles = f" in roles {counts.roles}" if counts.roles else ""
+        raise NoDataError(f"no {substance.name} cases{in_roles} in the loaded quarters")
+    sort = sort_key(None, bool(prior.converged))
+    table = tables[counts.quarters[-1]]
+    table = table.sort_values([sort, "term"], ascending=[False, True], kind="mergesort")
+    return table.reset_index(drop=True)
+
+
+def _cumulative(
+    counts: AsOfCounts, tables: dict[str, pd.DataFrame], top: list[str]
+) -> pd.DataFrame:
+    """The top terms' statistics as of the end of each loaded quarter (`tables`, one prior);
     a term with no substance case yet has a = 0, no statistics and no signal."""
     frames = []
-    for quarter in quarters:
-        say(f"trends: cumulative statistics as of {quarter}")
-        run = (
-            latest
-            if quarter == latest.through
-            else signals(
-                con,
-                substance,
-                through=quarter,
-                roles=latest.roles,
-                min_cases=1,
-                prior=latest.prior,
-            )
-        )
-        rows = run.table.set_index("term").reindex(top)
+    for index, quarter in enumerate(counts.quarters):
+        rows = tables[quarter].set_index("term").reindex(top)
         rows["a"] = rows["a"].fillna(0).astype("int64")
         for flag in ("zero_corrected", *(f"signal_{c}" for c in CRITERIA)):
             rows[flag] = rows[flag].fillna(False).astype(bool)
         rows = rows.rename_axis("term").reset_index()
         rows.insert(0, "quarter", quarter)
-        rows["n_substance_cases"] = run.n_substance_cases
+        rows["n_substance_cases"] = int(counts.n_exposed[index])
         frames.append(rows[CUMULATIVE_COLUMNS])
     if not frames:
         return pd.DataFrame(columns=CUMULATIVE_COLUMNS)

@@ -7,17 +7,29 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 from html.parser import HTMLParser
 from itertools import pairwise
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from surveillance import stats
+from surveillance.asof import asof_counts
 from surveillance.cli import cli
 from surveillance.db import connect
 from surveillance.definitions import AGE_GROUPS, CRITERIA, OUTCOMES
-from surveillance.report import ZERO_MARK, report_is_current, write_report
+from surveillance.report import (
+    ZERO_MARK,
+    _earlier_tables,
+    report_is_current,
+    usable_table,
+    write_report,
+)
+from surveillance.signals import signals
 from surveillance.substances import load_substance
 
 QUARTER = "2023Q1"  # the series' latest quarter; 2019Q2 is the loaded quarter before it
@@ -296,3 +308,53 @@ def test_a_quarter_not_loaded_is_refused(
     assert result.exit_code == status
     assert message in result.output and "Traceback" not in result.output
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_comparison_tables_equal_signals_runs_under_the_reports_prior(series_con) -> None:
+    """The comparison quarters' tables come from the trends' cumulative counts, and are the
+    tables a signals run as of that quarter gives under the report quarter's prior."""
+    kratom = load_substance("kratom")
+    now = signals(series_con, kratom, min_cases=3)
+    counts = asof_counts(series_con, kratom, now.roles)
+    quarters = ("2019Q2", "2012Q2", None)
+    shown = _earlier_tables(series_con, counts, now, quarters)
+    assert shown[None] is None
+    for quarter in quarters[:2]:
+        run = signals(series_con, kratom, through=quarter, min_cases=3, prior=now.prior)
+        table = shown[quarter]
+        assert table is not None and len(table) > 0
+        pd.testing.assert_frame_equal(table, usable_table(run))
+
+
+def _fit(n: np.ndarray, e: np.ndarray) -> stats.Prior:
+    """A converged stand-in for the prior fit that differs with the table it is fitted on."""
+    return stats.Prior(
+        0.2 + len(n) / 1e5, 0.1, 2.0, 4.0, 0.1, 0.0, True, len(n), len(n), "test", 0.0
+    )
+
+
+def test_an_earlier_quarters_report_has_one_prior(
+    series_db, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report on 2019Q2 fits its prior through 2019Q2, not on the latest data: its signal
+    table and its cumulative trends agree at 2019Q2, EBGM included (trends use that prior)."""
+    db = tmp_path / "db.duckdb"
+    shutil.copy(series_db[1], db)
+    monkeypatch.setattr(stats, "fit_prior", _fit)
+    out = tmp_path / "2019Q2"
+    with connect(db) as con:
+        con.execute("DROP TABLE IF EXISTS signal_priors")
+        write_report(con, "2019Q2", out=out)
+        latest = signals(con, load_substance("kratom"), min_cases=1)
+    meta = json.loads((out / "metadata.json").read_text(encoding="utf-8"))
+    assert meta["ebgm_available"] and meta["prior"]["alpha1"] != latest.prior.alpha1
+    shown = {r["term"]: r for r in _csv(out, "signals")}
+    rows = [
+        r
+        for r in _csv(out, "cumulative_signals")
+        if r["quarter"] == "2019Q2" and r["term"] in shown
+    ]
+    assert rows
+    for row in rows:
+        for column in ("a", "ror", "ic025", "ebgm", "eb05", "signal_ebgm", "signal_ror"):
+            assert row[column] == shown[row["term"]][column], (row["term"], column)

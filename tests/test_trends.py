@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from surveillance.asof import asof_counts
 from surveillance.cli import cli
 from surveillance.db import connect
 from surveillance.definitions import NEW_CASE
@@ -296,7 +297,7 @@ def test_roles_restrict_every_series(series_con, kratom_trends: Trends) -> None:
     )
     assert suspects.roles == "PS,SS"
     assert [m for m in told if "as of" in m] == [
-        f"trends: cumulative statistics as of {q}" for q in suspects.quarters
+        "trends: cumulative counts as of every loaded quarter"
     ]
     run = signals(series_con, resolve("kratom"), roles="PS,SS", min_cases=1)
     assert suspects.by_quarter["n_cases_latest_version"].sum() == run.n_substance_cases
@@ -344,3 +345,16 @@ def test_cli_csv_and_json_carry_every_series(series_db, kratom_trends: Trends) -
     assert [r["n_followup_cases"] for r in data["series"]["by_quarter"]] == list(
         kratom_trends.by_quarter["n_followup_cases"]
     )
+
+
+def test_a_given_prior_and_counts_give_the_same_series(series_con, kratom_trends: Trends) -> None:
+    """The report's path (its prior and counts, no signals run of its own) equals the default."""
+    kratom = resolve("kratom")
+    counts = asof_counts(series_con, kratom, None)
+    given = trends(series_con, kratom, prior=kratom_trends.prior, counts=counts)
+    for name, frame in kratom_trends.tables().items():
+        pd.testing.assert_frame_equal(given.tables()[name], frame)
+    pd.testing.assert_frame_equal(given.latest_signals, kratom_trends.latest_signals)
+    assert given.metadata() == kratom_trends.metadata()
+    with pytest.raises(ValueError, match="other roles"):
+        trends(series_con, kratom, roles="PS", prior=kratom_trends.prior, counts=counts)

@@ -1,0 +1,214 @@
+"""Cumulative 2x2 counts of one substance as of the end of every loaded quarter, in one pass.
+
+Reads `raw_demo`, `raw_deleted`, `raw_drug`, `raw_reac`, `substance_strings` and `quarters`;
+writes only temp tables (`_asof_*`, dropped at the end). The numbers are those of
+`signals.signals(through=q, min_cases=1)` for every loaded quarter q: the as-of cases of
+`clean.surviving_reports(q)`, exposure and terms from each surviving version's own drug and
+reaction rows. A case's surviving version changes only in a quarter where one of its report
+versions is published or republished, or where it is deleted; so each version gets the quarters
+[from_q, to_q) during which it is the case's surviving one, and every count over the quarter axis
+is a cumulative sum of +1/-1 at those interval ends, instead of one rebuild per quarter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from . import stats
+from .clean import ensure_macros
+from .signals import OUTPUT_COLUMNS
+from .substances import Substance
+
+# Every report version that report_versions(q) can pick for some q: per (source, primaryid) and
+# quarter the last line; it is that primaryid's version until the primaryid's next quarter.
+_ROWS = """CREATE OR REPLACE TEMP TABLE _asof_rows AS
+WITH lines AS (
+    SELECT caseid, source, primaryid, quarter, caseversion, fda_dt FROM raw_demo
+    WHERE caseid IS NOT NULL
+    QUALIFY row_number() OVER (
+        PARTITION BY source, primaryid, quarter ORDER BY source_line DESC) = 1)
+SELECT *, lead(quarter) OVER (PARTITION BY source, primaryid ORDER BY quarter) AS valid_to,
+    row_number() OVER (
+        PARTITION BY caseid ORDER BY
+            (source = 'FAERS') DESC,
+            try_cast(caseversion AS BIGINT) DESC NULLS LAST,
+            fda_dt DESC NULLS LAST,
+            quarter DESC,
+            try_cast(primaryid AS BIGINT) DESC,
+            primaryid DESC) AS case_rank
+FROM lines"""
+# case_rank is the order of clean.ranked_reports (FAERS first, then caseversion, fda_dt, quarter,
+# primaryid); it does not depend on the as-of quarter, so at each quarter where a case's set of
+# current versions changes its surviving version is the current one ranked first. The case
+# keeps it until its next such quarter or the first deleted list naming it.
+_INTERVALS = """CREATE OR REPLACE TEMP TABLE _asof_intervals AS
+WITH points AS (
+    SELECT caseid, quarter AS as_of FROM _asof_rows
+    UNION SELECT caseid, valid_to FROM _asof_rows WHERE valid_to IS NOT NULL),
+spans AS (
+    SELECT caseid, as_of, lead(as_of) OVER (PARTITION BY caseid ORDER BY as_of) AS next_at
+    FROM points),
+picked AS (
+    SELECT s.caseid, s.as_of, s.next_at, r.source, r.primaryid, r.quarter
+    FROM spans s JOIN _asof_rows r
+      ON r.caseid = s.caseid AND r.quarter <= s.as_of
+     AND (r.valid_to IS NULL OR r.valid_to > s.as_of)
+    QUALIFY row_number() OVER (PARTITION BY s.caseid, s.as_of ORDER BY r.case_rank) = 1),
+deleted AS (SELECT caseid, min(quarter) AS deleted_in FROM raw_deleted GROUP BY caseid)
+SELECT p.caseid, p.source, p.primaryid, p.quarter, p.as_of AS from_q,
+    CASE WHEN d.deleted_in IS NULL THEN p.next_at
+         WHEN p.next_at IS NULL OR d.deleted_in < p.next_at THEN d.deleted_in
+         ELSE p.next_at END AS to_q
+FROM picked p LEFT JOIN deleted d USING (caseid)
+WHERE d.deleted_in IS NULL OR p.as_of < d.deleted_in"""
+# The versions naming the substance in a counted role (signals' as-of exposure rule).
+_EXPOSED = """CREATE OR REPLACE TEMP TABLE _asof_exposed AS
+SELECT DISTINCT g.source, g.primaryid, g.quarter
+FROM raw_drug g
+SEMI JOIN _asof_intervals v
+  ON g.source = v.source AND g.primaryid = v.primaryid AND g.quarter = v.quarter
+WHERE (g.drugname IN (SELECT string FROM substance_strings
+                      WHERE substance = $substance AND field = 'drugname')
+       OR g.prod_ai IN (SELECT string FROM substance_strings
+                        WHERE substance = $substance AND field = 'prod_ai'))
+  AND role_counts(g.role_cod, $roles)"""
+# One row per span: a version current for its case from from_q until to_q (open: still current).
+_FLAGGED = """CREATE OR REPLACE TEMP TABLE _asof_flagged AS
+SELECT row_number() OVER () AS span_id, v.*, e.source IS NOT NULL AS exposed
+FROM _asof_intervals v LEFT JOIN _asof_exposed e
+  ON e.source = v.source AND e.primaryid = v.primaryid AND e.quarter = v.quarter"""
+_CASE_SPANS = "SELECT from_q, to_q, exposed, count(*) AS n_cases FROM _asof_flagged GROUP BY ALL"
+# Only terms some exposed version reports can have a >= 1 at some quarter; the spans reporting
+# them are counted once per term (one join of raw_reac, narrowed to those terms).
+_TERM_SPANS = """WITH terms AS (
+    SELECT DISTINCT upper(trim(r.pt)) AS pt_key FROM raw_reac r
+    SEMI JOIN _asof_exposed e
+      ON e.source = r.source AND e.primaryid = r.primaryid AND e.quarter = r.quarter
+    WHERE trim(r.pt) <> ''),
+pairs AS (
+    SELECT DISTINCT v.span_id, upper(trim(r.pt)) AS pt_key
+    FROM raw_reac r JOIN _asof_flagged v
+      ON v.source = r.source AND v.primaryid = r.primaryid AND v.quarter = r.quarter
+    WHERE upper(trim(r.pt)) IN (SELECT pt_key FROM terms))
+SELECT p.pt_key, v.from_q, v.to_q, v.exposed, count(*) AS n_cases
+FROM pairs p JOIN _asof_flagged v USING (span_id) GROUP BY ALL"""
+_TEMP_TABLES = ("_asof_flagged", "_asof_exposed", "_asof_intervals", "_asof_rows")
+
+
+@dataclass(frozen=True)
+class AsOfCounts:
+    """Case counts of one substance as of each quarter: N, exposed, and per term n_term and a."""
+
+    substance: str
+    roles: str | None
+    """The counted roles (parsed, e.g. 'PS,SS'); None = any role."""
+    quarters: tuple[str, ...]
+    n_cases: np.ndarray
+    """Cases as of the end of each quarter (N of the 2x2 tables)."""
+    n_exposed: np.ndarray
+    """Cases with the substance in the counted roles (a + b)."""
+    terms: tuple[str, ...]
+    """pt_key of every term reported by some exposed case at some quarter, sorted."""
+    n_term: np.ndarray
+    """(terms x quarters) cases reporting the term (a + c)."""
+    a: np.ndarray
+    """(terms x quarters) cases with the substance and the term."""
+
+    def cells(
+        self, index: int
+    ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The terms with a >= 1 at quarter number `index`, and their a, b, c, d."""
+        a = self.a[:, index]
+        keep = a >= 1
+        a = a[keep].astype(float)
+        n_term = self.n_term[keep, index].astype(float)
+        b = float(self.n_exposed[index]) - a
+        c = n_term - a
+        d = float(self.n_cases[index]) - float(self.n_exposed[index]) - c
+        terms = tuple(t for t, k in zip(self.terms, keep, strict=True) if k)
+        return terms, a, b, c, d
+
+
+def _axis(at: pd.Series, quarters: tuple[str, ...]) -> np.ndarray:
+    """Each quarter's column: the first loaded quarter at or after it (len(quarters) if none)."""
+    return np.searchsorted(np.asarray(quarters, dtype=object), at.to_numpy(dtype=object))
+
+
+def _current(
+    spans: pd.DataFrame, quarters: tuple[str, ...], rows: np.ndarray, n_rows: int, only: str = ""
+) -> np.ndarray:
+    """(n_rows x quarters) cases whose span is current at the end of each quarter: +n where a
+    span starts, -n where it ends, summed over the quarter axis (`only`: a boolean column)."""
+    n = spans["n_cases"].to_numpy(dtype=np.int64)
+    if only:
+        n = n * spans[only].to_numpy(dtype=bool)
+    deltas = np.zeros((n_rows, len(quarters) + 1), dtype=np.int64)  # + after the last quarter
+    np.add.at(deltas, (rows, _axis(spans["from_q"], quarters)), n)
+    ends = spans["to_q"].notna().to_numpy()
+    np.add.at(deltas, (rows[ends], _axis(spans["to_q"][ends], quarters)), -n[ends])
+    return np.cumsum(deltas, axis=1)[:, : len(quarters)]
+
+
+def asof_counts(
+    con: duckdb.DuckDBPyConnection, substance: Substance, roles: str | None
+) -> AsOfCounts:
+    """The substance's cumulative counts as of every loaded quarter (roles already parsed).
+
+    The substance must be extracted (`substance_strings` filled); see the module text."""
+    ensure_macros(con)
+    quarters = tuple(
+        str(r[0]) for r in con.execute("SELECT quarter FROM quarters ORDER BY quarter").fetchall()
+    )
+    try:
+        con.execute(_ROWS)
+        con.execute(_INTERVALS)
+        con.execute(_EXPOSED, {"substance": substance.name, "roles": roles})
+        con.execute(_FLAGGED)
+        case_spans = con.execute(_CASE_SPANS).fetchdf()
+        term_spans = con.execute(_TERM_SPANS).fetchdf()
+    finally:
+        for table in _TEMP_TABLES:
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+    one = np.zeros(len(case_spans), dtype=np.int64)
+    terms = tuple(sorted(term_spans["pt_key"].unique()))
+    rows = term_spans["pt_key"].map({t: i for i, t in enumerate(terms)}).to_numpy(dtype=np.int64)
+    return AsOfCounts(
+        substance=substance.name,
+        roles=roles,
+        quarters=quarters,
+        n_cases=_current(case_spans, quarters, one, 1)[0],
+        n_exposed=_current(case_spans, quarters, one, 1, only="exposed")[0],
+        terms=terms,
+        n_term=_current(term_spans, quarters, rows, len(terms)),
+        a=_current(term_spans, quarters, rows, len(terms), only="exposed"),
+    )
+
+
+def asof_signal_tables(
+    con: duckdb.DuckDBPyConnection,
+    counts: AsOfCounts,
+    prior: stats.Prior,
+    quarters: Iterable[str] | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Per quarter (every counted one, or those given) the table `signals(through=q,
+    min_cases=1, prior=prior)` gives (OUTPUT_COLUMNS, terms with a >= 1, p_adj over them), in
+    term-key order; empty where no case has the substance yet."""
+    names = dict(con.execute("SELECT pt_key, pt FROM pt_terms").fetchall())
+    tables = {}
+    for quarter in counts.quarters if quarters is None else quarters:
+        terms, a, b, c, d = counts.cells(counts.quarters.index(quarter))
+        if not terms:
+            tables[quarter] = pd.DataFrame({c: pd.Series([], dtype=object) for c in OUTPUT_COLUMNS})
+            continue
+        table = pd.DataFrame(stats.signal_table(a=a, b=b, c=c, d=d, prior=prior))
+        table.insert(0, "term", [names.get(t, t) for t in terms])
+        table = table[OUTPUT_COLUMNS]
+        for cell in "abcd":
+            table[cell] = table[cell].astype("int64")
+        tables[quarter] = table
+    return tables
