@@ -215,7 +215,7 @@ def shared_counts(
     return Counts(
         frame("strata"),
         frame("cells"),
-        frozenset(frame("exposed")["caseid"]),
+        frozenset(frame("exposed")["caseid"].tolist()),
         dict(zip(terms["pt_key"], terms["pt"], strict=True)),
         pairs,
     )

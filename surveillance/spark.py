@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from . import stats
-from .errors import InputError, NoDataError, UsageError
+from .errors import InputError, NoDataError, SurveillanceError, UsageError
 from .faers_format import quarter_option
 from .parquet import read_manifest, verify
 from .signals import (
@@ -146,10 +146,20 @@ def spark_signals(
         raise UsageError("--stratify is not supported with --engine spark; use --engine duckdb")
     roles = parse_signal_roles(roles)
     asked = quarter_option(through, "--through")
-    if session is None:
-        with spark_session(master) as started:
-            return _run(started, parquet, substance, asked, roles, min_cases, sort, prior)
-    return _run(session, parquet, substance, asked, roles, min_cases, sort, prior)
+    with spark_session(master) if session is None else nullcontext(session) as running:
+        try:
+            return _run(running, parquet, substance, asked, roles, min_cases, sort, prior)
+        except _spark_errors() as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise SurveillanceError(f"Spark failed on {parquet}: {first}") from e
+
+
+def _spark_errors() -> tuple[type[BaseException], ...]:
+    """What pyspark raises when a query fails (a bad file, an executor lost, Java errors)."""
+    from py4j.protocol import Py4JError
+    from pyspark.errors import PySparkException
+
+    return (PySparkException, Py4JError)
 
 
 def _run(

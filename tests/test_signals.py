@@ -447,3 +447,24 @@ def test_shared_sql_role_rule_is_clean_role_counts() -> None:
                 "SELECT count(*) FROM probe WHERE role_counts(role_cod, $roles)", {"roles": roles}
             ).fetchall()
             assert inline == macro_says, (roles, code)
+
+
+def test_reaction_rows_repeat_only_by_drug_rec_act() -> None:
+    """queries/signals/reactions.sql de-duplicates only the (caseid, pt_key) rows that carry a
+    drug_rec_act, relying on the clean layer's case_reactions: DISTINCT over the case's one
+    surviving report (caseid fixes primaryid and source), pt_terms' one spelling per pt_key, and
+    drug_rec_act. Should that column list change, so must reactions.sql."""
+    from surveillance.clean import REBUILD
+
+    step = next(s for s in REBUILD if s.table == "case_reactions")
+    columns = step.select.split("SELECT DISTINCT", 1)[1].split("FROM", 1)[0]
+    assert [c.strip() for c in columns.split(",")] == [
+        "s.caseid",
+        "s.primaryid",
+        "s.source",
+        "t.pt",
+        "t.pt_key",
+        "r.drug_rec_act",
+    ]
+    assert "JOIN pt_terms t ON t.pt_key = upper(trim(r.pt))" in step.select
+    assert "drug_rec_act IS NOT NULL" in signals_module.signal_sql("reactions")

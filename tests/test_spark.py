@@ -25,11 +25,18 @@ pytest.importorskip("sqlglot", reason="sqlglot is not installed: pip install '.[
 if shutil.which("java") is None:
     pytest.skip("Java (17) is not installed: Spark cannot start", allow_module_level=True)
 
+from pyspark.errors import PySparkException  # noqa: E402
+
 from surveillance import signals as signals_module  # noqa: E402
 from surveillance import spark as spark_module  # noqa: E402
 from surveillance.cli import cli  # noqa: E402
 from surveillance.db import connect  # noqa: E402
-from surveillance.errors import UsageError  # noqa: E402
+from surveillance.errors import (  # noqa: E402
+    InputError,
+    NoDataError,
+    SurveillanceError,
+    UsageError,
+)
 from surveillance.extract import resolve  # noqa: E402
 from surveillance.parquet import export_parquet  # noqa: E402
 from surveillance.signals import OUTPUT_COLUMNS, signals  # noqa: E402
@@ -111,8 +118,24 @@ def test_cli_prints_the_spark_run(series_db, export, session, monkeypatch) -> No
     assert "; counted by Spark from the Parquet export;" in " ".join(table.stdout.split())
 
 
-def test_spark_refuses_what_it_does_not_count(export, session) -> None:
+def test_spark_refuses_what_it_does_not_count(export, session, tmp_path, monkeypatch) -> None:
     kratom = resolve("kratom")
+    tampered = tmp_path / "tampered"
+    shutil.copytree(export, tampered)
+    victim = next((tampered / "case_reactions").rglob("*.parquet"))
+    victim.write_bytes(victim.read_bytes() + b"x")
+    with pytest.raises(InputError, match="does not match the manifest's sha256"):
+        spark_module.spark_signals(tampered, kratom, session=session)
+    with pytest.raises(NoDataError, match=r"holds no matches of kratom 0\.0 "):
+        spark_module.spark_signals(export, replace(kratom, version="0.0"), session=session)
+
+    def fail(*args: Any) -> Any:
+        raise PySparkException(message="an executor was lost")
+
+    with monkeypatch.context() as m:
+        m.setattr(spark_module, "spark_counts", fail)
+        with pytest.raises(SurveillanceError, match=r"^Spark failed on .*: an executor was lost$"):
+            spark_module.spark_signals(export, kratom, session=session)
     with pytest.raises(UsageError, match=r"latest quarter of the export \(2023Q1\) only"):
         spark_module.spark_signals(export, kratom, through="2019Q1", session=session)
     with pytest.raises(UsageError, match="--stratify is not supported"):
