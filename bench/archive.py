@@ -457,6 +457,11 @@ def table(results: dict[str, Any]) -> str:
         if "error" in r
     ]
     lines += [f"FAILED {f}" for f in failed]
+    lines += [
+        f"point {p}: floor and load from its cached database, built {when}; --fresh to measure"
+        for p in points
+        if (when := points[p]["steps"].get("load", {}).get("cached"))
+    ]
     return "\n".join(lines)
 
 
