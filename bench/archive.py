@@ -543,6 +543,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="generator seed")
     parser.add_argument("--workers", type=int, default=2, help="processes generating quarters")
     parser.add_argument("--generate-only", action="store_true", help="only generate the zips")
+    parser.add_argument(
+        "--skip-generate", action="store_true", help="use the zips in the cache as they are"
+    )
     args = parser.parse_args()
     points = [p.strip() for p in args.points.split(",") if p.strip()]
     only = tuple(s.strip() for s in args.steps.split(",") if s.strip())
@@ -556,22 +559,23 @@ def main() -> None:
         return
     # Generated in a child so that this process stays small: a child inherits its parent's
     # peak RSS (Linux keeps ru_maxrss across fork and exec), which would hide its own.
-    subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--generate-only",
-            "--cache",
-            str(args.cache),
-            "--scale",
-            str(args.scale),
-            "--seed",
-            str(args.seed),
-            "--workers",
-            str(args.workers),
-        ],
-        check=True,
-    )
+    if not args.skip_generate:
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--generate-only",
+                "--cache",
+                str(args.cache),
+                "--scale",
+                str(args.scale),
+                "--seed",
+                str(args.seed),
+                "--workers",
+                str(args.workers),
+            ],
+            check=True,
+        )
     env = dict(os.environ)
     if args.memory_limit:
         env[MEMORY_ENV] = args.memory_limit
