@@ -25,6 +25,10 @@ from surveillance.synthetic import (
     write_archive,
 )
 
+# The archive generator serves the benchmark; building its 50,000-string vocabulary and two
+# loaded runs take tens of seconds, so the module is in the slow tier (CI runs both tiers).
+pytestmark = pytest.mark.slow
+
 SCALE = 0.005
 SEED = 11
 SWITCH = ("2012Q2", "2013Q1")
@@ -169,7 +173,6 @@ def test_kratom_is_rare_and_rises_after_2016():
     assert min(seven_oh) == "2022Q1" and 100 < sum(seven_oh.values()) < 1000
 
 
-@pytest.mark.slow  # two spawned workers each build the archive vocabulary (seconds)
 def test_same_bytes_with_two_workers_and_a_resumed_run(tmp_path, switch):
     results, _ = switch
     out = tmp_path / "zips"
