@@ -28,7 +28,7 @@ import pycountry
 from . import __version__
 from .db import SCHEMA_VERSION, ensure_derived_table
 from .definitions import AGE_BOUNDS, AGE_GROUPS, AGE_UNKNOWN, OUTCOME_CODES, WORST_OUTCOME_RULE
-from .freshness import clean_data_fingerprint
+from .freshness import clean_data_fingerprint, has_table
 from .ingest import quarters_fingerprint
 
 DEDUP_MODES = ("fda", "strict")
@@ -497,15 +497,6 @@ def ensure_macros(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(macro)
 
 
-def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    row = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = $n AND schema_name = 'main' "
-        "AND database_name = current_database()",
-        {"n": name},
-    ).fetchone()
-    return bool(row and row[0])
-
-
 def incremental_allowed(con: duckdb.DuckDBPyConnection, dedup: str) -> bool:
     """Whether the clean layer can be brought up to date by re-deriving the affected cases only:
     its last rebuild used the FDA rule (the strict pass compares all cases), this dedup mode,
@@ -513,7 +504,7 @@ def incremental_allowed(con: duckdb.DuckDBPyConnection, dedup: str) -> bool:
     if dedup != "fda":
         return False
     needed = {s.table for s in REBUILD if s.key != "temp"} | {"dedup_log"}
-    if not all(_has_table(con, t) for t in needed):
+    if not all(has_table(con, t) for t in needed):
         return False
     columns = {
         r[0]

@@ -29,7 +29,8 @@ class Staleness:
     repaired: str
 
 
-def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether the database (not the temp schema) has a table of this name."""
     row = con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = $n AND schema_name = 'main' "
         "AND database_name = current_database()",
@@ -55,7 +56,7 @@ def quarters_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
 
 def current_dedup(con: duckdb.DuckDBPyConnection) -> str:
     """The dedup mode of the last rebuild ('fda' if there was none)."""
-    if not _has_table(con, "dedup_log"):
+    if not has_table(con, "dedup_log"):
         return "fda"
     row = con.execute("SELECT any_value(dedup_mode) FROM dedup_log").fetchone()
     return str(row[0]) if row and row[0] else "fda"
@@ -63,7 +64,7 @@ def current_dedup(con: duckdb.DuckDBPyConnection) -> str:
 
 def clean_fingerprint(con: duckdb.DuckDBPyConnection) -> str | None:
     """The raw fingerprint the clean layer was rebuilt from (None: never rebuilt)."""
-    if not _has_table(con, "dedup_log"):
+    if not has_table(con, "dedup_log"):
         return None
     row = con.execute("SELECT any_value(raw_fingerprint) FROM dedup_log").fetchone()
     return str(row[0]) if row and row[0] else None
@@ -77,7 +78,7 @@ def clean_is_current(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def _dedup_mode(con: duckdb.DuckDBPyConnection) -> str | None:
-    if not _has_table(con, "dedup_log"):
+    if not has_table(con, "dedup_log"):
         return None
     row = con.execute("SELECT any_value(dedup_mode) FROM dedup_log").fetchone()
     return row[0] if row else None
@@ -123,7 +124,7 @@ def stale_extractions(
 ) -> list[str]:
     """Substances whose stored hits were built on other data; for the built-ins (name ->
     (version, source_path) of their term files) also missing hits or another term file."""
-    if not _has_table(con, "substance_runs"):
+    if not has_table(con, "substance_runs"):
         return sorted(builtins)
     if not _has_column(con, "substance_runs", "data_fingerprint"):
         stored = [r[0] for r in con.execute("SELECT substance FROM substance_runs").fetchall()]
@@ -142,7 +143,7 @@ def stale_extractions(
 
 def _loaded_since(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Quarters loaded (or replaced) after the clean layer's last rebuild."""
-    if not _has_table(con, "dedup_log"):
+    if not has_table(con, "dedup_log"):
         return [r[0] for r in con.execute("SELECT quarter FROM quarters ORDER BY 1").fetchall()]
     rows = con.execute(
         "SELECT quarter FROM quarters WHERE loaded_at > "
@@ -158,7 +159,7 @@ def check(
 
     `builtins` names the built-in substances' term files: name -> (version, source_path).
     Raises NoDataError when no quarter is loaded (there is nothing to show)."""
-    if not _has_table(con, "quarters"):
+    if not has_table(con, "quarters"):
         raise DatabaseError("the database has no FAERS schema; load quarters into it first")
     row = con.execute("SELECT count(*) FROM quarters").fetchone()
     if not row or not row[0]:
