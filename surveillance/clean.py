@@ -115,25 +115,39 @@ _MACROS = (
     # Every distinct report version known through a quarter (NULL = all): a primaryid
     # republished in later quarters counts once, in its latest quarter.
     # `demo` names the DEMO rows read (a rebuild's scope; raw_demo unless given).
-    """CREATE OR REPLACE MACRO report_versions(through, demo := 'raw_demo') AS TABLE
-    SELECT * EXCLUDE (rn) FROM (
-        SELECT d.*, row_number() OVER (
-            PARTITION BY source, primaryid ORDER BY quarter DESC, source_line DESC) AS rn
-        FROM query_table(demo) d
-        WHERE caseid IS NOT NULL AND (through IS NULL OR quarter <= through))
-    WHERE rn = 1""",
+    # The *_keys macros rank narrow rows (a version is its quarter and source_line, unique in
+    # raw_demo); the *_reports ones join the whole DEMO row back, so that no window sorts the
+    # wide rows (at 32 quarters that halved the rebuild's time and let it spill at 4 GiB).
+    """CREATE OR REPLACE MACRO version_keys(through, demo := 'raw_demo') AS TABLE
+    SELECT source, primaryid, caseid, quarter, source_line, caseversion, fda_dt
+    FROM query_table(demo)
+    WHERE caseid IS NOT NULL AND (through IS NULL OR quarter <= through)
+    QUALIFY row_number() OVER (
+        PARTITION BY source, primaryid ORDER BY quarter DESC, source_line DESC) = 1""",
     # The FDA rule: one report per caseid; FAERS beats LAERS; FAERS by caseversion, fda_dt,
     # quarter; LAERS by FDA_DT then ISR. version_rank 1 is the case's current report.
-    f"""CREATE OR REPLACE MACRO ranked_reports(through, demo := 'raw_demo') AS TABLE
-    SELECT *, row_number() OVER (
+    f"""CREATE OR REPLACE MACRO ranked_keys(through, demo := 'raw_demo') AS TABLE
+    SELECT source, primaryid, caseid, quarter, source_line, row_number() OVER (
         PARTITION BY caseid ORDER BY {VERSION_ORDER}) AS version_rank,
         count(*) OVER (PARTITION BY caseid) AS n_versions
-    FROM report_versions(through, demo := demo)""",  # noqa: S608 (VERSION_ORDER: a constant)
+    FROM version_keys(through, demo := demo)""",  # noqa: S608 (VERSION_ORDER: a constant)
     # Cases as the data stood at the end of a quarter: deleted lists published by then apply.
-    """CREATE OR REPLACE MACRO surviving_reports(through, demo := 'raw_demo') AS TABLE
-    SELECT * FROM ranked_reports(through, demo := demo)
+    """CREATE OR REPLACE MACRO surviving_keys(through, demo := 'raw_demo') AS TABLE
+    SELECT * FROM ranked_keys(through, demo := demo)
     WHERE version_rank = 1 AND caseid NOT IN (
         SELECT caseid FROM raw_deleted WHERE through IS NULL OR quarter <= through)""",
+    """CREATE OR REPLACE MACRO report_versions(through, demo := 'raw_demo') AS TABLE
+    SELECT d.* FROM query_table(demo) d
+    SEMI JOIN version_keys(through, demo := demo) k
+      ON k.quarter = d.quarter AND k.source_line = d.source_line""",
+    """CREATE OR REPLACE MACRO ranked_reports(through, demo := 'raw_demo') AS TABLE
+    SELECT d.*, k.version_rank, k.n_versions FROM query_table(demo) d
+    JOIN ranked_keys(through, demo := demo) k
+      ON k.quarter = d.quarter AND k.source_line = d.source_line""",
+    """CREATE OR REPLACE MACRO surviving_reports(through, demo := 'raw_demo') AS TABLE
+    SELECT d.*, k.version_rank, k.n_versions FROM query_table(demo) d
+    JOIN surviving_keys(through, demo := demo) k
+      ON k.quarter = d.quarter AND k.source_line = d.source_line""",
     "CREATE OR REPLACE MACRO date_day(t) AS CASE WHEN date_precision(t) = 'day' "
     "THEN CAST(strptime(t, '%Y%m%d') AS DATE) END",
     # A date text as ISO 8601 at its own precision: 2012-05-15, 2012-05 or 2012.
@@ -276,7 +290,7 @@ class Step:
 # _scope_demo differ).
 REBUILD: tuple[Step, ...] = (
     Step("reports", "caseid", "SELECT * FROM report_versions(NULL, demo := '_scope_demo')"),
-    Step("_surviving", "temp", "SELECT * FROM surviving_reports(NULL, demo := '_scope_demo')"),
+    Step("_surviving", "temp", "SELECT * FROM surviving_keys(NULL, demo := '_scope_demo')"),
     Step(
         "case_outcomes",
         "caseid",
@@ -293,6 +307,9 @@ REBUILD: tuple[Step, ...] = (
         {_OUTCOME_COLUMNS}
     FROM case_outcomes GROUP BY caseid""",  # noqa: S608
     ),
+    # Materialised before `cases` joins it: as a subquery its aggregate (string states) and the
+    # join's other build sides outgrew a 4 GiB limit at 32 quarters instead of spilling.
+    Step("_initial", "temp", "SELECT * FROM initial_receipts(NULL, demo := '_scope_demo')"),
     Step(
         "cases",
         "caseid",
@@ -329,8 +346,7 @@ REBUILD: tuple[Step, ...] = (
     LEFT JOIN _country oc ON oc.raw = d.occr_country
     LEFT JOIN _reporter rt ON rt.code = upper(trim(d.occp_cod))
     LEFT JOIN _outcome_flags f ON f.caseid = s.caseid
-    LEFT JOIN initial_receipts(NULL, demo := '_scope_demo') i ON i.caseid = s.caseid
-    ORDER BY s.caseid""",
+    LEFT JOIN _initial i ON i.caseid = s.caseid""",
     ),
     Step(
         "case_drugs",
@@ -340,8 +356,7 @@ REBUILD: tuple[Step, ...] = (
         g.dose_freq, g.cum_dose_chr, g.cum_dose_unit, g.dechal, g.rechal, g.lot_num, g.exp_dt,
         g.nda_num, g.val_vbm
     FROM _surviving s JOIN raw_drug g
-      ON g.source = s.source AND g.primaryid = s.primaryid AND g.quarter = s.quarter
-    ORDER BY s.caseid, g.source_line""",
+      ON g.source = s.source AND g.primaryid = s.primaryid AND g.quarter = s.quarter""",
     ),
     # MedDRA terms: legacy upper case and current mixed case are one term; show the spelling
     # the FAERS era uses most, else the legacy spelling with only its first letter capital.
