@@ -460,25 +460,39 @@ _SCOPED_DEMO = """CREATE OR REPLACE TEMP TABLE _scope_demo AS
     SELECT * FROM raw_demo WHERE caseid IN (SELECT caseid FROM _affected)"""
 _WHOLE_DEMO = "CREATE OR REPLACE TEMP VIEW _scope_demo AS SELECT * FROM raw_demo"
 
-# AEOLUS-style rule-based flags: only cases with every key present can match.
+# AEOLUS-style rule-based flags: only cases with every key present can match. Candidates first:
+# cases whose keys and order-free fingerprints of their drug and reaction sets (xor and sum of
+# the members' hashes, and their number) agree with another case's; then the exact sets, as
+# sorted lists, compared among the candidates only. Fingerprints are fixed-size aggregate states,
+# which DuckDB can offload to disk, and list() states cannot; equal sets always have equal
+# fingerprints, so the exact comparison sees every true duplicate.
+_SET_FINGERPRINT = """SELECT caseid, bit_xor(hash(v)) AS fx, sum(hash(v) >> 11) AS fs,
+            count(*) AS fn
+        FROM (SELECT DISTINCT caseid, {value} AS v FROM {table}
+              WHERE {value} IS NOT NULL AND caseid IN (SELECT caseid FROM _complete))
+        GROUP BY caseid"""
+_SET_LIST = """SELECT caseid, list_sort(list_distinct(list({value}))) AS members FROM {table}
+        WHERE {value} IS NOT NULL AND caseid IN (SELECT caseid FROM _candidates)
+        GROUP BY caseid"""
+_SETS = (("case_drugs", "upper(trim(drugname))"), ("case_reactions", "pt_key"))
 STRICT = (
-    """CREATE OR REPLACE TEMP TABLE _keys AS
-    WITH drug_sets AS (
-        SELECT caseid, list_sort(list_distinct(list(upper(trim(drugname))))) AS drug_set
-        FROM case_drugs WHERE drugname IS NOT NULL GROUP BY caseid),
-    reaction_sets AS (
-        SELECT caseid, list_sort(list_distinct(list(pt_key))) AS reaction_set
-        FROM case_reactions GROUP BY caseid)
-    SELECT c.caseid, c.fda_dt, c.primaryid, c.event_dt, c.age_years, c.sex, c.country,
-        g.drug_set, r.reaction_set
-    FROM cases c LEFT JOIN drug_sets g USING (caseid) LEFT JOIN reaction_sets r USING (caseid)""",
-    """CREATE OR REPLACE TEMP TABLE _strict AS
-    SELECT caseid, first_value(caseid) OVER (
-        PARTITION BY event_dt, age_years, sex, country, drug_set, reaction_set
-        ORDER BY fda_dt DESC, try_cast(primaryid AS BIGINT) DESC) AS keeper
-    FROM _keys
+    """CREATE OR REPLACE TEMP TABLE _complete AS
+    SELECT caseid, fda_dt, primaryid, event_dt, age_years, sex, country FROM cases
     WHERE event_dt IS NOT NULL AND age_years IS NOT NULL AND sex <> 'unknown'
-      AND country IS NOT NULL AND drug_set IS NOT NULL AND reaction_set IS NOT NULL""",
+      AND country IS NOT NULL""",
+    f"""CREATE OR REPLACE TEMP TABLE _candidates AS
+    WITH drugs AS ({_SET_FINGERPRINT.format(table=_SETS[0][0], value=_SETS[0][1])}),
+    reactions AS ({_SET_FINGERPRINT.format(table=_SETS[1][0], value=_SETS[1][1])})
+    SELECT c.* FROM _complete c JOIN drugs g USING (caseid) JOIN reactions r USING (caseid)
+    QUALIFY count(*) OVER (PARTITION BY c.event_dt, c.age_years, c.sex, c.country,
+        g.fx, g.fs, g.fn, r.fx, r.fs, r.fn) > 1""",  # noqa: S608 (constant fragments)
+    f"""CREATE OR REPLACE TEMP TABLE _strict AS
+    WITH drugs AS ({_SET_LIST.format(table=_SETS[0][0], value=_SETS[0][1])}),
+    reactions AS ({_SET_LIST.format(table=_SETS[1][0], value=_SETS[1][1])})
+    SELECT c.caseid, first_value(c.caseid) OVER (
+        PARTITION BY c.event_dt, c.age_years, c.sex, c.country, g.members, r.members
+        ORDER BY c.fda_dt DESC, try_cast(c.primaryid AS BIGINT) DESC) AS keeper
+    FROM _candidates c JOIN drugs g USING (caseid) JOIN reactions r USING (caseid)""",  # noqa: S608
     """UPDATE cases SET strict_duplicate_of = s.keeper
     FROM _strict s WHERE s.caseid = cases.caseid AND s.keeper <> s.caseid""",
 )

@@ -227,3 +227,99 @@ def test_cli_cases_and_case(series_db) -> None:
     assert detail.exit_code == 0 and "== drugs" in detail.output and "versions" in detail.output
     missing = runner.invoke(cli, ["case", "999999999999", "--db", str(db)])
     assert missing.exit_code == 1 and "no case 999999999999" in missing.output
+
+
+# The strict rule as first written (sorted lists of every case's drug and reaction sets), the
+# oracle for the candidate-first pass in clean.STRICT.
+_STRICT_ORACLE = """
+WITH drug_sets AS (
+    SELECT caseid, list_sort(list_distinct(list(upper(trim(drugname))))) AS drug_set
+    FROM case_drugs WHERE drugname IS NOT NULL GROUP BY caseid),
+reaction_sets AS (
+    SELECT caseid, list_sort(list_distinct(list(pt_key))) AS reaction_set
+    FROM case_reactions GROUP BY caseid),
+keys AS (
+    SELECT c.caseid, c.fda_dt, c.primaryid, c.event_dt, c.age_years, c.sex, c.country,
+        g.drug_set, r.reaction_set
+    FROM cases c LEFT JOIN drug_sets g USING (caseid) LEFT JOIN reaction_sets r USING (caseid))
+SELECT caseid, first_value(caseid) OVER (
+    PARTITION BY event_dt, age_years, sex, country, drug_set, reaction_set
+    ORDER BY fda_dt DESC, try_cast(primaryid AS BIGINT) DESC) AS keeper
+FROM keys
+WHERE event_dt IS NOT NULL AND age_years IS NOT NULL AND sex <> 'unknown'
+  AND country IS NOT NULL AND drug_set IS NOT NULL AND reaction_set IS NOT NULL
+"""
+
+
+def test_strict_pass_equals_the_list_rule(tmp_path: Path) -> None:
+    """Planted duplicates (exact, reordered with a repeated drug) and near misses (one drug
+    differs, one reaction more): the candidate-first pass flags exactly what the rule does."""
+    generate_series(["2024Q1"], tmp_path / "zips", n_cases=120, seed=11, damage=False)
+    with connect(tmp_path / "db.duckdb") as con:
+        load(con, [tmp_path / "zips"])
+        complete = [
+            r[0]
+            for r in con.execute(
+                "SELECT caseid FROM cases WHERE event_dt IS NOT NULL AND age_years IS NOT NULL "
+                "AND sex <> 'unknown' AND country IS NOT NULL ORDER BY caseid LIMIT 10"
+            ).fetchall()
+        ]
+        plans = list(
+            zip(
+                complete[0::2],
+                complete[1::2],
+                ["same", "reordered", "drug", "reac", "same"],
+                strict=True,
+            )
+        )
+        for i, (a, b, how) in enumerate(plans):
+            for table in ("raw_drug", "raw_reac"):
+                con.execute(f"DELETE FROM {table} WHERE caseid = $b", {"b": b})
+                order = "ORDER BY source_line DESC" if how == "reordered" else ""
+                con.execute(
+                    f"INSERT INTO {table} SELECT * REPLACE ($b AS caseid, "
+                    f"(SELECT primaryid FROM raw_demo WHERE caseid = $b) AS primaryid) "
+                    f"FROM {table} WHERE caseid = $a {order}",
+                    {"a": a, "b": b},
+                )
+            if how == "reordered":  # a drug listed twice is one member of the set
+                con.execute(
+                    "INSERT INTO raw_drug SELECT * REPLACE (source_line + 100000 AS source_line) "
+                    "FROM raw_drug WHERE caseid = $b LIMIT 1",
+                    {"b": b},
+                )
+            if how == "drug":
+                con.execute(
+                    "UPDATE raw_drug SET drugname = 'NEAR MISS ' || $i WHERE caseid = $b "
+                    "AND source_line = (SELECT min(source_line) FROM raw_drug WHERE caseid = $b)",
+                    {"b": b, "i": i},
+                )
+            if how == "reac":
+                con.execute(
+                    "INSERT INTO raw_reac SELECT * REPLACE (source_line + 100000 AS source_line, "
+                    "'Near miss' AS pt) FROM raw_reac WHERE caseid = $b LIMIT 1",
+                    {"b": b},
+                )
+            con.execute(
+                "UPDATE raw_demo SET event_dt = s.event_dt, age = s.age, age_cod = s.age_cod, "
+                "sex = s.sex, reporter_country = s.reporter_country, fda_dt = '20240101' "
+                "FROM (SELECT * FROM raw_demo WHERE caseid = $a) s WHERE raw_demo.caseid = $b",
+                {"a": a, "b": b},
+            )
+            con.execute("UPDATE raw_demo SET fda_dt = '20240301' WHERE caseid = $a", {"a": a})
+        rebuild(con, dedup="strict")
+        flagged = dict(
+            con.execute(
+                "SELECT caseid, strict_duplicate_of FROM cases "
+                "WHERE strict_duplicate_of IS NOT NULL"
+            ).fetchall()
+        )
+        oracle = dict(
+            con.execute(
+                f"SELECT caseid, keeper FROM ({_STRICT_ORACLE}) WHERE keeper <> caseid"
+            ).fetchall()
+        )
+        assert flagged == oracle
+        expected = {b: a for a, b, how in plans if how in ("same", "reordered")}
+        assert expected.items() <= flagged.items()
+        assert not {b for a, b, how in plans if how in ("drug", "reac")} & flagged.keys()
