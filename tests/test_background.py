@@ -9,12 +9,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import duckdb
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from surveillance import signals as signals_module
 from surveillance.cli import cli
 from surveillance.db import connect
-from surveillance.design import load_background
+from surveillance.design import load_background, make_design
 from surveillance.errors import NoDataError, UsageError
 from surveillance.extract import resolve
 from surveillance.pipeline import load, rebuild
@@ -198,3 +200,22 @@ def test_cli_states_the_comparator(background_db, tmp_path) -> None:
     assert spark.exit_code == 2
     assert "not supported with --engine spark" in spark.stderr
     assert spark.stderr.count("\n") == 1
+
+
+def test_as_of_path_finds_the_same_background(con) -> None:
+    """The raw-layer (as-of) rule for "case matches the comparator" agrees with the clean
+    layer's on the latest quarter, where both describe the same cases."""
+    kratom = resolve("kratom")
+    signals(con, kratom, background="natural-products")  # extracts the comparator
+    design = make_design(background="natural-products")
+    through = con.execute("SELECT max(quarter) FROM quarters").fetchone()[0]
+    found = []
+    for latest in (True, False):
+        counts = signals_module._asof_counts(con, kratom, through, latest, "PS,SS", (), design)
+        cells = counts.cells.sort_values("pt_key").reset_index(drop=True)
+        found.append((counts.strata, cells, counts.exposed))
+    pd.testing.assert_frame_equal(found[0][0], found[1][0])
+    pd.testing.assert_frame_equal(found[0][1], found[1][1])
+    assert found[0][2] == found[1][2]
+    n_background = int((found[0][0]["n"] - found[0][0]["n_exposed"]).sum())
+    assert n_background == len(_matching(con, design.background, "PS,SS") - found[0][2])
