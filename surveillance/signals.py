@@ -266,13 +266,17 @@ def _build_case_tables(
     """Temp tables of the cases (with their stratum), the exposed ones and their terms.
 
     Through the last loaded quarter the clean layer already holds these cases; for an earlier
-    quarter they are rebuilt as of then from the raw layer."""
+    quarter they are rebuilt as of then from the raw layer. Without strata the cases need no
+    demographics (the join with `reports`), and each case's terms come once by the shared
+    reactions query, which needs no DISTINCT over all of them."""
     stratum = " || '|' || ".join(_STRATUM_SQL[s] for s in stratify) if stratify else "'all'"
     source = (
-        "(SELECT c.caseid, c.source, c.primaryid, c.quarter, r.sex, r.age, r.age_cod "
+        "surviving_reports($through)"
+        if not latest
+        else "cases"
+        if not stratify
+        else "(SELECT c.caseid, c.source, c.primaryid, c.quarter, r.sex, r.age, r.age_cod "
         "FROM cases c JOIN reports r USING (source, primaryid))"
-        if latest
-        else "surviving_reports($through)"
     )
     # The stratum expression is built from the constants in _STRATUM_SQL, never from input.
     con.execute(
@@ -288,9 +292,10 @@ def _build_case_tables(
             params,
         )
         con.execute(
-            """CREATE OR REPLACE TEMP TABLE _sig_reac AS
-            SELECT DISTINCT r.caseid, c.stratum, r.pt_key
-            FROM case_reactions r JOIN _sig_cases c USING (caseid)"""
+            f"""CREATE OR REPLACE TEMP TABLE _sig_reac AS
+            SELECT r.caseid, c.stratum, r.pt_key
+            FROM ({signal_sql("reactions")}
+            ) r JOIN _sig_cases c USING (caseid)"""  # noqa: S608
         )
         return
     con.execute(
