@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -47,9 +48,13 @@ TERM_KINDS = ("pt", "group", "hlt", "hlgt", "soc")
 """What a signal-table row is: a single PT, a term group (a group file) or a MedDRA level."""
 BACKGROUND_ALL = "all"
 MEDDRA_HIERARCHY = "mdhier.asc"
+MEDDRA_LLT = "llt.asc"
 # mdhier.asc: pt_code, hlt_code, hlgt_code, soc_code, pt_name, hlt_name, hlgt_name, soc_name,
 # soc_abbrev, null_field, pt_soc_code, primary_soc_fg, each line ending in '$'.
 _MEDDRA_FIELDS = 12
+# llt.asc: llt_code, llt_name, pt_code, llt_whoart_code, llt_harts_code, llt_costart_sym,
+# llt_icd9_code, llt_icd9cm_code, llt_icd10_code, llt_currency, llt_jart_code.
+_LLT_FIELDS = 11
 _GROUP_KEYS = {"group": {"name", "version", "description", "sources"}, "terms": {"pts"}}
 
 # "Case involves term file S in roles R" on the case temp tables, one definition for the
@@ -305,40 +310,57 @@ def meddra_groups(folder: str | Path) -> tuple[EventGroup, ...]:
 
     A PT belongs to every HLT and HLGT that the file links it to (primary and secondary paths),
     and to its primary SOC only, so that a case counts in one SOC per PT as MedDRA's primary
-    SOC allocation intends. The version is `meddra_release.asc`'s first field when present."""
+    SOC allocation intends. When `llt.asc` is there too, each group also takes the names of its
+    PTs' lowest level terms, which older FAERS quarters sometimes report in place of the PT. The
+    version is `meddra_release.asc`'s first field when present."""
     folder = Path(folder)
-    path = folder / MEDDRA_HIERARCHY
     if not folder.is_dir():
         raise InputError(folder, "not a folder (--meddra takes a MedDRA ASCII folder)")
+    if not (folder / MEDDRA_HIERARCHY).is_file():
+        raise InputError(folder, f"no {MEDDRA_HIERARCHY} (the MedDRA ASCII hierarchy file)")
+    names: dict[str, list[str]] = {}  # pt_code -> the PT's name, then its LLTs' names
+    levels: dict[str, dict[str, list[str]]] = {"hlt": {}, "hlgt": {}, "soc": {}}
+    for fields in _asc_rows(folder / MEDDRA_HIERARCHY, _MEDDRA_FIELDS, (0, 4, 5, 6, 7)):
+        code, pt, hlt, hlgt, soc = (fields[i] for i in (0, 4, 5, 6, 7))
+        names.setdefault(code, [pt])
+        levels["hlt"].setdefault(hlt, []).append(code)
+        levels["hlgt"].setdefault(hlgt, []).append(code)
+        if fields[11].upper() == "Y":
+            levels["soc"].setdefault(soc, []).append(code)
+    if (folder / MEDDRA_LLT).is_file():
+        for fields in _asc_rows(folder / MEDDRA_LLT, _LLT_FIELDS, (1, 2)):
+            if fields[2] in names:
+                names[fields[2]].append(fields[1])
+    version = _meddra_version(folder)
+    source = str(folder / MEDDRA_HIERARCHY)
+    return tuple(
+        EventGroup(
+            name, kind, version, source, tuple(dict.fromkeys(n for c in codes for n in names[c]))
+        )
+        for kind, groups in levels.items()
+        for name, codes in sorted(groups.items())
+    )
+
+
+def _asc_rows(path: Path, n_fields: int, named: tuple[int, ...]) -> Iterator[list[str]]:
+    """The '$'-separated rows of a MedDRA ASCII file, fields trimmed; a row with another
+    number of fields, or an empty or unprintable one among `named`, is an InputError."""
     try:
         raw = path.read_bytes()
-    except FileNotFoundError as e:
-        raise InputError(folder, f"no {MEDDRA_HIERARCHY} (the MedDRA ASCII hierarchy file)") from e
     except OSError as e:
         raise InputError(path, f"cannot read: {e.strerror}") from e
-    text = raw.decode("utf-8", errors="strict") if raw.isascii() else raw.decode("latin-1")
-    levels: dict[str, dict[str, list[str]]] = {"hlt": {}, "hlgt": {}, "soc": {}}
+    text = raw.decode("ascii") if raw.isascii() else raw.decode("latin-1")
+    found = False
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        fields = line.removesuffix("$").split("$")
-        if len(fields) != _MEDDRA_FIELDS or not all(f.strip() for f in fields[4:8]):
-            raise InputError(
-                path, f"expected {_MEDDRA_FIELDS} '$'-separated fields with names", number
-            )
-        pt, hlt, hlgt, soc = (f.strip() for f in fields[4:8])
-        levels["hlt"].setdefault(hlt, []).append(pt)
-        levels["hlgt"].setdefault(hlgt, []).append(pt)
-        if fields[11].strip().upper() == "Y":
-            levels["soc"].setdefault(soc, []).append(pt)
-    if not levels["hlt"]:
-        raise InputError(path, "no hierarchy rows")
-    version = _meddra_version(folder)
-    return tuple(
-        EventGroup(name, kind, version, str(path), tuple(dict.fromkeys(pts)))
-        for kind, groups in levels.items()
-        for name, pts in sorted(groups.items())
-    )
+        fields = [f.strip() for f in line.removesuffix("$").split("$")]
+        if len(fields) != n_fields or not all(fields[i] and fields[i].isprintable() for i in named):
+            raise InputError(path, f"expected {n_fields} '$'-separated fields with names", number)
+        found = True
+        yield fields
+    if not found:
+        raise InputError(path, "no rows")
 
 
 def _meddra_version(folder: Path) -> str:

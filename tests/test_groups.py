@@ -26,6 +26,7 @@ from surveillance.synthetic import generate_series
 
 QUARTERS = ["2023Q4", "2024Q1"]
 BACKGROUND_ONLY = "Zzplanted background-only reaction"
+LLT_NAME = "Zzplanted liver LLT"  # reported in place of its PT, Hepatotoxicity (llt.asc below)
 SHIPPED = {
     "dependence and withdrawal",
     "liver injury",
@@ -91,9 +92,10 @@ def groups_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
             plant_reaction(con, exposed[0], pt)
         for pt in ("Drug dependence", "Drug withdrawal syndrome neonatal"):
             plant_reaction(con, exposed[1], pt)
+        plant_reaction(con, exposed[2], LLT_NAME)
         plant_reaction(con, others[0], BACKGROUND_ONLY)
         rebuild(con)
-    yield {"db": db, "tmp": tmp, "twice": exposed[0], "other": others[0]}
+    yield {"db": db, "tmp": tmp, "twice": exposed[0], "llt": exposed[2], "other": others[0]}
 
 
 @pytest.fixture
@@ -207,20 +209,33 @@ MDHIER = """\
 1002$2003$3002$4002$Jaundice$Skin colour findings$Physical findings$Investigations$Inv$$4001$N$
 1003$2004$3003$4003$Drug dependence$Substance dependence$Substance-related disorders$Psychiatric disorders$Psych$$4003$Y$
 """  # noqa: E501
+# llt.asc in the real layout (11 fields: llt_code, llt_name, pt_code, llt_whoart_code,
+# llt_harts_code, llt_costart_sym, llt_icd9_code, llt_icd9cm_code, llt_icd10_code,
+# llt_currency, llt_jart_code), generated: the PT's own LLT and an invented non-current one.
+LLT = f"""\
+5001$Hepatotoxicity$1001$$$$$$$Y$$
+5002${LLT_NAME}$1001$$$$$$$N$$
+"""
 
 
 def write_meddra(folder: Path) -> Path:
     folder.mkdir()
     (folder / "mdhier.asc").write_bytes(MDHIER.replace("\n", "\r\n").encode("ascii"))
+    (folder / "llt.asc").write_bytes(LLT.replace("\n", "\r\n").encode("ascii"))
     (folder / "meddra_release.asc").write_text("99.0$English$$$\r\n", encoding="ascii")
     return folder
 
 
-def test_meddra_hlt_hlgt_soc_groups(con, tmp_path) -> None:
+def test_meddra_hlt_hlgt_soc_groups(con, groups_db, tmp_path) -> None:
     folder = write_meddra(tmp_path / "MedAscii")
     groups = {(g.kind, g.name): g for g in meddra_groups(folder)}
-    assert set(groups[("hlgt", "Hepatic disorders")].pts) == {"Hepatotoxicity", "Jaundice"}
+    assert set(groups[("hlgt", "Hepatic disorders")].pts) == {
+        "Hepatotoxicity",
+        "Jaundice",
+        LLT_NAME,
+    }
     assert groups[("hlt", "Skin colour findings")].pts == ("Jaundice",)
+    assert groups[("hlt", "Hepatic injuries")].pts == ("Hepatotoxicity", LLT_NAME)
     assert ("soc", "Investigations") not in groups  # Jaundice's secondary SOC does not count
     assert groups[("soc", "Hepatobiliary disorders")].version == "99.0"
     run = signals(con, resolve("kratom"), min_cases=1, meddra=folder)
@@ -233,6 +248,8 @@ def test_meddra_hlt_hlgt_soc_groups(con, tmp_path) -> None:
             continue
         assert tuple(int(v) for v in rows.iloc[0][["a", "b", "c", "d"]]) == want, (kind, name)
     assert {"hlt", "hlgt", "soc"} <= set(run.table["term_kind"])
+    assert LLT_NAME.upper() in terms[groups_db["llt"]]
+    assert not {"HEPATOTOXICITY", "JAUNDICE"} & terms[groups_db["llt"]]  # only by its LLT
 
 
 @pytest.mark.parametrize(
