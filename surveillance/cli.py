@@ -554,7 +554,7 @@ def signals_command(
     """
     from .definitions import criteria_legend
     from .extract import resolve
-    from .output import default_format
+    from .output import default_format, terminal_safe
     from .signals import CAVEATS, background_statement, kind_marked
 
     if engine == "duckdb" and parquet is not None:
@@ -626,7 +626,7 @@ def signals_command(
             width=78,
         )
     )
-    click.echo(textwrap.fill(background_statement(run.design), width=78))
+    click.echo(textwrap.fill(terminal_safe(background_statement(run.design)), width=78))
     click.echo(render(compact_signals(kind_marked(run.table)), "table", max_rows=40), nl=False)
     footer = [
         f"Sorted by {run.sort}, largest first."

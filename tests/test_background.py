@@ -219,3 +219,13 @@ def test_as_of_path_finds_the_same_background(con) -> None:
     assert found[0][2] == found[1][2]
     n_background = int((found[0][0]["n"] - found[0][0]["n_exposed"]).sum())
     assert n_background == len(_matching(con, design.background, "PS,SS") - found[0][2])
+
+
+def test_hostile_comparator_name_is_shown_harmless(background_db, tmp_path) -> None:
+    hostile = tmp_path / "hostile.toml"
+    hostile.write_text(COMPARATOR.replace("zz-comparator", "zz\\u001b[31mred"), encoding="utf-8")
+    args = ["signals", "--db", str(background_db["db"]), "--background", str(hostile)]
+    result = CliRunner().invoke(cli, [*args, "--min-cases", "1", "--format", "table"])
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.stdout
+    assert "zz^[[31mred 0.1 cases" in " ".join(result.stdout.split())
