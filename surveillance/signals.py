@@ -41,8 +41,7 @@ from . import __version__, stats
 from .clean import ensure_macros
 from .db import ensure_derived_table
 from .definitions import parse_roles
-from .design import DEFAULT, TERM_KINDS, Design, make_design
-from .design import involving_sql as involving_sql
+from .design import DEFAULT, TERM_KINDS, Design, involving_sql, make_design
 from .errors import NoDataError, UsageError
 from .extract import ensure_extracted
 from .faers_format import quarter_option
@@ -553,7 +552,8 @@ def signal_run(
     data names the data vintage (`data_fingerprint`), part of the run's id. Each kind of row
     (PTs, then each kind of group) is one family for the statistics, p_adj adjusted within it."""
     terms, a, b, c, d = _cells(counts.strata, counts.cells)
-    kinds = np.array([design.kinds().get(t, "pt") for t in terms], dtype=object)
+    group_kinds = design.kinds()
+    kinds = np.array([group_kinds.get(t, "pt") for t in terms], dtype=object)
     frames = []
     for kind in TERM_KINDS:
         rows = np.flatnonzero(kinds == kind)

@@ -332,3 +332,15 @@ def test_shipped_group_files_name_their_sources() -> None:
 
         doc = tomllib.loads(file.read_text(encoding="utf-8"))
         assert doc["group"]["sources"] and doc["group"]["description"], file
+
+
+def test_library_door_takes_the_same_options(groups_db, tmp_path) -> None:
+    from surveillance import Database
+
+    mine = _group_file(tmp_path / "mine.toml", "my liver", ["Hepatotoxicity", "Jaundice"])
+    with Database(groups_db["db"]) as db:
+        table = db.signals(min_cases=1, groups=True, group_files=[mine])
+    with connect(groups_db["db"]) as c:
+        run = signals(c, resolve("kratom"), min_cases=1, groups=True, group_files=[mine])
+    pd.testing.assert_frame_equal(table, run.table)
+    assert {"group"} == set(table.loc[table["term"] == "my liver", "term_kind"])
