@@ -60,7 +60,7 @@ def plant_drug(
 def background_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """One generated quarter with herbal products and the test comparator's drug planted."""
     tmp = tmp_path_factory.mktemp("background")
-    generate_series(["2024Q1"], tmp / "zips", n_cases=150, seed=17)
+    generate_series(["2024Q1"], tmp / "zips", n_cases=100, seed=17)
     db = tmp / "db.duckdb"
     comparator = tmp / "comparator.toml"
     comparator.write_text(COMPARATOR, encoding="utf-8")
@@ -157,6 +157,7 @@ def test_user_comparator_file(con, background_db) -> None:
     assert stored == ("zz-comparator", "0.1")
 
 
+@pytest.mark.slow
 def test_background_all_is_the_default_run(con) -> None:
     kratom = resolve("kratom")
     default = signals(con, kratom, min_cases=1)
@@ -189,8 +190,6 @@ def test_cli_states_the_comparator(background_db, tmp_path) -> None:
     assert table.exit_code == 0, table.output
     stated = "Background (c, d): only the natural-products 1.0.0 cases without the substance."
     assert stated in " ".join(table.stdout.split())
-    plain = runner.invoke(cli, [*args, "--format", "table"])
-    assert "Background (c, d): all cases without the substance." in " ".join(plain.stdout.split())
     csv = runner.invoke(cli, [*args, "--background", "natural-products", "--format", "csv"])
     header, first = csv.stdout.splitlines()[:2]
     assert header.endswith(",background") and first.endswith(",natural-products 1.0.0")
@@ -202,6 +201,7 @@ def test_cli_states_the_comparator(background_db, tmp_path) -> None:
     assert spark.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_as_of_path_finds_the_same_background(con) -> None:
     """The raw-layer (as-of) rule for "case matches the comparator" agrees with the clean
     layer's on the latest quarter, where both describe the same cases."""
@@ -221,6 +221,7 @@ def test_as_of_path_finds_the_same_background(con) -> None:
     assert n_background == len(_matching(con, design.background, "PS,SS") - found[0][2])
 
 
+@pytest.mark.slow
 def test_hostile_comparator_name_is_shown_harmless(background_db, tmp_path) -> None:
     hostile = tmp_path / "hostile.toml"
     hostile.write_text(COMPARATOR.replace("zz-comparator", "zz\\u001b[31mred"), encoding="utf-8")
@@ -229,3 +230,22 @@ def test_hostile_comparator_name_is_shown_harmless(background_db, tmp_path) -> N
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.stdout
     assert "zz^[[31mred 0.1 cases" in " ".join(result.stdout.split())
+
+
+def test_natural_products_term_file() -> None:
+    """The shipped comparator matches FAERS's herbal coding and botanical names, not vitamins or
+    ordinary drugs; kratom's own strings match too (they count as exposed, never background)."""
+    comparator = load_background("natural-products")
+    assert comparator is not None and comparator.name == "natural-products"
+    for drugname, prod_ai in [
+        ("GINKGO", "HERBALS\\GINKGO"),
+        (None, "HERBALS\\ECHINACEA PURPUREA"),
+        ("ST. JOHN'S WORT 300MG", None),
+        ("KAVA KAVA ROOT EXTRACT", None),
+        ("ASHWAGANDHA CAPSULES", None),
+        ("MILK THISTLE", None),
+        ("KRATOM", "HERBALS\\MITRAGYNINE"),
+    ]:
+        assert comparator.match(drugname, prod_ai) is not None, (drugname, prod_ai)
+    for drugname in ("VITAMIN D3", "ASPIRIN", "FISH OIL", "MELATONIN", "SENNA"):
+        assert comparator.match(drugname, None) is None, drugname
