@@ -290,11 +290,13 @@ def _build_case_tables(
             SELECT caseid FROM involved_cases($substance, $roles)""",
             params,
         )
+        # Every case of case_reactions is in cases: the join only brings the stratum.
+        join = "JOIN _sig_cases c USING (caseid)" if stratify else ""
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE _sig_reac AS
-            SELECT r.caseid, c.stratum, r.pt_key
+            SELECT r.caseid, {"c.stratum" if stratify else "'all'"} AS stratum, r.pt_key
             FROM ({signal_sql("reactions")}
-            ) r JOIN _sig_cases c USING (caseid)"""  # noqa: S608
+            ) r {join}"""  # noqa: S608
         )
         return
     con.execute(
@@ -357,13 +359,13 @@ def _asof_counts(
         LEFT JOIN _sig_exposed e USING (caseid)
         GROUP BY c.stratum ORDER BY c.stratum"""
     ).fetchdf()
+    # A term with a case involving the substance in any stratum keeps all its strata.
     cells = con.execute(
-        """WITH exposed AS (SELECT caseid FROM _sig_exposed),
-        terms AS (
-            SELECT r.pt_key FROM _sig_events r JOIN exposed USING (caseid) GROUP BY r.pt_key)
-        SELECT r.pt_key, r.stratum, count(*) AS n_term, count(e.caseid) AS a
-        FROM _sig_events r JOIN terms USING (pt_key) LEFT JOIN exposed e USING (caseid)
-        GROUP BY ALL ORDER BY r.pt_key, r.stratum"""
+        """SELECT r.pt_key, r.stratum, count(*) AS n_term, count(e.caseid) AS a
+        FROM _sig_events r LEFT JOIN _sig_exposed e USING (caseid)
+        GROUP BY r.pt_key, r.stratum
+        QUALIFY sum(count(e.caseid)) OVER (PARTITION BY r.pt_key) > 0
+        ORDER BY r.pt_key, r.stratum"""
     ).fetchdf()
     exposed = frozenset(r[0] for r in con.execute("SELECT caseid FROM _sig_exposed").fetchall())
 
