@@ -10,6 +10,10 @@ background and makes the events table `_sig_events` the cells are counted from. 
 option goes through that one step; the default design (all cases, PTs only) leaves the case
 tables as they are, so its results are those of a run without a design.
 
+Options to come fit the same step: a subset of the substance's cases narrows `_sig_exposed`, an
+exclusion window removes cases from all three tables; a removal that differs by term (masking)
+changes c and d per event, so it applies to the counted cells instead.
+
 A group's EBGM uses the run's prior unchanged (fitted on drug-by-PT pairs only) with the group's
 own n and E: the prior describes single drug-event pairs, and fitting groups into it would count
 their cases twice and move every PT's EBGM whenever a group is added.

@@ -481,6 +481,7 @@ def signals(
     groups: bool = False,
     group_files: Sequence[str | Path] = (),
     meddra: str | Path | None = None,
+    design: Design | None = None,
 ) -> SignalRun:
     """Every reaction term co-reported with the substance, with PRR, ROR, IC and EBGM.
 
@@ -499,10 +500,15 @@ def signals(
     ASCII folder's HLT/HLGT/SOC groups: each is one row (term_kind says which), a case counting
     once if it has any PT of the group. A group's EBGM uses the same prior as the PTs, fitted on
     drug-by-PT pairs only, so adding groups changes no PT row; p_adj is adjusted within each
-    kind of row (PTs, groups, HLTs, HLGTs, SOCs) for the same reason.
+    kind of row (PTs, groups, HLTs, HLGTs, SOCs) for the same reason. A `design` already made
+    (`design.make_design`, e.g. one per sensitivity run) is used as it is, without those options.
     """
     check_options(min_cases, sort)
-    design = make_design(background, groups, tuple(group_files), meddra)
+    asked = (background, groups, tuple(group_files), meddra)
+    if design is None:
+        design = make_design(*asked)
+    elif asked != (None, False, (), None):
+        raise UsageError("give a design or its options (background, groups, ...), not both")
     for ddl in _DDL:
         ensure_derived_table(con, ddl)
     ensure_macros(con)

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from surveillance.cli import cli
 from surveillance.db import connect
 from surveillance.design import load_group_file, make_design, meddra_groups, shipped_group_files
-from surveillance.errors import InputError
+from surveillance.errors import InputError, UsageError
 from surveillance.extract import resolve
 from surveillance.pipeline import load, rebuild
 from surveillance.signals import OUTPUT_COLUMNS, signals
@@ -353,3 +353,14 @@ def test_library_door_takes_the_same_options(groups_db, tmp_path) -> None:
         run = signals(c, resolve("kratom"), min_cases=1, groups=True, group_files=[mine])
     pd.testing.assert_frame_equal(table, run.table)
     assert {"group"} == set(table.loc[table["term"] == "my liver", "term_kind"])
+
+
+def test_a_design_made_once_gives_the_same_run(con) -> None:
+    kratom = resolve("kratom")
+    design = make_design(groups=True)
+    by_options = signals(con, kratom, min_cases=1, groups=True)
+    by_design = signals(con, kratom, min_cases=1, design=design)
+    assert by_design.run_id == by_options.run_id
+    pd.testing.assert_frame_equal(by_design.table, by_options.table)
+    with pytest.raises(UsageError, match="not both"):
+        signals(con, kratom, design=design, groups=True)
