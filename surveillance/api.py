@@ -198,8 +198,13 @@ class Database:
         min_cases: int = 3,
         stratify: Sequence[str] | str | None = None,
         sort: str | None = None,
+        background: str | Path | None = None,
+        groups: bool = False,
+        group_files: Sequence[str | Path] = (),
+        meddra: str | Path | None = None,
     ) -> SignalRun:
-        """The full signals computation: the table, the EBGM prior and the counts behind it."""
+        """The full signals computation: the table, the EBGM prior and the counts behind it;
+        background, groups, group_files and meddra as in `signals.signals`."""
         from .signals import signals
 
         return signals(
@@ -210,6 +215,10 @@ class Database:
             min_cases=min_cases,
             stratify=stratify,
             sort=sort,
+            background=background,
+            groups=groups,
+            group_files=group_files,
+            meddra=meddra,
         )
 
     def signals(
@@ -221,11 +230,26 @@ class Database:
         min_cases: int = 3,
         stratify: Sequence[str] | str | None = None,
         sort: str | None = None,
+        background: str | Path | None = None,
+        groups: bool = False,
+        group_files: Sequence[str | Path] = (),
+        meddra: str | Path | None = None,
     ) -> pd.DataFrame:
         """PRR, ROR, IC and EBGM of the substance against every reaction term with at least
-        min_cases cases, as of the end of quarter `through` (default: the latest loaded)."""
+        min_cases cases, as of the end of quarter `through` (default: the latest loaded); with
+        a comparator (`background`) and event groups as in `signals.signals`."""
         return self.signals_run(
-            substance, substance_file, through, roles, min_cases, stratify, sort
+            substance,
+            substance_file,
+            through,
+            roles,
+            min_cases,
+            stratify,
+            sort,
+            background,
+            groups,
+            group_files,
+            meddra,
         ).table
 
     def trends(

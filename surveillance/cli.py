@@ -484,6 +484,27 @@ def _plain(value: Any) -> Any:
 )
 @click.option("--show-prior", is_flag=True, help="Print the fitted EBGM prior and its fit.")
 @click.option(
+    "--background",
+    default="all",
+    show_default=True,
+    help="Comparator: all cases, natural-products, or a term file FILE.toml; c and d count "
+    "only its cases (never the substance's).",
+)
+@click.option("--groups", is_flag=True, help="Add the shipped event groups as rows (term_kind).")
+@click.option(
+    "--group-file",
+    "group_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="An event-group file of your own (FILE.toml); repeatable.",
+)
+@click.option(
+    "--meddra",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="A MedDRA ASCII folder (mdhier.asc): add HLT, HLGT and SOC groups.",
+)
+@click.option(
     "--engine",
     type=click.Choice(["duckdb", "spark"]),
     default="duckdb",
@@ -514,6 +535,10 @@ def signals_command(
     stratify: str | None,
     sort: str | None,
     show_prior: bool,
+    background: str,
+    groups: bool,
+    group_files: tuple[Path, ...],
+    meddra: Path | None,
     engine: str,
     parquet: Path | None,
     spark_master: str,
@@ -523,12 +548,14 @@ def signals_command(
 
     Example: surveillance signals --substance kratom --through 2024Q4 --roles PS,SS --sort eb05
 
+    Event groups and a comparator: surveillance signals --groups --background natural-products
+
     On Spark, from an export: surveillance signals --engine spark --parquet export/
     """
     from .definitions import criteria_legend
     from .extract import resolve
-    from .output import default_format
-    from .signals import CAVEATS
+    from .output import default_format, terminal_safe
+    from .signals import CAVEATS, background_statement, kind_marked
 
     if engine == "duckdb" and parquet is not None:
         raise UsageError("--parquet goes with --engine spark")
@@ -546,6 +573,10 @@ def signals_command(
             stratify,
             sort,
             master=spark_master,
+            background=background,
+            groups=groups,
+            group_files=group_files,
+            meddra=meddra,
         )
     else:
         from .db import connect
@@ -553,7 +584,17 @@ def signals_command(
 
         with connect(_db(db_path)) as con:
             run = signals(
-                con, resolve(substance, substance_file), through, roles, min_cases, stratify, sort
+                con,
+                resolve(substance, substance_file),
+                through,
+                roles,
+                min_cases,
+                stratify,
+                sort,
+                background=background,
+                groups=groups,
+                group_files=group_files,
+                meddra=meddra,
             )
     fmt = fmt or default_format()
     warning = run.prior_warning
@@ -585,7 +626,8 @@ def signals_command(
             width=78,
         )
     )
-    click.echo(render(compact_signals(run.table), "table", max_rows=40), nl=False)
+    click.echo(textwrap.fill(terminal_safe(background_statement(run.design)), width=78))
+    click.echo(render(compact_signals(kind_marked(run.table)), "table", max_rows=40), nl=False)
     footer = [
         f"Sorted by {run.sort}, largest first."
         if run.sort not in ("p_adj", "term")

@@ -353,6 +353,9 @@ COLUMNS: dict[str, dict[str, str]] = {
         "data_fingerprint": "sha256 naming the loaded data and dedup mode",
         "tool_version": "version of this package",
         "created_at": "when the run was made (UTC)",
+        "background": "comparator: all, or the term file whose cases c and d count",
+        "background_version": "version of the comparator's term file (NULL: all)",
+        "groups": "event groups analysed, JSON list of kind, name, version, file (NULL: none)",
     },
     "signals": {
         "run_id": "the run (signal_runs.run_id)",
@@ -360,6 +363,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "through": "last quarter of data analysed",
         "term": "MedDRA preferred term",
         **_SIGNAL_STATS,
+        "term_kind": "pt (term is a MedDRA PT) or the event group's kind: group, hlt, hlgt, soc",
     },
     "signal_priors": {
         "fingerprint": "hash of the data and options the prior was fitted on",

@@ -11,6 +11,10 @@ by the same code (`signal_run`). Writes `signal_runs` (options, data fingerprint
 drug-by-term table, reused while the data and options are unchanged, because the fit is the
 slow part).
 
+A run's design (`surveillance.design`: the comparator, event groups) other than the default goes
+the temp-table way too, narrowed and given group events by `Design.apply`; the default design
+takes the paths above unchanged.
+
 The 2x2 table for substance S and term R counts deduplicated cases: a = with S and R, b = with S
 without R, c = without S with R, d = neither. A case "has" S when one of its drug rows matches S
 in one of the counted roles (any role by default). Drugs enter the prior's drug-by-term table
@@ -26,6 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -36,6 +41,7 @@ from . import __version__, stats
 from .clean import ensure_macros
 from .db import ensure_derived_table
 from .definitions import parse_roles
+from .design import DEFAULT, TERM_KINDS, Design, involving_sql, make_design
 from .errors import NoDataError, UsageError
 from .extract import ensure_extracted
 from .faers_format import quarter_option
@@ -79,11 +85,11 @@ _DDL = (
         prior_beta1 DOUBLE, prior_alpha2 DOUBLE, prior_beta2 DOUBLE, prior_p DOUBLE,
         prior_loglik DOUBLE, prior_converged BOOLEAN, prior_n_pairs BIGINT, prior_method VARCHAR,
         prior_loglik_full DOUBLE, data_fingerprint VARCHAR, tool_version VARCHAR,
-        created_at TIMESTAMP)""",
+        created_at TIMESTAMP, background VARCHAR, background_version VARCHAR, groups VARCHAR)""",
     f"""CREATE TABLE IF NOT EXISTS signals (run_id VARCHAR, substance VARCHAR, through VARCHAR,
         term VARCHAR, a BIGINT, b BIGINT, c BIGINT, d BIGINT,
         {", ".join(f"{c} DOUBLE" for c in OUTPUT_COLUMNS[5:20])},
-        {", ".join(f"{c} BOOLEAN" for c in OUTPUT_COLUMNS[20:])})""",
+        {", ".join(f"{c} BOOLEAN" for c in OUTPUT_COLUMNS[20:])}, term_kind VARCHAR)""",
 )
 
 
@@ -105,6 +111,7 @@ class SignalRun:
     exposed: frozenset[str]  # caseids of the cases involving the substance
     sort: str = "eb05"  # the column the table is sorted by (see `sort_key`)
     engine: str = "duckdb"  # what counted: duckdb, or spark (`surveillance.spark`)
+    design: Design = DEFAULT  # the background and the event groups (`surveillance.design`)
 
     @property
     def ebgm_available(self) -> bool:
@@ -258,13 +265,17 @@ def _build_case_tables(
     """Temp tables of the cases (with their stratum), the exposed ones and their terms.
 
     Through the last loaded quarter the clean layer already holds these cases; for an earlier
-    quarter they are rebuilt as of then from the raw layer."""
+    quarter they are rebuilt as of then from the raw layer. Without strata the cases need no
+    demographics (the join with `reports`), and each case's terms come once by the shared
+    reactions query, which needs no DISTINCT over all of them."""
     stratum = " || '|' || ".join(_STRATUM_SQL[s] for s in stratify) if stratify else "'all'"
     source = (
-        "(SELECT c.caseid, c.source, c.primaryid, c.quarter, r.sex, r.age, r.age_cod "
+        "surviving_reports($through)"
+        if not latest
+        else "cases"
+        if not stratify
+        else "(SELECT c.caseid, c.source, c.primaryid, c.quarter, r.sex, r.age, r.age_cod "
         "FROM cases c JOIN reports r USING (source, primaryid))"
-        if latest
-        else "surviving_reports($through)"
     )
     # The stratum expression is built from the constants in _STRATUM_SQL, never from input.
     con.execute(
@@ -279,23 +290,18 @@ def _build_case_tables(
             SELECT caseid FROM involved_cases($substance, $roles)""",
             params,
         )
+        # Every case of case_reactions is in cases: the join only brings the stratum.
+        join = "JOIN _sig_cases c USING (caseid)" if stratify else ""
         con.execute(
-            """CREATE OR REPLACE TEMP TABLE _sig_reac AS
-            SELECT DISTINCT r.caseid, c.stratum, r.pt_key
-            FROM case_reactions r JOIN _sig_cases c USING (caseid)"""
+            f"""CREATE OR REPLACE TEMP TABLE _sig_reac AS
+            SELECT r.caseid, {"c.stratum" if stratify else "'all'"} AS stratum, r.pt_key
+            FROM ({signal_sql("reactions")}
+            ) r {join}"""  # noqa: S608
         )
         return
     con.execute(
-        """CREATE OR REPLACE TEMP TABLE _sig_exposed AS
-        SELECT DISTINCT c.caseid FROM _sig_cases c
-        JOIN (SELECT * FROM raw_drug
-              WHERE drugname IN (SELECT string FROM substance_strings
-                                 WHERE substance = $substance AND field = 'drugname')
-                 OR prod_ai IN (SELECT string FROM substance_strings
-                                WHERE substance = $substance AND field = 'prod_ai')) g
-          ON g.source = c.source AND g.primaryid = c.primaryid AND g.quarter = c.quarter
-        WHERE role_counts(g.role_cod, $roles)""",
-        params,
+        f"CREATE OR REPLACE TEMP TABLE _sig_exposed AS {involving_sql(latest)}",
+        {"which": substance.name, "roles": roles},
     )
     con.execute(
         """CREATE OR REPLACE TEMP TABLE _sig_reac AS
@@ -341,22 +347,25 @@ def _asof_counts(
     latest: bool,
     roles: str | None,
     stratify: tuple[str, ...],
+    design: Design = DEFAULT,
 ) -> Counts:
-    """The counts as of an earlier quarter, or in strata, from temp tables of the cases."""
+    """The counts as of an earlier quarter, in strata, or under a design other than the default,
+    from temp tables of the cases (narrowed and given group events by `Design.apply`)."""
     _build_case_tables(con, substance, through, latest, roles, stratify)
+    design.apply(con, latest, roles)
     strata = con.execute(
         """SELECT c.stratum, count(*) AS n, count(e.caseid) AS n_exposed
         FROM _sig_cases c
         LEFT JOIN _sig_exposed e USING (caseid)
         GROUP BY c.stratum ORDER BY c.stratum"""
     ).fetchdf()
+    # A term with a case involving the substance in any stratum keeps all its strata.
     cells = con.execute(
-        """WITH exposed AS (SELECT caseid FROM _sig_exposed),
-        terms AS (
-            SELECT r.pt_key FROM _sig_reac r JOIN exposed USING (caseid) GROUP BY r.pt_key)
-        SELECT r.pt_key, r.stratum, count(*) AS n_term, count(e.caseid) AS a
-        FROM _sig_reac r JOIN terms USING (pt_key) LEFT JOIN exposed e USING (caseid)
-        GROUP BY ALL ORDER BY r.pt_key, r.stratum"""
+        """SELECT r.pt_key, r.stratum, count(*) AS n_term, count(e.caseid) AS a
+        FROM _sig_events r LEFT JOIN _sig_exposed e USING (caseid)
+        GROUP BY r.pt_key, r.stratum
+        QUALIFY sum(count(e.caseid)) OVER (PARTITION BY r.pt_key) > 0
+        ORDER BY r.pt_key, r.stratum"""
     ).fetchdf()
     exposed = frozenset(r[0] for r in con.execute("SELECT caseid FROM _sig_exposed").fetchall())
 
@@ -364,7 +373,7 @@ def _asof_counts(
         _build_drug_table(con, substance, latest, roles)
         return _pair_counts(con, bool(stratify))
 
-    return Counts(strata, cells, exposed, _term_names(con), pairs)
+    return Counts(strata, cells, exposed, {**_term_names(con), **design.names()}, pairs)
 
 
 def _cells(strata: pd.DataFrame, cells: pd.DataFrame) -> Any:
@@ -468,6 +477,11 @@ def signals(
     stratify: Sequence[str] | str | None = None,
     sort: str | None = None,
     prior: stats.Prior | None = None,
+    background: str | Path | None = None,
+    groups: bool = False,
+    group_files: Sequence[str | Path] = (),
+    meddra: str | Path | None = None,
+    design: Design | None = None,
 ) -> SignalRun:
     """Every reaction term co-reported with the substance, with PRR, ROR, IC and EBGM.
 
@@ -478,26 +492,46 @@ def signals(
     a newly fitted one. Under a prior that did not converge EBGM, EB05 and EB95 are missing
     and signal_ebgm is false (see `stats.signal_table`). `sort`: see `sort_key`. No case with
     the substance (in the roles) through the quarter is a NoDataError.
+
+    The design (`surveillance.design`): `background` is the comparator, 'all' (default), a
+    shipped one ('natural-products') or a term file: c and d then count only the cases matching
+    it (not the substance), and the prior is fitted on the substance's and the background's
+    cases. `groups` adds the shipped event groups, `group_files` a user's, `meddra` a MedDRA
+    ASCII folder's HLT/HLGT/SOC groups: each is one row (term_kind says which), a case counting
+    once if it has any PT of the group. A group's EBGM uses the same prior as the PTs, fitted on
+    drug-by-PT pairs only, so adding groups changes no PT row; p_adj is adjusted within each
+    kind of row (PTs, groups, HLTs, HLGTs, SOCs) for the same reason. A `design` already made
+    (`design.make_design`, e.g. one per sensitivity run) is used as it is, without those options.
     """
     check_options(min_cases, sort)
+    asked = (background, groups, tuple(group_files), meddra)
+    if design is None:
+        design = make_design(*asked)
+    elif asked != (None, False, (), None):
+        raise UsageError("give a design or its options (background, groups, ...), not both")
     for ddl in _DDL:
         ensure_derived_table(con, ddl)
     ensure_macros(con)
     ensure_extracted(con, substance)
+    design.prepare(con, substance)
     roles = _roles(roles)
     strata_keys = _stratify(stratify)
     through, latest = resolve_through(con, through)
-    if latest and not strata_keys:
+    if latest and not strata_keys and design.is_default:
         counts = _duckdb_counts(con, substance, roles)
     else:
-        counts = _asof_counts(con, substance, through, latest, roles, strata_keys)
+        counts = _asof_counts(con, substance, through, latest, roles, strata_keys, design)
     check_exposed(counts, substance, roles, through)
+    design.check_background(int((counts.strata["n"] - counts.strata["n_exposed"]).sum()), through)
     data = data_fingerprint(con)
     options = [data, substance.name, substance.version, through, roles, strata_keys]
+    options += design.prior_key()
     prior_key = hashlib.sha256(json.dumps([*options, __version__]).encode()).hexdigest()
     if prior is None:
         prior = fitted_prior(con, prior_key, counts.pairs)
-    run = signal_run(counts, prior, substance, through, roles, strata_keys, min_cases, sort, data)
+    run = signal_run(
+        counts, prior, substance, through, roles, strata_keys, min_cases, sort, data, design
+    )
     _store(con, run, data)
     return run
 
@@ -519,21 +553,36 @@ def signal_run(
     min_cases: int,
     sort: str | None,
     data: str | None,
+    design: Design = DEFAULT,
 ) -> SignalRun:
     """The signal table from an engine's counts under a prior: statistics, min_cases, sort.
 
-    data names the data vintage (`data_fingerprint`), part of the run's id."""
+    data names the data vintage (`data_fingerprint`), part of the run's id. Each kind of row
+    (PTs, then each kind of group) is one family for the statistics, p_adj adjusted within it."""
     terms, a, b, c, d = _cells(counts.strata, counts.cells)
-    if len(terms) == 0:
-        table = pd.DataFrame({c: pd.Series([], dtype=object) for c in OUTPUT_COLUMNS})
-    else:
+    group_kinds = design.kinds()
+    kinds = np.array([group_kinds.get(t, "pt") for t in terms], dtype=object)
+    frames = []
+    for kind in TERM_KINDS:
+        rows = np.flatnonzero(kinds == kind)
+        if len(rows) == 0:
+            continue
         if stratify:
-            columns = stats.stratified_signal_table(a=a, b=b, c=c, d=d, prior=prior)
+            cells = {"a": a[rows], "b": b[rows], "c": c[rows], "d": d[rows]}
+            columns = stats.stratified_signal_table(**cells, prior=prior)
         else:
-            columns = stats.signal_table(a=a[:, 0], b=b[:, 0], c=c[:, 0], d=d[:, 0], prior=prior)
-        table = pd.DataFrame(columns)
-        table.insert(0, "term", [counts.names.get(t, t) for t in terms])
-    table = table[OUTPUT_COLUMNS]
+            cells = {"a": a[rows, 0], "b": b[rows, 0], "c": c[rows, 0], "d": d[rows, 0]}
+            columns = stats.signal_table(**cells, prior=prior)
+        frame = pd.DataFrame(columns)
+        frame.insert(0, "term", [counts.names.get(terms[i], terms[i]) for i in rows])
+        frame.insert(1, "term_kind", kind)
+        frames.append(frame)
+    names = output_columns(design)
+    if frames:
+        table = pd.concat(frames, ignore_index=True).assign(background=design.background_label)
+    else:
+        table = pd.DataFrame({c: pd.Series([], dtype=object) for c in names})
+    table = table[names]
     for cell in "abcd":
         table[cell] = table[cell].astype("int64")
     table = table[table["a"] >= min_cases]
@@ -542,7 +591,9 @@ def signal_run(
     table = table.sort_values([sort, "term"], ascending=[ascending, True], kind="mergesort")
     table = table.reset_index(drop=True)
     options = [data, substance.name, substance.version, through, roles, stratify]
-    identity = [*options, min_cases, prior_fingerprint(prior)]
+    identity: list[Any] = [*options, min_cases, prior_fingerprint(prior)]
+    if not design.is_default:
+        identity.append(design.key())
     return SignalRun(
         table,
         prior,
@@ -557,7 +608,32 @@ def signal_run(
         int(counts.strata["n_exposed"].sum()),
         counts.exposed,
         sort,
+        design=design,
     )
+
+
+def background_statement(design: Design) -> str:
+    """The sentence every printed run carries: which cases c and d count."""
+    if design.background is None:
+        return "Background (c, d): all cases without the substance."
+    return f"Background (c, d): only the {design.background_label} cases without the substance."
+
+
+def kind_marked(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with each group row's term prefixed by its kind ('[group] liver injury'), so a
+    display cut to the term column still tells a group from a PT of the same name."""
+    if "term_kind" not in table:
+        return table
+    kind = table["term_kind"]
+    return table.assign(term=table["term"].where(kind == "pt", "[" + kind + "] " + table["term"]))
+
+
+def output_columns(design: Design) -> list[str]:
+    """The signal table's columns: OUTPUT_COLUMNS, and under a design other than the default
+    also what each row is (term_kind, after term) and the comparator (background, last)."""
+    if design.is_default:
+        return list(OUTPUT_COLUMNS)
+    return [OUTPUT_COLUMNS[0], "term_kind", *OUTPUT_COLUMNS[1:], "background"]
 
 
 def prior_fingerprint(prior: stats.Prior) -> str:
@@ -575,7 +651,8 @@ def _store(con: duckdb.DuckDBPyConnection, run: SignalRun, data: str) -> None:
         con.execute(
             "INSERT INTO signal_runs VALUES ($r, $s, $v, $through, $roles, $stratify, $min, "
             "$n, $ns, $nt, $alpha1, $beta1, $alpha2, $beta2, $p, $loglik, $converged, $n_pairs, "
-            "$method, $loglik_full, $data, $tool, $now)",
+            "$method, $loglik_full, $data, $tool, $now, $background, $background_version, "
+            "$groups)",
             {
                 "r": run.run_id,
                 "s": run.substance,
@@ -591,12 +668,16 @@ def _store(con: duckdb.DuckDBPyConnection, run: SignalRun, data: str) -> None:
                 "data": data,
                 "tool": __version__,
                 "now": _now(),
+                "background": run.design.background_name,
+                "background_version": b.version if (b := run.design.background) else None,
+                "groups": run.design.groups_json(),
             },
         )
-        con.register("_signals_frame", run.table)
+        frame = run.table if "term_kind" in run.table else run.table.assign(term_kind="pt")
+        con.register("_signals_frame", frame)
         con.execute(
-            f"INSERT INTO signals SELECT $r, $s, $through, {', '.join(OUTPUT_COLUMNS)} "  # noqa: S608
-            "FROM _signals_frame",
+            f"INSERT INTO signals SELECT $r, $s, $through, {', '.join(OUTPUT_COLUMNS)}, "  # noqa: S608
+            "term_kind FROM _signals_frame",
             {"r": run.run_id, "s": run.substance, "through": run.through},
         )
         con.unregister("_signals_frame")

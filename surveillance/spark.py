@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from . import stats
+from .design import BACKGROUND_ALL
 from .errors import InputError, NoDataError, SurveillanceError, UsageError
 from .faers_format import quarter_option
 from .parquet import read_manifest, verify
@@ -136,6 +137,10 @@ def spark_signals(
     prior: stats.Prior | None = None,
     master: str | None = None,
     session: Any = None,
+    background: str | Path | None = None,
+    groups: bool = False,
+    group_files: Sequence[str | Path] = (),
+    meddra: str | Path | None = None,
 ) -> SignalRun:
     """`signals.signals` on Spark from a Parquet export: the same table, stored nowhere.
 
@@ -144,6 +149,11 @@ def spark_signals(
     check_options(min_cases, sort)
     if stratify:
         raise UsageError("--stratify is not supported with --engine spark; use --engine duckdb")
+    if str(background or BACKGROUND_ALL) != BACKGROUND_ALL or groups or group_files or meddra:
+        raise UsageError(
+            "--background, --groups, --group-file and --meddra are not supported with "
+            "--engine spark; use --engine duckdb"
+        )
     roles = parse_signal_roles(roles)
     asked = quarter_option(through, "--through")
     with spark_session(master) if session is None else nullcontext(session) as running:
