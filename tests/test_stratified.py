@@ -9,6 +9,7 @@ import io
 import json
 import zipfile
 from collections.abc import Iterator
+from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 
@@ -326,3 +327,13 @@ def test_cli_refuses_a_bad_factor_in_one_line(planted_db: Path) -> None:
     assert (
         result.stderr.strip() == "Error: --mh-by: unknown factor color; use age,sex,year,reporter"
     )
+
+
+def test_signal_mh_refuses_a_run_it_cannot_count(planted) -> None:
+    """The strata come from the clean layer: a run as of an earlier quarter, or counted by
+    Spark, is refused before anything is stored."""
+    kratom = resolve("kratom")
+    run = signals(planted, kratom, min_cases=1, prior=CONVERGED)
+    for other in (replace(run, through="2023Q4"), replace(run, engine="spark")):
+        with pytest.raises(UsageError, match="--mh-by counts the database's clean layer"):
+            signal_mh(planted, other, kratom, "sex")
