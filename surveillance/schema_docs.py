@@ -390,7 +390,8 @@ COLUMNS: dict[str, dict[str, str]] = {
         "bd_p": "Breslow-Day p-value (equal odds ratios across strata)",
         "mh_chi2": "Mantel-Haenszel chi-square of a common OR of 1 (no continuity correction)",
         "mh_p": "Mantel-Haenszel test p-value",
-        "confounding": f"MH ROR differs from the crude by more than {MH_CONFOUNDING_CHANGE:.0%}",
+        "confounding": f"MH ROR differs from the crude by more than {MH_CONFOUNDING_CHANGE:.0%}"
+        " (neither zero-cell corrected)",
         "effect_modification": f"Breslow-Day p < {EFFECT_MODIFICATION_P:g}",
         "data_fingerprint": "sha256 naming the loaded data the rows were counted on",
         "created_at": "when the rows were computed (UTC)",

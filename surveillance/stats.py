@@ -1090,8 +1090,9 @@ def mantel_haenszel(
     zero-cell rule, so that it never shifts a stratum that says nothing into one that seems to.
     With no informative stratum the MH ROR, its CI and the MH test are NaN; with one, the MH
     ROR is that stratum's ROR. ``change`` = MH ROR / crude ROR - 1; ``confounding`` when
-    |change| > MH_CONFOUNDING_CHANGE, ``effect_modification`` when the Breslow-Day p <
-    EFFECT_MODIFICATION_P (both false where their value is missing)."""
+    |change| > MH_CONFOUNDING_CHANGE and neither ROR used the zero-cell correction (a corrected
+    estimate moves with the 0.5 added, not with the strata), ``effect_modification`` when the
+    Breslow-Day p < EFFECT_MODIFICATION_P (both false where their value is missing)."""
     fa, fb, fc, fd = _strata_cells(a, b, c, d)
     keep = informative_strata(a=fa, b=fb, c=fc, d=fd)
     k = np.sum(keep, axis=1).astype(np.int64)
@@ -1118,6 +1119,8 @@ def mantel_haenszel(
         bd_p=bd_p,
         mh_chi2=mh_chi2,
         mh_p=mh_p,
-        confounding=np.nan_to_num(np.abs(change), nan=0.0) > MH_CONFOUNDING_CHANGE,
+        confounding=(np.nan_to_num(np.abs(change), nan=0.0) > MH_CONFOUNDING_CHANGE)
+        & ~crude.zero_corrected
+        & ~mh.zero_corrected,
         effect_modification=np.nan_to_num(bd_p, nan=1.0) < EFFECT_MODIFICATION_P,
     )

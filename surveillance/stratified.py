@@ -353,7 +353,7 @@ def legend() -> list[str]:
         "Breslow & Greenland; BD p: Breslow-Day test of equal ORs with Tarone's correction "
         "(all columns, with the MH test of OR = 1: --format csv or json).",
         f"Flags: C = confounding (MH ROR differs from the crude by more than "
-        f"{stats.MH_CONFOUNDING_CHANGE:.0%}); E = effect modification (BD p < "
+        f"{stats.MH_CONFOUNDING_CHANGE:.0%}, neither with *); E = effect modification (BD p < "
         f"{stats.EFFECT_MODIFICATION_P:g}); n/a: not estimable; * with the zero-cell correction "
         "(0.5 added to each cell of the informative strata).",
         UNKNOWN_RULE,

@@ -911,15 +911,21 @@ def test_breslow_day_expected_cells_have_the_pooled_odds_ratio(
 def test_mh_flags_follow_their_thresholds() -> None:
     # Table 0: Simpson (crude 1.768, MH about 0.6): confounding, no effect modification.
     # Table 1: ORs 9 and 1 over large strata: Breslow-Day rejects; table 2: identical strata.
-    a = [[36, 1], [100, 5], [10, 10]]
-    b = [[64, 19], [100, 45], [40, 40]]
-    c = [[200, 98], [20, 80], [20, 20]]
-    d = [[300, 882], [180, 720], [130, 130]]
+    # Table 3: no unexposed case with the term (c = 0): both RORs zero-corrected, they differ
+    # by far more than 10% but only through the 0.5 added, so no confounding is claimed.
+    a = [[36, 1], [100, 5], [10, 10], [3, 9]]
+    b = [[64, 19], [100, 45], [40, 40], [50, 10]]
+    c = [[200, 98], [20, 80], [20, 20], [0, 0]]
+    d = [[300, 882], [180, 720], [130, 130], [900, 40]]
     r = S.mantel_haenszel(a=a, b=b, c=c, d=d)
     change = r.mh.ror / r.crude.ror - 1
     np.testing.assert_allclose(r.change, change)
-    np.testing.assert_array_equal(r.confounding, np.abs(change) > S.MH_CONFOUNDING_CHANGE)
+    corrected = r.crude.zero_corrected | r.mh.zero_corrected
+    np.testing.assert_array_equal(
+        r.confounding, (np.abs(change) > S.MH_CONFOUNDING_CHANGE) & ~corrected
+    )
     np.testing.assert_array_equal(r.effect_modification, r.bd_p < S.EFFECT_MODIFICATION_P)
-    assert list(r.confounding) == [True, True, False]
-    assert list(r.effect_modification) == [False, True, False]
+    assert list(r.confounding) == [True, True, False, False]
+    assert list(r.effect_modification) == [False, True, False, False]
+    assert list(corrected) == [False, False, False, True] and abs(change[3]) > 0.5
     np.testing.assert_allclose(r.bd_chi2[2], 0.0, atol=1e-12)
