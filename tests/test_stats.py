@@ -793,7 +793,7 @@ def test_mantel_haenszel_matches_statsmodels_on_random_tables_with_zero_cells() 
     compared = 0
     for n_strata in (2, 3, 6):
         # Small counts, so zero cells, zero margins and uninformative strata all occur.
-        cells = rng.integers(0, 12, size=(4, 300, n_strata)).astype(float)
+        cells = rng.integers(0, 12, size=(4, 120, n_strata)).astype(float)
         r = S.mantel_haenszel(a=cells[0], b=cells[1], c=cells[2], d=cells[3])
         for i in range(cells.shape[1]):
             want = _statsmodels_mh(cells[:, i, :])
@@ -802,10 +802,10 @@ def test_mantel_haenszel_matches_statsmodels_on_random_tables_with_zero_cells() 
             np.testing.assert_allclose(_ours(r, i), want, rtol=1e-9, atol=1e-12)
             assert r.bd_df[i] == r.n_informative[i] - 1
             compared += 1
-    assert compared > 600
+    assert compared > 200
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(strata_lists)
 def test_mantel_haenszel_matches_statsmodels_or_says_why_not(
     strata: list[tuple[int, int, int, int]],
@@ -886,7 +886,7 @@ def test_breslow_day_at_a_common_or_of_exactly_one() -> None:
     assert df[0] == 1
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(strata_lists)
 def test_breslow_day_expected_cells_have_the_pooled_odds_ratio(
     strata: list[tuple[int, int, int, int]],
