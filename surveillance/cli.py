@@ -524,6 +524,13 @@ def _plain(value: Any) -> Any:
     show_default=True,
     help="Spark master URL, e.g. spark://host:7077 (env SURVEILLANCE_SPARK_MASTER).",
 )
+@click.option(
+    "--mh-by",
+    default=None,
+    metavar="FACTORS",
+    help="Also the Mantel-Haenszel ROR beside the crude ROR of each term, with Breslow-Day, "
+    "by any of age,sex,year,reporter (csv/json: this table instead of the signals).",
+)
 @_format_option
 def signals_command(
     db_path: Path | None,
@@ -542,6 +549,7 @@ def signals_command(
     engine: str,
     parquet: Path | None,
     spark_master: str,
+    mh_by: str | None,
     fmt: str | None,
 ) -> None:
     """Disproportionality of a substance against every reaction term: PRR, ROR, IC, EBGM.
@@ -551,14 +559,21 @@ def signals_command(
     Event groups and a comparator: surveillance signals --groups --background natural-products
 
     On Spark, from an export: surveillance signals --engine spark --parquet export/
+
+    Stratified: surveillance signals --mh-by age,sex,year,reporter
     """
     from .definitions import criteria_legend
     from .extract import resolve
     from .output import default_format, terminal_safe
     from .signals import CAVEATS, background_statement, kind_marked
+    from .stratified import compact_mh, legend, parse_factors, signal_mh
 
+    factors = parse_factors(mh_by)
+    mh = None
     if engine == "duckdb" and parquet is not None:
         raise UsageError("--parquet goes with --engine spark")
+    if engine == "spark" and factors:
+        raise UsageError("--mh-by counts the database: use it with --engine duckdb")
     if engine == "spark":
         from .spark import spark_signals
 
@@ -583,9 +598,10 @@ def signals_command(
         from .signals import signals
 
         with connect(_db(db_path)) as con:
+            chosen = resolve(substance, substance_file)
             run = signals(
                 con,
-                resolve(substance, substance_file),
+                chosen,
                 through,
                 roles,
                 min_cases,
@@ -596,6 +612,8 @@ def signals_command(
                 group_files=group_files,
                 meddra=meddra,
             )
+            if factors:
+                mh = signal_mh(con, run, chosen, factors)
     fmt = fmt or default_format()
     warning = run.prior_warning
     if show_prior:
@@ -611,7 +629,7 @@ def signals_command(
             _echo_err(warning)
         if run.engine != "duckdb":
             _echo_err(f"Counted by {run.engine} from the Parquet export.")
-        click.echo(render(run.table, fmt), nl=False)
+        click.echo(render(run.table if mh is None else mh, fmt), nl=False)
         return
     if warning:
         click.echo(textwrap.fill(warning, width=78))
@@ -646,6 +664,11 @@ def signals_command(
     footer.append("Caveat: " + CAVEATS)
     for line in footer:
         click.echo(textwrap.fill(line, width=78))
+    if mh is not None:
+        click.echo(f"\nCrude and Mantel-Haenszel ROR by {', '.join(factors)}:")
+        click.echo(render(compact_mh(mh), "table"), nl=False)
+        for line in legend():
+            click.echo(textwrap.fill(line, width=78))
 
 
 def compact_signals(table: Any) -> Any:

@@ -87,6 +87,18 @@ AGE_GROUPS: tuple[str, ...] = (
 AGE_UNKNOWN = "unknown"
 """The age group of a case without a plausible age."""
 SEXES: tuple[str, ...] = ("F", "M", "unknown")
+YEAR_BOUNDS: tuple[int, ...] = (2014, 2018, 2025)
+"""First years of the year groups after the first, by the year of a case's initial FDA receipt
+(`cases.initial_quarter`, which is always known): the eras the regulatory events of
+data/regulatory_events.csv open, because they changed who reported kratom and how much (the 2014
+import alert; the 2017-11 FDA advisory and the 2018 Salmonella recall, taken as one turn at
+2018; the 2025 7-OH actions). Eras rather than single years keep exposed cases in every stratum."""
+YEAR_GROUPS: tuple[str, ...] = (
+    f"before {YEAR_BOUNDS[0]}",
+    *(f"{lo}-{hi - 1}" for lo, hi in pairwise(YEAR_BOUNDS)),
+    f"{YEAR_BOUNDS[-1]} on",
+)
+"""Year group labels, built from YEAR_BOUNDS: before 2014, 2014-2017, 2018-2024, 2025 on."""
 COUNTRY_GROUPS: tuple[str, ...] = ("US", "non-US", "unknown")
 """Where a case occurred (ISO country of the clean layer): the US, elsewhere, or not reported."""
 

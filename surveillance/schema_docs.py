@@ -9,6 +9,7 @@ the FDA's ASCII README (faers-format.md).
 from __future__ import annotations
 
 from .definitions import CRITERIA
+from .stats import EFFECT_MODIFICATION_P, MH_CONFOUNDING_CHANGE
 
 TABLES: dict[str, str] = {
     "raw_demo": "FAERS/LAERS DEMO rows as published, all quarters and eras, text as in the file",
@@ -41,6 +42,7 @@ TABLES: dict[str, str] = {
     "signal_runs": "one row per signals run: options, data vintage and EBGM prior used",
     "signals": "one row per reaction term and signals run: 2x2 cells and statistics",
     "signal_priors": "fitted EBGM two-gamma priors, reused while data and options are unchanged",
+    "signal_mh": "crude and Mantel-Haenszel ROR per term and factor of a signals run (--mh-by)",
 }
 
 # The provenance every raw row carries, and the FAERS fields of all eras in one canonical set.
@@ -364,6 +366,39 @@ COLUMNS: dict[str, dict[str, str]] = {
         "term": "MedDRA preferred term",
         **_SIGNAL_STATS,
         "term_kind": "pt (term is a MedDRA PT) or the event group's kind: group, hlt, hlgt, soc",
+    },
+    "signal_mh": {
+        "run_id": "the signals run (signal_runs.run_id) whose terms these are",
+        "substance": "substance name",
+        "through": "last quarter of data analysed",
+        "term": "MedDRA preferred term",
+        "factor": "what the strata are: age (group), sex, year (group), reporter (type)",
+        "n_strata": "strata with at least one case",
+        "n_informative": "strata with exposed and unexposed cases, with and without the term",
+        "informative_strata": "the informative strata, by label (unknown values: own stratum)",
+        "a": "cases with the substance and the term (crude, as in signals)",
+        "b": "cases with the substance without the term (crude)",
+        "c": "cases without the substance with the term (crude)",
+        "d": "cases with neither (crude)",
+        "ror": "crude reporting odds ratio",
+        "ror_lower": "crude ROR, lower 95% limit (log-normal)",
+        "ror_upper": "crude ROR, upper 95% limit (log-normal)",
+        "ror_mh": "Mantel-Haenszel ROR over the informative strata (NULL: none)",
+        "ror_mh_lower": "MH ROR, lower 95% limit (Robins-Breslow-Greenland variance)",
+        "ror_mh_upper": "MH ROR, upper 95% limit (Robins-Breslow-Greenland variance)",
+        "mh_change": "MH ROR / crude ROR - 1",
+        "zero_corrected": "crude ROR used the zero-cell correction (0.5 added to every cell)",
+        "mh_zero_corrected": "MH ROR used the zero-cell correction (0.5 on its strata's cells)",
+        "bd_chi2": "Breslow-Day chi-square with Tarone's correction (NULL: not testable)",
+        "bd_df": "Breslow-Day degrees of freedom: informative strata - 1",
+        "bd_p": "Breslow-Day p-value (equal odds ratios across strata)",
+        "mh_chi2": "Mantel-Haenszel chi-square of a common OR of 1 (no continuity correction)",
+        "mh_p": "Mantel-Haenszel test p-value",
+        "confounding": f"MH ROR differs from the crude by more than {MH_CONFOUNDING_CHANGE:.0%}"
+        " (neither zero-cell corrected)",
+        "effect_modification": f"Breslow-Day p < {EFFECT_MODIFICATION_P:g}",
+        "data_fingerprint": "sha256 naming the loaded data the rows were counted on",
+        "created_at": "when the rows were computed (UTC)",
     },
     "signal_priors": {
         "fingerprint": "hash of the data and options the prior was fitted on",

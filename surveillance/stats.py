@@ -954,3 +954,173 @@ def stratified_signal_table(
     expected = stratified_expected(a=fa, b=fb, c=fc, d=fd)
     ca, cb, cc, cd = (np.sum(x, axis=1) for x in (fa, fb, fc, fd))
     return _signal_columns(ca, cb, cc, cd, ror_r, expected, prior)
+
+
+MH_CONFOUNDING_CHANGE = 0.10
+"""Confounding flag: the Mantel-Haenszel ROR differs from the crude ROR by more than this
+fraction of the crude (the usual 10% change-in-estimate rule, Greenland 1989, Am J Public
+Health 79:340)."""
+EFFECT_MODIFICATION_P = 0.05
+"""Effect-modification flag: the Breslow-Day test (Tarone's statistic) rejects equal odds
+ratios across strata at this level."""
+
+
+@dataclass(frozen=True)
+class MantelHaenszelResult:
+    """Crude and Mantel-Haenszel ROR of stratified tables, Breslow-Day and MH tests, flags.
+
+    One value per table. Missing values are NaN: the MH ROR and its test with no informative
+    stratum, the Breslow-Day test with fewer than two or when the pooled ROR needed the
+    zero-cell correction (see ``mantel_haenszel``)."""
+
+    n_strata: NDArray[np.int64]
+    n_informative: NDArray[np.int64]
+    crude: RORResult
+    mh: RORResult
+    change: FloatArray
+    bd_chi2: FloatArray
+    bd_df: NDArray[np.int64]
+    bd_p: FloatArray
+    mh_chi2: FloatArray
+    mh_p: FloatArray
+    confounding: BoolArray
+    effect_modification: BoolArray
+
+
+def informative_strata(*, a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike) -> BoolArray:
+    """Strata whose 2x2 table bears on an odds ratio: exposed and unexposed cases, and cases
+    with and without the term (all four margins > 0). Any other stratum has a_k d_k = b_k c_k = 0
+    and no variance: it adds nothing to the MH estimate, its variance or either test."""
+    fa, fb, fc, fd = _whole_cells(a, b, c, d)
+    return (fa + fb > 0) & (fc + fd > 0) & (fa + fc > 0) & (fb + fd > 0)
+
+
+def _null_expected(
+    a: FloatArray, b: FloatArray, c: FloatArray, d: FloatArray, odds_ratio: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Expected a_k and its variance in each stratum under a common odds ratio (one per table).
+
+    The expected a_k is the root inside (max(0, m1 - n0), min(n1, m1)) of
+    (1 - OR) e^2 + (n0 - m1 + OR (n1 + m1)) e - OR n1 m1 = 0 (n1 = a + b exposed, n0 = c + d,
+    m1 = a + c with the term), taken in a numerically stable form; the variance is
+    1 / (1/e + 1/(n1 - e) + 1/(m1 - e) + 1/(n0 - m1 + e)) (Breslow & Day 1980, IARC Sci Publ
+    32, eq. 4.30-4.31). Only meaningful in informative strata with 0 < OR < infinity."""
+    n1, n0, m1 = a + b, c + d, a + c
+    r = np.broadcast_to(odds_ratio[:, np.newaxis], a.shape)
+    quad = 1 - r
+    lin = n0 - m1 + r * (n1 + m1)
+    const = -r * n1 * m1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = -0.5 * (lin + np.where(lin >= 0, 1.0, -1.0) * np.sqrt(lin**2 - 4 * quad * const))
+        first = q / quad
+        second = const / q
+        low, high = np.maximum(0.0, m1 - n0), np.minimum(n1, m1)
+        inside = (first > low) & (first < high)
+        e = np.where(quad == 0, -const / lin, np.where(inside, first, second))
+        v = 1 / (1 / e + 1 / (n1 - e) + 1 / (m1 - e) + 1 / (n0 - m1 + e))
+    return e, v
+
+
+def breslow_day(
+    *, a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike
+) -> tuple[FloatArray, NDArray[np.int64], FloatArray]:
+    """Breslow-Day test of equal odds ratios across strata, with Tarone's correction.
+
+    Cells shaped (n_tables, n_strata). Over the informative strata (``informative_strata``;
+    the others are left out), chi2 = sum_k (a_k - e_k)^2 / v_k - (sum_k a_k - sum_k e_k)^2 /
+    sum_k v_k, e_k and v_k under the Mantel-Haenszel ROR (``_null_expected``; Breslow & Day
+    1980; Tarone 1985, Biometrika 72:91), on K - 1 degrees of freedom for K informative strata;
+    the same statistic as statsmodels' ``StratifiedTable.test_equal_odds(adjust=True)``. NaN
+    (df still K - 1, or 0) when K < 2 or the raw MH ROR is 0 or infinite (no zero-cell
+    correction here: a common OR of 0 or infinity leaves nothing to test).
+    Returns (chi2, df, p)."""
+    fa, fb, fc, fd = _strata_cells(a, b, c, d)
+    keep = informative_strata(a=fa, b=fb, c=fc, d=fd)
+    fa, fb, fc, fd = (np.where(keep, x, 0.0) for x in (fa, fb, fc, fd))
+    n = fa + fb + fc + fd
+    sum_r = np.sum(_per_stratum(fa * fd, n), axis=1)
+    sum_s = np.sum(_per_stratum(fb * fc, n), axis=1)
+    k = np.sum(keep, axis=1)
+    testable = (k >= 2) & (sum_r > 0) & (sum_s > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        odds_ratio = np.where(testable, sum_r / np.where(sum_s > 0, sum_s, 1.0), 1.0)
+        e, v = _null_expected(fa, fb, fc, fd, odds_ratio)
+        e, v = np.where(keep, e, 0.0), np.where(keep, v, 0.0)
+        terms = np.where(keep, (fa - e) ** 2 / np.where(keep, v, 1.0), 0.0)
+        sum_v = np.sum(v, axis=1)
+        tarone = (np.sum(fa, axis=1) - np.sum(e, axis=1)) ** 2 / np.where(sum_v > 0, sum_v, 1.0)
+    chi2 = np.where(testable, np.maximum(np.sum(terms, axis=1) - tarone, 0.0), np.nan)
+    df = np.maximum(k - 1, 0).astype(np.int64)
+    p = np.where(testable, stats.chi2.sf(np.nan_to_num(chi2), np.maximum(df, 1)), np.nan)
+    return chi2, df, p
+
+
+def mh_test(
+    *, a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike
+) -> tuple[FloatArray, FloatArray]:
+    """Mantel-Haenszel test of a common odds ratio of 1, without continuity correction.
+
+    chi2 = (sum_k a_k - sum_k n1_k m1_k / n_k)^2 / sum_k n1_k n0_k m1_k m0_k / (n_k^2 (n_k - 1))
+    over the informative strata, 1 degree of freedom (Mantel & Haenszel 1959); statsmodels'
+    ``StratifiedTable.test_null_odds()``. NaN with no informative stratum. Returns (chi2, p)."""
+    fa, fb, fc, fd = _strata_cells(a, b, c, d)
+    keep = informative_strata(a=fa, b=fb, c=fc, d=fd)
+    n1, n0, m1, m0 = fa + fb, fc + fd, fa + fc, fb + fd
+    n = n1 + n0
+    safe = np.where(keep, n, 2.0)
+    expected = np.where(keep, n1 * m1 / safe, 0.0)
+    variance = np.where(keep, n1 * n0 * m1 * m0 / (safe**2 * (safe - 1)), 0.0)
+    total_v = np.sum(variance, axis=1)
+    has = total_v > 0
+    observed = np.sum(np.where(keep, fa, 0.0), axis=1)
+    chi2 = np.where(
+        has, (observed - np.sum(expected, axis=1)) ** 2 / np.where(has, total_v, 1.0), np.nan
+    )
+    return chi2, np.where(has, stats.chi2.sf(np.nan_to_num(chi2), 1), np.nan)
+
+
+def mantel_haenszel(
+    *, a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike
+) -> MantelHaenszelResult:
+    """Crude ROR beside the Mantel-Haenszel ROR of stratified tables, with both tests and flags.
+
+    Cells shaped (n_tables, n_strata). The crude ROR is ``ror`` of the cells summed over strata
+    (the signals table's ROR). The MH ROR is ``ror_mh`` over the informative strata only
+    (``informative_strata``): the others carry no information and are set aside before the
+    zero-cell rule, so that it never shifts a stratum that says nothing into one that seems to.
+    With no informative stratum the MH ROR, its CI and the MH test are NaN; with one, the MH
+    ROR is that stratum's ROR. ``change`` = MH ROR / crude ROR - 1; ``confounding`` when
+    |change| > MH_CONFOUNDING_CHANGE and neither ROR used the zero-cell correction (a corrected
+    estimate moves with the 0.5 added, not with the strata), ``effect_modification`` when the
+    Breslow-Day p < EFFECT_MODIFICATION_P (both false where their value is missing)."""
+    fa, fb, fc, fd = _strata_cells(a, b, c, d)
+    keep = informative_strata(a=fa, b=fb, c=fc, d=fd)
+    k = np.sum(keep, axis=1).astype(np.int64)
+    crude = ror(a=fa.sum(axis=1), b=fb.sum(axis=1), c=fc.sum(axis=1), d=fd.sum(axis=1))
+    nan = np.full(fa.shape[0], np.nan)
+    mh = RORResult(nan.copy(), nan.copy(), nan.copy(), np.zeros(k.shape, bool), k < 0)
+    some = k > 0
+    if np.any(some):
+        ia, ib, ic_, id_ = (np.where(keep, x, 0.0)[some] for x in (fa, fb, fc, fd))
+        pooled = ror_mh(a=ia, b=ib, c=ic_, d=id_)
+        for name in ("ror", "lower", "upper", "signal", "zero_corrected"):
+            getattr(mh, name)[some] = getattr(pooled, name)
+    bd_chi2, bd_df, bd_p = breslow_day(a=fa, b=fb, c=fc, d=fd)
+    mh_chi2, mh_p = mh_test(a=fa, b=fb, c=fc, d=fd)
+    change = mh.ror / crude.ror - 1
+    return MantelHaenszelResult(
+        n_strata=np.sum(fa + fb + fc + fd > 0, axis=1).astype(np.int64),
+        n_informative=k,
+        crude=crude,
+        mh=mh,
+        change=change,
+        bd_chi2=bd_chi2,
+        bd_df=bd_df,
+        bd_p=bd_p,
+        mh_chi2=mh_chi2,
+        mh_p=mh_p,
+        confounding=(np.nan_to_num(np.abs(change), nan=0.0) > MH_CONFOUNDING_CHANGE)
+        & ~crude.zero_corrected
+        & ~mh.zero_corrected,
+        effect_modification=np.nan_to_num(bd_p, nan=1.0) < EFFECT_MODIFICATION_P,
+    )

@@ -748,3 +748,184 @@ def test_stratified_signal_table_with_one_stratum_is_signal_table() -> None:
         np.testing.assert_allclose(
             stratified[name].astype(float), column.astype(float), rtol=1e-10, err_msg=name
         )
+
+
+def _statsmodels_mh(strata: np.ndarray) -> tuple[float, ...] | None:
+    """statsmodels' MH OR, CI, Breslow-Day (Tarone) and MH test over the informative strata
+    (rows a, b, c, d of `strata`), or None where statsmodels has no finite answer: fewer than
+    two informative strata, a pooled OR of 0 or infinity, or of exactly 1 (where statsmodels'
+    Breslow-Day divides by 1 - OR; see test_breslow_day_at_a_common_or_of_exactly_one)."""
+    a, b, c, d = strata
+    keep = (a + b > 0) & (c + d > 0) & (a + c > 0) & (b + d > 0)
+    if keep.sum() < 2 or not np.any((a * d)[keep]) or not np.any((b * c)[keep]):
+        return None
+    table = StratifiedTable(np.array([[a[keep], b[keep]], [c[keep], d[keep]]]))
+    if table.oddsratio_pooled == 1:
+        return None
+    bd = table.test_equal_odds(adjust=True)
+    null = table.test_null_odds()
+    lower, upper = table.oddsratio_pooled_confint()
+    return (
+        table.oddsratio_pooled,
+        lower,
+        upper,
+        bd.statistic,
+        bd.pvalue,
+        null.statistic,
+        null.pvalue,
+    )
+
+
+def _ours(r: S.MantelHaenszelResult, i: int) -> tuple[float, ...]:
+    return (
+        r.mh.ror[i],
+        r.mh.lower[i],
+        r.mh.upper[i],
+        r.bd_chi2[i],
+        r.bd_p[i],
+        r.mh_chi2[i],
+        r.mh_p[i],
+    )
+
+
+def test_mantel_haenszel_matches_statsmodels_on_random_tables_with_zero_cells() -> None:
+    rng = np.random.default_rng(13)
+    compared = 0
+    for n_strata in (2, 3, 6):
+        # Small counts, so zero cells, zero margins and uninformative strata all occur.
+        cells = rng.integers(0, 12, size=(4, 120, n_strata)).astype(float)
+        r = S.mantel_haenszel(a=cells[0], b=cells[1], c=cells[2], d=cells[3])
+        for i in range(cells.shape[1]):
+            want = _statsmodels_mh(cells[:, i, :])
+            if want is None:
+                continue
+            np.testing.assert_allclose(_ours(r, i), want, rtol=1e-9, atol=1e-12)
+            assert r.bd_df[i] == r.n_informative[i] - 1
+            compared += 1
+    assert compared > 200
+
+
+@settings(max_examples=150, deadline=None)
+@given(strata_lists)
+def test_mantel_haenszel_matches_statsmodels_or_says_why_not(
+    strata: list[tuple[int, int, int, int]],
+) -> None:
+    cells = strata_cells(strata)
+    with np.errstate(all="raise"):  # no floating-point error escapes, whatever the strata
+        r = S.mantel_haenszel(**cells)
+    want = _statsmodels_mh(np.array(strata, dtype=float).T)
+    if want is not None:
+        np.testing.assert_allclose(_ours(r, 0), want, rtol=1e-7, atol=1e-10)
+        return
+    if r.mh.ror[0] == 1 and r.n_informative[0] >= 2:
+        assert np.isfinite(r.bd_chi2[0]) and np.isfinite(r.bd_p[0])
+        return
+    # Not testable: Breslow-Day is missing, never a number, and never flags.
+    assert np.isnan(r.bd_chi2[0]) and np.isnan(r.bd_p[0]) and not r.effect_modification[0]
+    if r.n_informative[0] == 0:
+        assert np.isnan(r.mh.ror[0]) and np.isnan(r.mh_p[0]) and not r.confounding[0]
+    else:
+        assert np.isfinite([r.mh.ror[0], r.mh.lower[0], r.mh.upper[0]]).all()
+
+
+def test_mantel_haenszel_sets_uninformative_strata_aside() -> None:
+    # Stratum 3 has no unexposed case, stratum 4 no case with the term: neither changes the
+    # MH ROR, its CI or either test, nor the degrees of freedom; the crude table takes them in.
+    base = [(10, 40, 20, 130), (6, 14, 30, 250)]
+    padded = [*base, (5, 7, 0, 0), (0, 9, 0, 60)]
+    r, s = S.mantel_haenszel(**strata_cells(base)), S.mantel_haenszel(**strata_cells(padded))
+    np.testing.assert_allclose(_ours(s, 0), _ours(r, 0), rtol=1e-12)
+    assert (s.n_strata[0], s.n_informative[0], s.bd_df[0]) == (4, 2, 1)
+    np.testing.assert_allclose(s.crude.ror, S.ror(a=21, b=70, c=50, d=440).ror, rtol=1e-12)
+    # Hand-worked in test_ror_mh_hand_worked: OR_MH = 2.1296296, CI (1.107794, 4.094014).
+    np.testing.assert_allclose(
+        [s.mh.ror[0], s.mh.lower[0], s.mh.upper[0]], [2.1296296, 1.107794, 4.094014], rtol=1e-6
+    )
+    # No unexposed case with the term (sum b_k c_k / n_k = 0): the zero-cell rule shifts the
+    # informative strata only; the stratum without exposed cases stays out of the estimate.
+    corrected = [(3, 5, 0, 10), (2, 4, 0, 8)]
+    t = S.mantel_haenszel(**strata_cells([*corrected, (0, 0, 5, 50)]))
+    want = S.ror_mh(**strata_cells(corrected))
+    assert t.mh.zero_corrected[0] and np.isnan(t.bd_p[0])
+    np.testing.assert_allclose(
+        [t.mh.ror[0], t.mh.lower[0], t.mh.upper[0]], [want.ror[0], want.lower[0], want.upper[0]]
+    )
+
+
+def test_mantel_haenszel_with_nothing_informative_is_missing_not_a_number() -> None:
+    # Every case exposed in one stratum, none in the other: the crude table has a ROR, the
+    # strata have nothing to say (ror_mh alone would shift them into saying something).
+    cells = strata_cells([(4, 6, 0, 0), (0, 0, 10, 90)])
+    r = S.mantel_haenszel(**cells)
+    assert r.n_informative[0] == 0 and r.n_strata[0] == 2
+    for value in _ours(r, 0):
+        assert np.isnan(value)
+    assert r.bd_df[0] == 0 and not r.confounding[0] and not r.effect_modification[0]
+    assert np.isfinite(r.crude.ror[0]) and np.isfinite(S.ror_mh(**cells).ror[0])
+
+
+def test_mantel_haenszel_with_one_informative_stratum_is_its_ror() -> None:
+    r = S.mantel_haenszel(**strata_cells([(12, 30, 25, 400), (0, 0, 3, 7)]))
+    single = S.ror(a=12, b=30, c=25, d=400)
+    np.testing.assert_allclose(
+        [r.mh.ror[0], r.mh.lower[0], r.mh.upper[0]], [single.ror, single.lower, single.upper]
+    )
+    assert r.bd_df[0] == 0 and np.isnan(r.bd_p[0]) and np.isfinite(r.mh_p[0])
+
+
+def test_breslow_day_at_a_common_or_of_exactly_one() -> None:
+    # (2, 1, 1, 1) and (1, 2, 1, 1), n = 5 each: sum R = 2/5 + 1/5 = sum S, so OR_MH = 1 and
+    # the quadratic for the expected a_k is linear: e_k = n1_k m1_k / n_k = 9/5 and 6/5
+    # (statsmodels divides by 1 - OR = 0 here). Variances 1 / (1/e + 1/(n1-e) + 1/(m1-e) +
+    # 1/(n0-m1+e)): stratum 1: 1/(1/1.8 + 1/1.2 + 1/1.2 + 1/0.8) = 0.288; stratum 2 (n1 = 3,
+    # m1 = 2, n0 = 2): 1/(1/1.2 + 1/1.8 + 1/0.8 + 1/1.2) = 0.288. sum (a - e)^2 / v =
+    # (0.04 + 0.04) / 0.288 = 0.2777778; Tarone: (3 - 3)^2 / 0.576 = 0.
+    chi2, df, p = S.breslow_day(**strata_cells([(2, 1, 1, 1), (1, 2, 1, 1)]))
+    np.testing.assert_allclose(chi2, [0.2777778], rtol=1e-6)
+    np.testing.assert_allclose(p, stats.chi2.sf(0.2777778, 1), rtol=1e-6)
+    assert df[0] == 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(strata_lists)
+def test_breslow_day_expected_cells_have_the_pooled_odds_ratio(
+    strata: list[tuple[int, int, int, int]],
+) -> None:
+    # The root chosen for each stratum lies inside its table and has the pooled OR exactly.
+    a, b, c, d = (np.array(x, dtype=float)[np.newaxis, :] for x in zip(*strata, strict=True))
+    keep = S.informative_strata(a=a, b=b, c=c, d=d)[0]
+    sum_r, sum_s = (
+        np.sum((a * d / (a + b + c + d))[:, keep]),
+        np.sum((b * c / (a + b + c + d))[:, keep]),
+    )
+    if not keep.any() or sum_r == 0 or sum_s == 0:
+        return
+    odds_ratio = sum_r / sum_s
+    e, v = S._null_expected(a, b, c, d, np.array([odds_ratio]))
+    e, v = e[0, keep], v[0, keep]
+    n1, n0, m1 = (a + b)[0, keep], (c + d)[0, keep], (a + c)[0, keep]
+    assert np.all(e > np.maximum(0, m1 - n0)) and np.all(e < np.minimum(n1, m1)) and np.all(v > 0)
+    np.testing.assert_allclose(e * (n0 - m1 + e) / ((n1 - e) * (m1 - e)), odds_ratio, rtol=1e-7)
+
+
+def test_mh_flags_follow_their_thresholds() -> None:
+    # Table 0: Simpson (crude 1.768, MH about 0.6): confounding, no effect modification.
+    # Table 1: ORs 9 and 1 over large strata: Breslow-Day rejects; table 2: identical strata.
+    # Table 3: no unexposed case with the term (c = 0): both RORs zero-corrected, they differ
+    # by far more than 10% but only through the 0.5 added, so no confounding is claimed.
+    a = [[36, 1], [100, 5], [10, 10], [3, 9]]
+    b = [[64, 19], [100, 45], [40, 40], [50, 10]]
+    c = [[200, 98], [20, 80], [20, 20], [0, 0]]
+    d = [[300, 882], [180, 720], [130, 130], [900, 40]]
+    r = S.mantel_haenszel(a=a, b=b, c=c, d=d)
+    change = r.mh.ror / r.crude.ror - 1
+    np.testing.assert_allclose(r.change, change)
+    corrected = r.crude.zero_corrected | r.mh.zero_corrected
+    np.testing.assert_array_equal(
+        r.confounding, (np.abs(change) > S.MH_CONFOUNDING_CHANGE) & ~corrected
+    )
+    np.testing.assert_array_equal(r.effect_modification, r.bd_p < S.EFFECT_MODIFICATION_P)
+    assert list(r.confounding) == [True, True, False, False]
+    assert list(r.effect_modification) == [False, True, False, False]
+    assert list(corrected) == [False, False, False, True] and abs(change[3]) > 0.5
+    np.testing.assert_allclose(r.bd_chi2[2], 0.0, atol=1e-12)
