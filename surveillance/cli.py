@@ -235,7 +235,7 @@ def _check_memory_limit(_ctx: click.Context, _param: click.Parameter, value: str
     callback=_check_memory_limit,
     help="DuckDB memory limit of every connection, e.g. 8GB; work beyond it spills to "
     "DB.tmp beside the database (env SURVEILLANCE_MEMORY_LIMIT; default half of RAM, at most "
-    "16 GiB; 'sql' alone: 1GiB).",
+    "4 GiB; 'sql' alone: 1GiB).",
 )
 def cli(memory_limit: str | None) -> None:
     """Load FDA FAERS quarterly files into DuckDB and survey a substance (kratom built in).

