@@ -7,6 +7,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 
 from surveillance.cases import cases
@@ -152,6 +153,7 @@ def test_rebuild_is_idempotent_and_strict_only_flags(series_con) -> None:
     rebuild(con, dedup="fda")
 
 
+@pytest.mark.slow
 def test_strict_flags_a_planted_duplicate(tmp_path: Path) -> None:
     """Two different caseids with identical keys, drugs and reactions: the later is kept."""
     series = generate_series(["2024Q1"], tmp_path / "zips", n_cases=60, seed=9, damage=False)

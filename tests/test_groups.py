@@ -355,6 +355,7 @@ def test_library_door_takes_the_same_options(groups_db, tmp_path) -> None:
     assert {"group"} == set(table.loc[table["term"] == "my liver", "term_kind"])
 
 
+@pytest.mark.slow
 def test_a_design_made_once_gives_the_same_run(con) -> None:
     kratom = resolve("kratom")
     design = make_design(groups=True)

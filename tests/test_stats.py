@@ -335,6 +335,7 @@ def test_gradient_matches_finite_differences() -> None:
     np.testing.assert_allclose(grad, numeric, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_fit_prior_ignores_zero_count_pairs() -> None:
     n, e = simulate_pairs(60_000, (3.25, 0.4, 2.0, 1.9, 0.065), seed=11)
     keep = n >= 1

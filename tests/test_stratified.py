@@ -288,6 +288,7 @@ def test_parse_factors() -> None:
             parse_factors(bad)
 
 
+@pytest.mark.slow
 def test_cli_prints_the_table_in_every_format(planted_db: Path, monkeypatch) -> None:
     monkeypatch.setattr(signals_module, "fitted_prior", lambda *args, **kwargs: CONVERGED)
     runner = CliRunner()
