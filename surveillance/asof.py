@@ -44,7 +44,7 @@ WHERE (g.drugname IN (SELECT string FROM substance_strings
        OR g.prod_ai IN (SELECT string FROM substance_strings
                         WHERE substance = $substance AND field = 'prod_ai'))
   AND role_counts(g.role_cod, $roles)"""
-# case_rank is the order of clean.ranked_reports (FAERS first, then caseversion, fda_dt, quarter,
+# case_rank is the order of clean.ranked_keys (FAERS first, then caseversion, fda_dt, quarter,
 # primaryid); it does not depend on the as-of quarter, so at each quarter where a case's set of
 # current versions changes its surviving version is the current one ranked first. The case
 # keeps it until its next such quarter or the first deleted list naming it. One row per span: a

@@ -89,7 +89,7 @@ _WORST_OUTCOME = (
 
 # The FDA rule for a case's current report, as an ORDER BY over report versions (first = current):
 # FAERS beats LAERS; FAERS by caseversion, fda_dt, quarter; LAERS by FDA_DT then ISR. One text,
-# used by `ranked_reports` here and by the one-pass as-of counts (`asof`).
+# used by `ranked_keys` here and by the one-pass as-of counts (`asof`).
 VERSION_ORDER = """(source = 'FAERS') DESC,
             try_cast(caseversion AS BIGINT) DESC NULLS LAST,
             fda_dt DESC NULLS LAST,
@@ -116,8 +116,9 @@ _MACROS = (
     # republished in later quarters counts once, in its latest quarter.
     # `demo` names the DEMO rows read (a rebuild's scope; raw_demo unless given).
     # The *_keys macros rank narrow rows (a version is its quarter and source_line, unique in
-    # raw_demo); the *_reports ones join the whole DEMO row back, so that no window sorts the
-    # wide rows (at 32 quarters that halved the rebuild's time and let it spill at 4 GiB).
+    # raw_demo); report_versions and surviving_reports join the whole DEMO row back, so that no
+    # window sorts the wide rows (at 32 quarters that halved the rebuild's time and let it spill
+    # at 4 GiB).
     """CREATE OR REPLACE MACRO version_keys(through, demo := 'raw_demo') AS TABLE
     SELECT source, primaryid, caseid, quarter, source_line, caseversion, fda_dt
     FROM query_table(demo)
@@ -139,10 +140,6 @@ _MACROS = (
     """CREATE OR REPLACE MACRO report_versions(through, demo := 'raw_demo') AS TABLE
     SELECT d.* FROM query_table(demo) d
     SEMI JOIN version_keys(through, demo := demo) k
-      ON k.quarter = d.quarter AND k.source_line = d.source_line""",
-    """CREATE OR REPLACE MACRO ranked_reports(through, demo := 'raw_demo') AS TABLE
-    SELECT d.*, k.version_rank, k.n_versions FROM query_table(demo) d
-    JOIN ranked_keys(through, demo := demo) k
       ON k.quarter = d.quarter AND k.source_line = d.source_line""",
     """CREATE OR REPLACE MACRO surviving_reports(through, demo := 'raw_demo') AS TABLE
     SELECT d.*, k.version_rank, k.n_versions FROM query_table(demo) d
