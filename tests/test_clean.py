@@ -153,33 +153,49 @@ def test_rebuild_is_idempotent_and_strict_only_flags(series_con) -> None:
     rebuild(con, dedup="fda")
 
 
+def _complete_cases(con: duckdb.DuckDBPyConnection, n: int) -> list[str]:
+    """The first n caseids with every key the strict rule compares present."""
+    return [
+        r[0]
+        for r in con.execute(
+            "SELECT caseid FROM cases WHERE event_dt IS NOT NULL AND age_years IS NOT NULL "
+            "AND sex <> 'unknown' AND country IS NOT NULL ORDER BY caseid LIMIT $n",
+            {"n": n},
+        ).fetchall()
+    ]
+
+
+def _plant_duplicate(
+    con: duckdb.DuckDBPyConnection, a: str, b: str, reordered: bool = False
+) -> None:
+    """Make b a copy of a in everything the strict rule compares, as a duplicate report is
+    (drug and reaction rows in reverse order if `reordered`); a is the later report."""
+    for table in ("raw_drug", "raw_reac"):
+        con.execute(f"DELETE FROM {table} WHERE caseid = $b", {"b": b})
+        order = "ORDER BY source_line DESC" if reordered else ""
+        con.execute(
+            f"INSERT INTO {table} SELECT * REPLACE ($b AS caseid, "
+            f"(SELECT primaryid FROM raw_demo WHERE caseid = $b) AS primaryid) "
+            f"FROM {table} WHERE caseid = $a {order}",
+            {"a": a, "b": b},
+        )
+    con.execute(
+        "UPDATE raw_demo SET event_dt = s.event_dt, age = s.age, age_cod = s.age_cod, "
+        "sex = s.sex, reporter_country = s.reporter_country, fda_dt = '20240101' "
+        "FROM (SELECT * FROM raw_demo WHERE caseid = $a) s WHERE raw_demo.caseid = $b",
+        {"a": a, "b": b},
+    )
+    con.execute("UPDATE raw_demo SET fda_dt = '20240301' WHERE caseid = $a", {"a": a})
+
+
 @pytest.mark.slow
 def test_strict_flags_a_planted_duplicate(tmp_path: Path) -> None:
     """Two different caseids with identical keys, drugs and reactions: the later is kept."""
     series = generate_series(["2024Q1"], tmp_path / "zips", n_cases=60, seed=9, damage=False)
     with connect(tmp_path / "db.duckdb") as con:
         load(con, [tmp_path / "zips"])
-        pair = con.execute(
-            "SELECT caseid FROM cases WHERE event_dt IS NOT NULL AND age_years IS NOT NULL "
-            "AND sex <> 'unknown' AND country IS NOT NULL ORDER BY caseid LIMIT 2"
-        ).fetchall()
-        a, b = pair[0][0], pair[1][0]
-        # Make b a copy of a in everything the strict rule compares, as a duplicate report is.
-        for table in ("raw_drug", "raw_reac"):
-            con.execute(f"DELETE FROM {table} WHERE caseid = $b", {"b": b})
-            con.execute(
-                f"INSERT INTO {table} SELECT * REPLACE ($b AS caseid, "
-                f"(SELECT primaryid FROM raw_demo WHERE caseid = $b) AS primaryid) "
-                f"FROM {table} WHERE caseid = $a",
-                {"a": a, "b": b},
-            )
-        con.execute(
-            "UPDATE raw_demo SET event_dt = s.event_dt, age = s.age, age_cod = s.age_cod, "
-            "sex = s.sex, reporter_country = s.reporter_country, fda_dt = '20240101' "
-            "FROM (SELECT * FROM raw_demo WHERE caseid = $a) s WHERE raw_demo.caseid = $b",
-            {"a": a, "b": b},
-        )
-        con.execute("UPDATE raw_demo SET fda_dt = '20240301' WHERE caseid = $a", {"a": a})
+        a, b = _complete_cases(con, 2)
+        _plant_duplicate(con, a, b)
         rebuild(con, dedup="strict")
         flags = dict(
             con.execute(
@@ -259,13 +275,7 @@ def test_strict_pass_equals_the_list_rule(tmp_path: Path) -> None:
     generate_series(["2024Q1"], tmp_path / "zips", n_cases=120, seed=11, damage=False)
     with connect(tmp_path / "db.duckdb") as con:
         load(con, [tmp_path / "zips"])
-        complete = [
-            r[0]
-            for r in con.execute(
-                "SELECT caseid FROM cases WHERE event_dt IS NOT NULL AND age_years IS NOT NULL "
-                "AND sex <> 'unknown' AND country IS NOT NULL ORDER BY caseid LIMIT 10"
-            ).fetchall()
-        ]
+        complete = _complete_cases(con, 10)
         plans = list(
             zip(
                 complete[0::2],
@@ -275,15 +285,7 @@ def test_strict_pass_equals_the_list_rule(tmp_path: Path) -> None:
             )
         )
         for i, (a, b, how) in enumerate(plans):
-            for table in ("raw_drug", "raw_reac"):
-                con.execute(f"DELETE FROM {table} WHERE caseid = $b", {"b": b})
-                order = "ORDER BY source_line DESC" if how == "reordered" else ""
-                con.execute(
-                    f"INSERT INTO {table} SELECT * REPLACE ($b AS caseid, "
-                    f"(SELECT primaryid FROM raw_demo WHERE caseid = $b) AS primaryid) "
-                    f"FROM {table} WHERE caseid = $a {order}",
-                    {"a": a, "b": b},
-                )
+            _plant_duplicate(con, a, b, reordered=how == "reordered")
             if how == "reordered":  # a drug listed twice is one member of the set
                 con.execute(
                     "INSERT INTO raw_drug SELECT * REPLACE (source_line + 100000 AS source_line) "
@@ -302,13 +304,6 @@ def test_strict_pass_equals_the_list_rule(tmp_path: Path) -> None:
                     "'Near miss' AS pt) FROM raw_reac WHERE caseid = $b LIMIT 1",
                     {"b": b},
                 )
-            con.execute(
-                "UPDATE raw_demo SET event_dt = s.event_dt, age = s.age, age_cod = s.age_cod, "
-                "sex = s.sex, reporter_country = s.reporter_country, fda_dt = '20240101' "
-                "FROM (SELECT * FROM raw_demo WHERE caseid = $a) s WHERE raw_demo.caseid = $b",
-                {"a": a, "b": b},
-            )
-            con.execute("UPDATE raw_demo SET fda_dt = '20240301' WHERE caseid = $a", {"a": a})
         rebuild(con, dedup="strict")
         flagged = dict(
             con.execute(
