@@ -175,6 +175,7 @@ def test_p_values_fisher_and_chi2_branches() -> None:
         np.testing.assert_allclose(p[i], reference, rtol=1e-10)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.tuples(*(st.integers(0, 60),) * 4).filter(lambda t: sum(t) > 0))
 def test_fisher_matches_scipy(cells: tuple[int, int, int, int]) -> None:
@@ -407,6 +408,7 @@ def test_fit_prior_input_checks() -> None:
 # --- properties of the frequentist measures --------------------------------------------------
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(tables)
 def test_intervals_contain_estimates(cells: tuple[int, int, int, int]) -> None:
