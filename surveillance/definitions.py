@@ -7,8 +7,10 @@ their labels and bounds from this module. Importing it loads nothing heavy.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Any
 
 from . import stats
 
@@ -118,6 +120,22 @@ NEW_CASE = (
 )
 
 
+def marks(row: Mapping[str, Any]) -> str:
+    """The criteria a term meets as text marks (P R I E), a dash for each one it does not."""
+    return " ".join(c.mark if bool(row[c.flag]) else "-" for c in CRITERIA)
+
+
+SENSITIVITY_CRITERION = CRITERIA[1]
+"""A term's classification in the sensitivity analyses: whether it meets the ROR criterion, the
+one every analysis computes (the Mantel-Haenszel-adjusted one gives an ROR only)."""
+ROBUSTNESS_RULE = (
+    f"A term is classed a signal in an analysis when it meets the {SENSITIVITY_CRITERION.name} "
+    f"criterion ({SENSITIVITY_CRITERION.rule}). Its signal is robust when it is a signal in the "
+    "main analysis and in every sensitivity analysis that could be run; otherwise the sentence "
+    "names the analyses that change its classification."
+)
+
+
 def criteria_legend() -> str:
     """One line naming each PRIE mark and its rule."""
     return "; ".join(f"{c.mark} = {c.name} ({c.rule})" for c in CRITERIA)
@@ -130,6 +148,8 @@ ROLES: dict[str, str] = {
     "I": "interacting",
 }
 """FAERS drug roles (DRUG role_cod) and their labels, in the order a role filter is written."""
+SUSPECT_ROLES = "PS,SS"
+"""The suspect roles: a drug the reporter suspected (primary or secondary suspect)."""
 
 
 def parse_roles(roles: str | None) -> str | None:

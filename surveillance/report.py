@@ -45,8 +45,10 @@ from .definitions import (
     NEW_CASE,
     OUTCOMES,
     SEXES,
+    SUSPECT_ROLES,
     country_group,
     criteria_legend,
+    marks,
     parse_roles,
 )
 from .errors import NoDataError
@@ -54,14 +56,25 @@ from .extract import ensure_extracted, has_table, resolve
 from .faers_format import quarter_gaps, quarter_option
 from .output import p_text, render
 from .pipeline import current_dedup
-from .signals import CAVEATS, OUTPUT_COLUMNS, SignalRun, data_fingerprint, resolve_through, signals
+from .sensitivity import ANALYSES, Sensitivity, methods, sensitivity
+from .sensitivity import wide as sensitivity_wide
+from .signals import (
+    CAVEATS,
+    OUTPUT_COLUMNS,
+    SignalRun,
+    background_statement,
+    data_fingerprint,
+    resolve_through,
+    signals,
+)
+from .stratified import FACTORS, UNKNOWN_RULE, compact_mh, mh_table
+from .stratified import legend as mh_legend
 from .substances import Substance
 
 MOVERS = 10
 TOP_ROWS = 15
 STRONGEST = 3
 SEVEN_OH = "7-oh"
-SUSPECT_ROLES = "PS,SS"
 EBGM_COLUMNS = ("ebgm", "eb05", "eb95")
 ZERO_MARK = "†"
 NOT_REPORTED = "not reported"
@@ -268,11 +281,6 @@ def sig(value: Any) -> str:
 
 def _interval(estimate: Any, lower: Any, upper: Any) -> str:
     return f"{sig(estimate)} ({sig(lower)}-{sig(upper)})"
-
-
-def marks(row: pd.Series | dict[str, Any]) -> str:
-    """The criteria a term meets as text marks (P R I E), a dash for each one it does not."""
-    return " ".join(c.mark if bool(row[c.flag]) else "-" for c in CRITERIA)
 
 
 def _compact(table: pd.DataFrame, ebgm_available: bool) -> list[dict[str, Any]]:
@@ -831,6 +839,11 @@ def write_report(
         else None
     )
 
+    step("sensitivity analyses")
+    sens, sens_note = _sensitivity(con, s, quarter, roles, min_cases) if now else (None, None)
+    step("stratified results")
+    mh, mh_note = _stratified(con, s, now, sens)
+
     step("cases")
     frame = case_frame(con, s, counted_roles)
     through = frame[frame["initial_quarter"] <= quarter]
@@ -874,6 +887,11 @@ def write_report(
             frames["signals"] = table
         if suspect is not None:
             frames["signals_suspect"] = usable_table(suspect)
+        if sens is not None:
+            frames["signals_groups"] = _group_rows(sens.main)
+            frames["sensitivity"] = sens.table
+        if mh is not None:
+            frames["stratified"] = mh
         if series is not None:
             frames.update(
                 {
@@ -930,6 +948,16 @@ def write_report(
             if suspect is not None
             else None,
             "suspect": suspect,
+            "groups": _compact(_group_rows(sens.main), ebgm) if sens else [],
+            "group_files": sens.main.design.groups if sens else (),
+            "background": background_statement(now.design) if now else None,
+            "sensitivity": _sensitivity_context(sens, sens_note),
+            "stratified": {
+                **_stratified_rows(mh),
+                "note": mh_note,
+                "legend": mh_legend(),
+                "unknown_rule": UNKNOWN_RULE,
+            },
             "criteria": CRITERIA,
             "legend": criteria_legend(),
             "zero_mark": ZERO_MARK,
@@ -957,6 +985,66 @@ def write_report(
         shutil.rmtree(work, ignore_errors=True)
         raise
     return out
+
+
+def _sensitivity(
+    con: duckdb.DuckDBPyConnection, s: Substance, quarter: str, roles: str | None, min_cases: int
+) -> tuple[Sensitivity | None, str | None]:
+    """The sensitivity analyses through the report's quarter, or None and why not."""
+    try:
+        return sensitivity(con, s, quarter, roles, min_cases), None
+    except NoDataError as e:
+        return None, str(e)
+
+
+def _group_rows(run: SignalRun) -> pd.DataFrame:
+    """The event-group rows of a run with groups, as the report shows signal tables."""
+    table = usable_table(run)
+    return table[table["term_kind"] != "pt"].reset_index(drop=True)
+
+
+def _sensitivity_context(sens: Sensitivity | None, note: str | None) -> dict[str, Any]:
+    """What the templates print of the sensitivity analyses: the side-by-side table, the
+    analyses not run and why, the changed classifications and the methods lines."""
+    labels = {a.key: a.label for a in ANALYSES}
+    if sens is None:
+        return {"note": note, "columns": [], "rows": [], "skipped": [], "methods": methods()}
+    table = sensitivity_wide(sens)
+    return {
+        "note": None,
+        "columns": list(table.columns),
+        "rows": [list(r) for r in table.itertuples(index=False)],
+        "skipped": [(labels[k], why) for k, why in sens.skipped.items()],
+        "n_changed": len(sens.changes()),
+        "methods": methods(),
+    }
+
+
+def _stratified(
+    con: duckdb.DuckDBPyConnection, s: Substance, now: SignalRun | None, sens: Sensitivity | None
+) -> tuple[pd.DataFrame | None, str | None]:
+    """Crude and MH ROR by each factor for the compared PTs, or None and why not."""
+    if now is None or sens is None:
+        return None, None
+    latest, _ = resolve_through(con, None)
+    if now.through != latest:
+        return None, (
+            f"not shown: Mantel-Haenszel counts the clean layer, which holds the cases through "
+            f"{latest}, not as of {now.through}"
+        )
+    pts = [t for t, k in sens.terms if k == "pt"]
+    return mh_table(con, s, now.roles, FACTORS, pts), None
+
+
+def _stratified_rows(mh: pd.DataFrame | None) -> dict[str, Any]:
+    """The stratified table's columns and rows as the report prints them (full term names)."""
+    if mh is None:
+        return {"columns": [], "rows": []}
+    table = compact_mh(mh).assign(term=mh["term"])
+    return {
+        "columns": list(table.columns),
+        "rows": [list(r) for r in table.itertuples(index=False)],
+    }
 
 
 def _trends(

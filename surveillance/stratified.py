@@ -35,6 +35,10 @@ from .substances import Substance
 
 FACTORS = ("age", "sex", "year", "reporter")
 """The factors `--mh-by` takes, in the order rows are listed."""
+JOINT = "joint"
+"""The cross-classification of every factor (age x sex x year x reporter): the MH-adjusted
+estimate of the sensitivity analyses (`mh_joint`). MH pools many sparse strata soundly."""
+_JOINT_SQL = "concat_ws('|', " + ", ".join(FACTORS) + ")"
 
 UNKNOWN_RULE = (
     "Unknown values (no plausible age, sex not M or F, reporter type missing or not a FAERS "
@@ -154,14 +158,15 @@ def _rank(factor: str, stratum: str) -> tuple[bool, int, str]:
 
 
 def _factor_counts(con: duckdb.DuckDBPyConnection, factor: str, keys: list[str]) -> _FactorCounts:
-    """The per-stratum 2x2 cells of every term for one factor, from the temp tables."""
-    # factor is one of FACTORS (a column name of _mh_cases), never input.
+    """The per-stratum 2x2 cells of every term for one factor (or JOINT), from the temp tables."""
+    # factor is one of FACTORS (a column name of _mh_cases) or JOINT, never input.
+    column = _JOINT_SQL if factor == JOINT else factor
     strata = con.execute(
-        f"""SELECT {factor} AS stratum, count(*) AS n, count(*) FILTER (WHERE exposed) AS n_exposed
+        f"""SELECT {column} AS stratum, count(*) AS n, count(*) FILTER (WHERE exposed) AS n_exposed
         FROM _mh_cases GROUP BY ALL"""  # noqa: S608
     ).fetchdf()
     cells = con.execute(
-        f"""SELECT r.pt_key, c.{factor} AS stratum, count(*) AS n_term,
+        f"""SELECT r.pt_key, {column} AS stratum, count(*) AS n_term,
             count(*) FILTER (WHERE c.exposed) AS a
         FROM _mh_reac r JOIN _mh_cases c USING (caseid) GROUP BY ALL"""  # noqa: S608
     ).fetchdf()
@@ -232,7 +237,29 @@ def mh_table(
     columns are OUTPUT_COLUMNS (`stats.mantel_haenszel`; missing values are NaN). The crude
     a, b, c, d are the signals table's. A given term that no substance case reports is left
     out, as in the signals. No case with the substance (in the roles) is a NoDataError."""
-    chosen = parse_factors(factors)
+    return _mh_rows(con, substance, roles, parse_factors(factors), terms)
+
+
+def mh_joint(
+    con: duckdb.DuckDBPyConnection,
+    substance: Substance,
+    roles: str | None = None,
+    terms: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """`mh_table`'s rows for one stratification, the cross-classification of every factor
+    (factor JOINT): the MH-adjusted ROR of the sensitivity analyses."""
+    return _mh_rows(con, substance, roles, FACTORS, terms, (JOINT,))
+
+
+def _mh_rows(
+    con: duckdb.DuckDBPyConnection,
+    substance: Substance,
+    roles: str | None,
+    chosen: tuple[str, ...],
+    terms: Sequence[str] | None,
+    counted: tuple[str, ...] | None = None,
+) -> pd.DataFrame:
+    """Rows of `mh_table` for the `counted` stratifications (default: each chosen factor)."""
     try:
         roles = parse_roles(roles)
     except ValueError as e:
@@ -248,7 +275,7 @@ def mh_table(
         names = dict(con.execute("SELECT pt_key, pt FROM pt_terms").fetchall())
         order = {t: i for i, t in enumerate(terms)} if terms is not None else None
         keys.sort(key=lambda k: (order[names[k]], k) if order is not None else (names[k], k))
-        counts = {f: _factor_counts(con, f, keys) for f in chosen if keys}
+        counts = {f: _factor_counts(con, f, keys) for f in counted or chosen if keys}
     finally:
         con.execute("DROP TABLE IF EXISTS _mh_cases")
         con.execute("DROP TABLE IF EXISTS _mh_reac")

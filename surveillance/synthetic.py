@@ -307,6 +307,23 @@ DECOY_DRUGNAMES: tuple[str, ...] = (
 _KRATOM_PROD_AI = ("MITRAGYNA SPECIOSA LEAF", "HERBALS\\MITRAGYNINE", "MITRAGYNINE", "")
 _VAGUE_PRODUCTS = ("DIETARY SUPPLEMENT", "Herbal powder")
 
+# Herbal and dietary-supplement products as FAERS codes them (prod_ai HERBALS\<NAME>), the
+# natural-product comparator's cases (surveillance/backgrounds/natural-products.toml). Drawn from
+# their own random stream, so that adding them moved no other generated value.
+HERBAL_PRODUCTS: tuple[tuple[str, str], ...] = (
+    ("ASHWAGANDHA", "HERBALS\\WITHANIA SOMNIFERA ROOT"),
+    ("TURMERIC", "HERBALS\\TURMERIC"),
+    ("GINKGO BILOBA", "HERBALS\\GINKGO"),
+    ("ST. JOHN'S WORT", "HERBALS\\HYPERICUM PERFORATUM"),
+    ("Kava kava", "HERBALS\\PIPER METHYSTICUM ROOT"),
+    ("GREEN TEA EXTRACT", "GREEN TEA LEAF"),
+    ("MILK THISTLE", "HERBALS\\MILK THISTLE"),
+    ("VALERIAN ROOT", "HERBALS\\VALERIAN"),
+    ("BLACK COHOSH", "HERBALS\\BLACK COHOSH"),
+)
+HERBAL_RATE = 0.03
+"""Share of ordinary drug rows replaced by a herbal product."""
+
 # Ordinary drug names carrying latin-1 letters (all have latin-1 upper-case forms).
 _LATIN1_DRUGNAMES = (
     "Paracétamol",
@@ -659,6 +676,7 @@ class _Planner:
     ) -> None:
         # str seeds are hashed deterministically; the quarters make each quarter's data differ
         self.rng = random.Random(f"{seed}/{','.join(map(str, quarters))}")
+        self.herbal_rng = random.Random(f"herbal/{seed}/{','.join(map(str, quarters))}")
         self.quarters = quarters
         self.n_cases = n_cases
         self.kratom_rate = kratom_rate
@@ -1106,6 +1124,8 @@ class _Planner:
         indi = []
         if rng.random() < 0.45:
             indi = rng.sample(_INDICATIONS, 2 if rng.random() < 0.08 else 1)
+        if self.herbal_rng.random() < HERBAL_RATE:
+            fields["drugname"], fields["prod_ai"] = self.herbal_rng.choice(HERBAL_PRODUCTS)
         return _Drug("plain", fields, ther, indi)
 
     def _demo(self, q: Quarter, number: int) -> dict[str, str]:

@@ -1,0 +1,332 @@
+"""Sensitivity analyses: the main signals beside runs that each change one design choice.
+
+For the substance's top terms and every event group of the main run (`signals` with the shipped
+groups), each analysis of ANALYSES is run through the same quarter and roles: suspect roles
+only, the natural-product comparator, the substance's cases without another suspect drug,
+without the cases received in the notoriety windows after regulatory events, masking-adjusted,
+Mantel-Haenszel-adjusted for age, sex, year group and reporter jointly (`stratified.mh_joint`),
+and by era. Every run uses the main run's EBGM prior, so that a difference comes from the 2x2
+table the analysis changes, not from a refitted prior. A term is classed by one criterion in all
+of them (`definitions.SENSITIVITY_CRITERION`); `verdict` says in one sentence whether its
+signal is robust (`definitions.ROBUSTNESS_RULE`). An analysis that cannot be run on these data
+(no comparator case, an earlier quarter for MH) is listed with the reason, never left blank.
+Results are stored in `signal_sensitivity` under the main run's run_id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from . import stats
+from .db import ensure_derived_table
+from .definitions import ROBUSTNESS_RULE, SENSITIVITY_CRITERION, SUSPECT_ROLES, marks
+from .errors import NoDataError, UsageError
+from .freshness import data_fingerprint
+from .signals import SignalRun, resolve_through, signals
+from .stratified import mh_joint
+from .substances import Substance
+
+TOP_TERMS = 10
+"""How many PTs the analyses compare (the main run's strongest, by its sort), besides groups."""
+MH = "mh"
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One sensitivity analysis: its key (a column and table value), label and signals options."""
+
+    key: str
+    label: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    what: str = ""  # one line for the methods block
+
+
+ANALYSES: tuple[Analysis, ...] = (
+    Analysis("main", "Main", {}, "the main analysis: any role, all cases as comparator"),
+    Analysis(
+        "suspect_only",
+        "Suspect only",
+        {"roles": SUSPECT_ROLES},
+        "the substance and the other drugs counted only as suspect (PS, SS)",
+    ),
+    Analysis(
+        "natural_products",
+        "Natural-product comparator",
+        {"background": "natural-products"},
+        "c and d count only the cases of other herbal and dietary-supplement products",
+    ),
+    Analysis(
+        "substance_only",
+        "Substance only",
+        {"subset": "only"},
+        "only the substance's cases without another suspect drug (the others left out)",
+    ),
+    Analysis(
+        "without_notoriety",
+        "Without notoriety windows",
+        {"exclude_window": 6},
+        "without every case initially received within 6 months after a regulatory event",
+    ),
+    Analysis(
+        "masking_adjusted",
+        "Masking-adjusted",
+        {"remove_maskers": 1},
+        "each term's strongest masking drug (Maignen et al. 2014) removed from its background",
+    ),
+    Analysis(
+        MH,
+        "MH-adjusted",
+        {},
+        "Mantel-Haenszel ROR over the joint strata of age group, sex, year group and reporter",
+    ),
+    Analysis(
+        "before_2018",
+        "Before 2018",
+        {"era": "before-2018"},
+        "only the cases initially received before 2018",
+    ),
+    Analysis(
+        "from_2018", "2018 on", {"era": "2018-on"}, "only the cases initially received from 2018"
+    ),
+)
+"""The analyses in the order the report's table shows them, the main one first."""
+
+COLUMNS = "analysis term term_kind a b c d ror ror_lower ror_upper marks signal changed".split()
+_DDL = """CREATE TABLE IF NOT EXISTS signal_sensitivity (
+    run_id VARCHAR, substance VARCHAR, through VARCHAR, analysis VARCHAR, term VARCHAR,
+    term_kind VARCHAR, a BIGINT, b BIGINT, c BIGINT, d BIGINT, ror DOUBLE, ror_lower DOUBLE,
+    ror_upper DOUBLE, marks VARCHAR, signal BOOLEAN, changed BOOLEAN, data_fingerprint VARCHAR,
+    created_at TIMESTAMP)"""
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """The analyses' results for the compared terms, and the analyses that could not be run.
+
+    table: one row per analysis and term (COLUMNS; a term without a case in an analysis has
+    a = 0 and no ROR); skipped: analysis key -> why it was not run; verdicts: term -> sentence."""
+
+    main: SignalRun
+    terms: list[tuple[str, str]]  # (term, term_kind) compared, in the main run's order
+    table: pd.DataFrame
+    skipped: dict[str, str]
+    verdicts: dict[tuple[str, str], str]
+
+    def changes(self) -> pd.DataFrame:
+        """The rows whose classification differs from the main analysis's."""
+        return self.table[self.table["changed"]].reset_index(drop=True)
+
+
+def compared_terms(main: SignalRun, top: int = TOP_TERMS) -> list[tuple[str, str]]:
+    """The main run's `top` strongest PTs (its sort order) and every event group it kept."""
+    table = main.table
+    pts = table[table["term_kind"] == "pt"].head(top)
+    groups = table[table["term_kind"] != "pt"]
+    return [(t, k) for t, k in zip(pts["term"], pts["term_kind"], strict=True)] + [
+        (t, k) for t, k in zip(groups["term"], groups["term_kind"], strict=True)
+    ]
+
+
+def sensitivity(
+    con: duckdb.DuckDBPyConnection,
+    substance: Substance,
+    through: str | None = None,
+    roles: str | None = None,
+    min_cases: int = 3,
+    top: int = TOP_TERMS,
+    analyses: Sequence[Analysis] = ANALYSES,
+) -> Sensitivity:
+    """Run every analysis for the main run's top terms and event groups; store and return them.
+
+    The main run is `signals` with the shipped event groups (its prior fitted or stored as
+    usual); the others reuse its prior. No case of the substance is a NoDataError."""
+    main = signals(con, substance, through, roles, min_cases, groups=True)
+    terms = compared_terms(main, top)
+    frames = [_rows(analyses[0].key, main.table, terms)]
+    skipped: dict[str, str] = {}
+    for analysis in analyses[1:]:
+        try:
+            frames.append(_analysis(con, substance, main, analysis, terms))
+        except (NoDataError, UsageError) as e:
+            skipped[analysis.key] = str(e)
+    table = pd.concat(frames, ignore_index=True)
+    base = table[table["analysis"] == analyses[0].key].set_index(["term", "term_kind"])["signal"]
+    table["changed"] = [
+        bool(s) != bool(base.get((t, k), False))
+        for t, k, s in zip(table["term"], table["term_kind"], table["signal"], strict=True)
+    ]
+    table = table[list(COLUMNS)]
+    run = [a for a in analyses if a.key not in skipped]
+    verdicts = {term: verdict(table, term, run) for term in terms}
+    _store(con, main, table)
+    return Sensitivity(main, terms, table, skipped, verdicts)
+
+
+def _analysis(
+    con: duckdb.DuckDBPyConnection,
+    substance: Substance,
+    main: SignalRun,
+    analysis: Analysis,
+    terms: list[tuple[str, str]],
+) -> pd.DataFrame:
+    """One analysis's rows for the compared terms."""
+    if analysis.key == MH:
+        latest, _ = resolve_through(con, None)
+        if main.through != latest:
+            raise UsageError(
+                f"Mantel-Haenszel counts the clean layer, which holds the cases through {latest}"
+            )
+        pts = [t for t, k in terms if k == "pt"]
+        mh = mh_joint(con, substance, main.roles, pts)
+        frame = pd.DataFrame(
+            {
+                "term": mh["term"],
+                "term_kind": "pt",
+                **{c: mh[c] for c in "abcd"},
+                "ror": mh["ror_mh"],
+                "ror_lower": mh["ror_mh_lower"],
+                "ror_upper": mh["ror_mh_upper"],
+                "marks": "",
+                # The ROR criterion on the pooled estimate (stats.ror_mh's signal).
+                "signal": (mh["ror_mh_lower"] > 1) & (mh["a"] >= stats.ROR_MIN_CASES),
+            }
+        )
+        return _rows(analysis.key, frame, [(t, k) for t, k in terms if k == "pt"], marked=False)
+    options = {"roles": main.roles, **analysis.options}
+    run = signals(
+        con, substance, main.through, min_cases=1, groups=True, prior=main.prior, **options
+    )
+    return _rows(analysis.key, run.table, terms)
+
+
+def _rows(
+    key: str, table: pd.DataFrame, terms: list[tuple[str, str]], marked: bool = True
+) -> pd.DataFrame:
+    """An analysis's rows for the compared terms; a term it does not report has a = 0."""
+    found = table.set_index(["term", "term_kind"])
+    rows = []
+    for term, kind in terms:
+        if (term, kind) in found.index:
+            r = found.loc[(term, kind)]
+            rows.append(
+                {
+                    "analysis": key,
+                    "term": term,
+                    "term_kind": kind,
+                    **{c: int(r[c]) for c in "abcd"},
+                    **{c: float(r[c]) for c in ("ror", "ror_lower", "ror_upper")},
+                    "marks": marks(r) if marked else "",
+                    "signal": bool(r[SENSITIVITY_CRITERION.flag] if marked else r["signal"]),
+                }
+            )
+        else:
+            rows.append(
+                {
+                    "analysis": key,
+                    "term": term,
+                    "term_kind": kind,
+                    **dict.fromkeys("abcd", 0),
+                    **dict.fromkeys(("ror", "ror_lower", "ror_upper"), np.nan),
+                    "marks": "",
+                    "signal": False,
+                }
+            )
+    return pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "changed"])
+
+
+def verdict(table: pd.DataFrame, term: tuple[str, str], run: Sequence[Analysis]) -> str:
+    """One sentence on whether the term's signal is robust (`definitions.ROBUSTNESS_RULE`)."""
+    rows = table[(table["term"] == term[0]) & (table["term_kind"] == term[1])]
+    signal = dict(zip(rows["analysis"], rows["signal"].astype(bool), strict=True))
+    labels = {a.key: a.label for a in run}
+    main_key, others = run[0].key, [a.key for a in run[1:] if a.key in signal]
+    if signal.get(main_key, False):
+        lost = [labels[k] for k in others if not signal[k]]
+        if not lost:
+            return f"Robust: a signal in all {len(others) + 1} analyses run."
+        return f"Not robust: no longer a signal in {_listed(lost)}."
+    gained = [labels[k] for k in others if signal[k]]
+    if gained:
+        return f"Not a signal in the main analysis; a signal in {_listed(gained)}."
+    return "Not a signal in any analysis run."
+
+
+def _listed(labels: list[str]) -> str:
+    names = [f"'{label}'" for label in labels]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def wide(result: Sensitivity) -> pd.DataFrame:
+    """The compact side-by-side table: a term per row, an analysis per column, each cell its
+    ROR (95% CI) and a, '✓' where it is classed a signal; then the verdict."""
+    run = [a for a in ANALYSES if a.key in set(result.table["analysis"])]
+    cells = result.table.set_index(["analysis", "term", "term_kind"])
+    data: dict[str, list[str]] = {"term": [], "kind": []}
+    for analysis in run:
+        data[analysis.label] = []
+    data["verdict"] = []
+    for term, kind in result.terms:
+        data["term"].append(term)
+        data["kind"].append(kind)
+        for analysis in run:
+            key = (analysis.key, term, kind)
+            data[analysis.label].append(_cell(cells.loc[key]) if key in cells.index else "n/a")
+        data["verdict"].append(result.verdicts[(term, kind)])
+    return pd.DataFrame(data)
+
+
+def _cell(row: pd.Series) -> str:
+    if int(row["a"]) == 0:
+        return "no cases"
+    if pd.isna(row["ror"]):
+        return f"n/a, a={int(row['a'])}"
+    mark = " ✓" if bool(row["signal"]) else ""
+    interval = f"{_fig(row['ror_lower'])}-{_fig(row['ror_upper'])}"
+    return f"{_fig(row['ror'])} ({interval}), a={int(row['a'])}{mark}"
+
+
+def _fig(value: float) -> str:
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def methods() -> list[str]:
+    """The methods block's lines: each analysis, the shared prior and the classification rule."""
+    lines = [f"{a.label}: {a.what}." for a in ANALYSES]
+    lines.append(
+        "Every analysis uses the main analysis's EBGM prior, so that differences come from the "
+        "2x2 tables the analysis changes. " + ROBUSTNESS_RULE
+    )
+    return lines
+
+
+def _store(con: duckdb.DuckDBPyConnection, main: SignalRun, table: pd.DataFrame) -> None:
+    """Replace the main run's stored sensitivity rows by these, in one transaction."""
+    ensure_derived_table(con, _DDL)
+    frame = table.assign(
+        run_id=main.run_id,
+        substance=main.substance,
+        through=main.through,
+        data_fingerprint=data_fingerprint(con),
+        created_at=datetime.now(UTC).replace(tzinfo=None),
+    )
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("DELETE FROM signal_sensitivity WHERE run_id = $r", {"r": main.run_id})
+        con.register("_sensitivity_frame", frame)
+        con.execute(
+            "INSERT INTO signal_sensitivity SELECT run_id, substance, through, analysis, term, "
+            "term_kind, a, b, c, d, ror, ror_lower, ror_upper, marks, signal, changed, "
+            "data_fingerprint, created_at FROM _sensitivity_frame"
+        )
+        con.unregister("_sensitivity_frame")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
