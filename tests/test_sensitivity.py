@@ -1,0 +1,169 @@
+"""Sensitivity analyses (`surveillance.sensitivity`): on the stratified planted quarter, where
+sex confounds Seizure, the MH-adjusted analysis takes Seizure's signal away and says so; every
+other analysis is the signals run with its option; the joint MH estimate is statsmodels'; what
+cannot run says why; the rows are stored under the main run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from statsmodels.stats.contingency_tables import StratifiedTable
+from test_stratified import CONFOUNDED, MODIFIED, planted_quarter
+
+from surveillance.db import connect
+from surveillance.definitions import ROBUSTNESS_RULE
+from surveillance.extract import resolve
+from surveillance.pipeline import load
+from surveillance.sensitivity import ANALYSES, MH, Analysis, sensitivity, verdict, wide
+from surveillance.signals import signals
+from surveillance.stratified import FACTORS, JOINT, mh_joint
+
+
+@pytest.fixture(scope="module")
+def planted_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("sensitivity")
+    db = tmp / "db.duckdb"
+    with connect(db) as con:
+        load(con, [planted_quarter(tmp / "faers_ascii_2024q1.zip")])
+    return db
+
+
+@pytest.fixture
+def planted(planted_db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    with connect(planted_db) as con:
+        yield con
+
+
+@pytest.fixture(scope="module")
+def result(planted_db: Path):
+    with connect(planted_db) as con:
+        return sensitivity(con, resolve("kratom"))
+
+
+def _cases(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Every case with its four factors' strata, exposure and terms, read independently of
+    `stratified` (from the clean layer's own columns)."""
+    return con.execute(
+        """SELECT c.caseid, age_group(c.age_years) AS age, c.sex,
+            CASE WHEN left(c.initial_quarter, 4)::INT < 2014 THEN 'early' ELSE 'late' END AS year,
+            CASE WHEN c.reporter_type_label IS NULL THEN 'unknown' ELSE c.reporter_type END
+                AS reporter,
+            EXISTS (SELECT 1 FROM case_drugs d WHERE d.caseid = c.caseid
+                    AND d.drugname = 'KRATOM') AS exposed,
+            list(r.pt) AS terms
+        FROM cases c JOIN case_reactions r USING (caseid) GROUP BY ALL"""
+    ).fetchdf()
+
+
+def test_mh_adjusted_is_statsmodels_over_the_joint_strata(planted) -> None:
+    cases = _cases(planted)
+    table = mh_joint(planted, resolve("kratom"), None, [CONFOUNDED, MODIFIED])
+    assert set(table["factor"]) == {JOINT}
+    for term in (CONFOUNDED, MODIFIED):
+        has = cases["terms"].map(lambda ts, t=term: t in list(ts))
+        tables = []
+        for _, stratum in cases.groupby(list(FACTORS)):
+            e, t = stratum["exposed"], has[stratum.index]
+            cells = [[(e & t).sum(), (e & ~t).sum()], [(~e & t).sum(), (~e & ~t).sum()]]
+            if min(sum(cells[0]), sum(cells[1]), cells[0][0] + cells[1][0]) > 0:
+                tables.append(np.array(cells, dtype=float))
+        expected = StratifiedTable(tables)
+        row = table[table["term"] == term].iloc[0]
+        assert row["n_informative"] == sum(
+            1 for t in tables if t[:, 1].sum() > 0 and t[1].sum() > 0
+        )
+        assert row["ror_mh"] == pytest.approx(expected.oddsratio_pooled, rel=1e-9)
+        lower, upper = expected.oddsratio_pooled_confint()
+        assert row["ror_mh_lower"] == pytest.approx(lower, rel=1e-9)
+        assert row["ror_mh_upper"] == pytest.approx(upper, rel=1e-9)
+
+
+def test_the_confounded_signal_is_not_robust_and_the_change_is_listed(result) -> None:
+    table = result.table
+    seizure = table[table["term"] == CONFOUNDED].set_index("analysis")
+    assert bool(seizure.loc["main", "signal"])  # crude OR about 2.8: a signal
+    assert not bool(seizure.loc[MH, "signal"])  # within every stratum the OR is 1
+    assert bool(seizure.loc[MH, "changed"])
+    changed = result.changes()
+    assert (CONFOUNDED, MH) in set(zip(changed["term"], changed["analysis"], strict=True))
+    assert result.verdicts[(CONFOUNDED, "pt")] == "Not robust: no longer a signal in 'MH-adjusted'."
+    # The modified term (OR 9 among men) stays a signal wherever it is counted.
+    modified = table[table["term"] == MODIFIED]
+    assert modified["signal"].all() and not modified["changed"].any()
+    assert result.verdicts[(MODIFIED, "pt")].startswith("Robust")
+
+
+def test_every_analysis_is_the_signals_run_with_its_option(planted, result) -> None:
+    s = resolve("kratom")
+    main = result.main
+    for analysis in ANALYSES[1:]:
+        if analysis.key == MH or analysis.key in result.skipped:
+            continue
+        options = {"roles": main.roles, **analysis.options}
+        run = signals(planted, s, main.through, min_cases=1, groups=True, prior=main.prior, **options)
+        expected = run.table.set_index(["term", "term_kind"])
+        rows = result.table[result.table["analysis"] == analysis.key]
+        for r in rows.itertuples(index=False):
+            if (r.term, r.term_kind) in expected.index:
+                e = expected.loc[(r.term, r.term_kind)]
+                assert (r.a, r.b, r.c, r.d) == (e["a"], e["b"], e["c"], e["d"]), analysis.key
+                assert r.signal == bool(e["signal_ror"])
+            else:
+                assert r.a == 0 and not r.signal
+
+
+def test_an_analysis_that_cannot_run_says_why(result) -> None:
+    # The planted quarter has no herbal product: the natural-product comparator has no case.
+    assert "natural-products" in result.skipped["natural_products"]
+    assert "natural_products" not in set(result.table["analysis"])
+    shown = wide(result)
+    assert "Natural-product comparator" not in shown.columns
+    assert list(shown["term"]) == [t for t, _ in result.terms]
+
+
+def test_rows_are_stored_under_the_main_run_and_replaced(planted_db: Path, result) -> None:
+    with connect(planted_db) as con:
+        sensitivity(con, resolve("kratom"))
+        stored = con.execute(
+            "SELECT count(*), count(DISTINCT analysis) FROM signal_sensitivity WHERE run_id = $r",
+            {"r": result.main.run_id},
+        ).fetchone()
+    assert stored == (len(result.table), len(set(result.table["analysis"])))
+
+
+def test_verdicts_follow_the_rule() -> None:
+    run = [
+        Analysis("main", "Main"),
+        Analysis("x", "X"),
+        Analysis("y", "Y"),
+        Analysis("z", "Z"),
+    ]
+
+    def table(signals: dict[str, bool]) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "analysis": list(signals),
+                "term": "T",
+                "term_kind": "pt",
+                "signal": list(signals.values()),
+            }
+        )
+
+    term = ("T", "pt")
+    every = {"main": True, "x": True, "y": True, "z": True}
+    assert verdict(table(every), term, run) == "Robust: a signal in all 4 analyses run."
+    lost = {**every, "x": False, "z": False}
+    assert verdict(table(lost), term, run) == "Not robust: no longer a signal in 'X' and 'Z'."
+    gained = {"main": False, "x": False, "y": True, "z": False}
+    assert verdict(table(gained), term, run) == (
+        "Not a signal in the main analysis; a signal in 'Y'."
+    )
+    assert verdict(table(dict.fromkeys(every, False)), term, run) == (
+        "Not a signal in any analysis run."
+    )
+    assert "ROR" in ROBUSTNESS_RULE
