@@ -531,6 +531,13 @@ def _plain(value: Any) -> Any:
     help="Also the Mantel-Haenszel ROR beside the crude ROR of each term, with Breslow-Day, "
     "by any of age,sex,year,reporter (csv/json: this table instead of the signals).",
 )
+@click.option(
+    "--sensitivity",
+    is_flag=True,
+    help="The strongest terms and the event groups under every sensitivity analysis side by "
+    "side (suspect-only, comparator, substance alone, notoriety, masking, MH, era), and the "
+    "terms whose classification changes (csv/json: one row per analysis and term).",
+)
 @_format_option
 def signals_command(
     db_path: Path | None,
@@ -550,6 +557,7 @@ def signals_command(
     parquet: Path | None,
     spark_master: str,
     mh_by: str | None,
+    sensitivity: bool,
     fmt: str | None,
 ) -> None:
     """Disproportionality of a substance against every reaction term: PRR, ROR, IC, EBGM.
@@ -561,6 +569,8 @@ def signals_command(
     On Spark, from an export: surveillance signals --engine spark --parquet export/
 
     Stratified: surveillance signals --mh-by age,sex,year,reporter
+
+    Sensitivity analyses: surveillance signals --sensitivity
     """
     from .definitions import criteria_legend
     from .extract import resolve
@@ -570,6 +580,15 @@ def signals_command(
 
     factors = parse_factors(mh_by)
     mh = None
+    if sensitivity:
+        designed = background != "all" or groups or group_files or meddra is not None
+        if designed or stratify or factors or engine != "duckdb" or sort:
+            raise UsageError(
+                "--sensitivity runs its own designs: use it without --background, --groups, "
+                "--group-file, --meddra, --stratify, --mh-by, --sort and --engine spark"
+            )
+        _sensitivity_command(db_path, substance, substance_file, through, roles, min_cases, fmt)
+        return
     if engine == "duckdb" and parquet is not None:
         raise UsageError("--parquet goes with --engine spark")
     if engine == "spark" and factors:
@@ -669,6 +688,64 @@ def signals_command(
         click.echo(render(compact_mh(mh), "table"), nl=False)
         for line in legend():
             click.echo(textwrap.fill(line, width=78))
+
+
+def _sensitivity_command(
+    db_path: Path | None,
+    substance: str,
+    substance_file: Path | None,
+    through: str | None,
+    roles: str | None,
+    min_cases: int,
+    fmt: str | None,
+) -> None:
+    """`signals --sensitivity`: run `sensitivity.sensitivity` and print it."""
+    from .db import connect
+    from .definitions import ROBUSTNESS_RULE
+    from .extract import resolve
+    from .output import default_format, terminal_safe
+    from .sensitivity import ANALYSES, TERMINAL_LEGEND, sensitivity, terminal
+
+    with connect(_db(db_path)) as con:
+        result = sensitivity(con, resolve(substance, substance_file), through, roles, min_cases)
+    labels = {a.key: a.label for a in ANALYSES}
+    skipped = [f"Not run: {labels[k]}: {why}" for k, why in result.skipped.items()]
+    fmt = fmt or default_format()
+    if fmt != "table":
+        for line in skipped:
+            _echo_err(terminal_safe(line))
+        click.echo(render(result.table, fmt), nl=False)
+        return
+    main = result.main
+    click.echo(
+        textwrap.fill(
+            f"{main.substance} {main.substance_version}: sensitivity analyses of the "
+            f"{sum(k == 'pt' for _, k in result.terms)} strongest terms and the event groups, "
+            f"cases through {main.through}{'; roles ' + main.roles if main.roles else ''}",
+            width=78,
+        )
+    )
+    click.echo(render(terminal(result), "table"), nl=False)
+    for line in (TERMINAL_LEGEND, ROBUSTNESS_RULE, *skipped):
+        click.echo(textwrap.fill(terminal_safe(line), width=78))
+    changes = result.changes()
+    click.echo(f"\nClassifications that differ from the main analysis: {len(changes)}")
+    for r in changes.itertuples(index=False):
+        state = "a signal" if r.signal else "not a signal"
+        click.echo(
+            textwrap.fill(
+                terminal_safe(f"  {r.term} ({r.term_kind}): {state} in {labels[r.analysis]}"),
+                width=78,
+                subsequent_indent="    ",
+            )
+        )
+    click.echo("\nVerdicts:")
+    for (term, kind), sentence in result.verdicts.items():
+        click.echo(
+            textwrap.fill(
+                terminal_safe(f"  {term} ({kind}): {sentence}"), width=78, subsequent_indent="    "
+            )
+        )
 
 
 def compact_signals(table: Any) -> Any:

@@ -46,54 +46,68 @@ class Analysis:
     label: str
     options: Mapping[str, Any] = field(default_factory=dict)
     what: str = ""  # one line for the methods block
+    short: str = ""  # the terminal's column heading
 
 
 ANALYSES: tuple[Analysis, ...] = (
-    Analysis("main", "Main", {}, "the main analysis: any role, all cases as comparator"),
+    Analysis(
+        "main", "Main", {}, "the main analysis: the run's roles, all cases as comparator", "main"
+    ),
     Analysis(
         "suspect_only",
         "Suspect only",
         {"roles": SUSPECT_ROLES},
         "the substance and the other drugs counted only as suspect (PS, SS)",
+        "susp",
     ),
     Analysis(
         "natural_products",
         "Natural-product comparator",
         {"background": "natural-products"},
         "c and d count only the cases of other herbal and dietary-supplement products",
+        "natprod",
     ),
     Analysis(
         "substance_only",
         "Substance only",
         {"subset": "only"},
         "only the substance's cases without another suspect drug (the others left out)",
+        "alone",
     ),
     Analysis(
         "without_notoriety",
         "Without notoriety windows",
         {"exclude_window": 6},
         "without every case initially received within 6 months after a regulatory event",
+        "notor",
     ),
     Analysis(
         "masking_adjusted",
         "Masking-adjusted",
         {"remove_maskers": 1},
         "each term's strongest masking drug (Maignen et al. 2014) removed from its background",
+        "mask",
     ),
     Analysis(
         MH,
         "MH-adjusted",
         {},
         "Mantel-Haenszel ROR over the joint strata of age group, sex, year group and reporter",
+        "mh",
     ),
     Analysis(
         "before_2018",
         "Before 2018",
         {"era": "before-2018"},
         "only the cases initially received before 2018",
+        "<2018",
     ),
     Analysis(
-        "from_2018", "2018 on", {"era": "2018-on"}, "only the cases initially received from 2018"
+        "from_2018",
+        "2018 on",
+        {"era": "2018-on"},
+        "only the cases initially received from 2018",
+        "2018+",
     ),
 )
 """The analyses in the order the report's table shows them, the main one first."""
@@ -280,6 +294,34 @@ def wide(result: Sensitivity) -> pd.DataFrame:
             data[analysis.label].append(_cell(cells.loc[key]) if key in cells.index else "n/a")
         data["verdict"].append(result.verdicts[(term, kind)])
     return pd.DataFrame(data)
+
+
+def terminal(result: Sensitivity) -> pd.DataFrame:
+    """The side-by-side table narrow enough for a terminal: per analysis '✓' (a signal), '·'
+    (not), '-' (no case) or 'n/a' (not run), with a."""
+    cells = result.table.set_index(["analysis", "term", "term_kind"])
+    data: dict[str, list[str]] = {"term": [], "kind": []}
+    for analysis in ANALYSES:
+        data[analysis.short] = []
+    for term, kind in result.terms:
+        data["term"].append(term[:26])
+        data["kind"].append(kind)
+        for analysis in ANALYSES:
+            key = (analysis.key, term, kind)
+            if key not in cells.index:
+                data[analysis.short].append("n/a")
+                continue
+            row = cells.loc[key]
+            a = int(row["a"])
+            data[analysis.short].append("-" if a == 0 else f"{'✓' if row['signal'] else '·'}{a}")
+    return pd.DataFrame(data)
+
+
+TERMINAL_LEGEND = (
+    "✓ a signal by the ROR criterion, · not, with a; - no case; n/a not run. Columns: "
+    + "; ".join(f"{a.short} = {a.label}" for a in ANALYSES)
+    + "."
+)
 
 
 def _cell(row: pd.Series) -> str:

@@ -105,7 +105,9 @@ def test_every_analysis_is_the_signals_run_with_its_option(planted, result) -> N
         if analysis.key == MH or analysis.key in result.skipped:
             continue
         options = {"roles": main.roles, **analysis.options}
-        run = signals(planted, s, main.through, min_cases=1, groups=True, prior=main.prior, **options)
+        run = signals(
+            planted, s, main.through, min_cases=1, groups=True, prior=main.prior, **options
+        )
         expected = run.table.set_index(["term", "term_kind"])
         rows = result.table[result.table["analysis"] == analysis.key]
         for r in rows.itertuples(index=False):
