@@ -95,6 +95,33 @@ con.close()
 print(seconds, quarter, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
+SENSITIVITY = """
+import sys, time, resource, json
+from surveillance import sensitivity as S
+from surveillance.db import connect
+from surveillance.extract import resolve
+from surveillance.signals import signals
+con = connect(sys.argv[1])
+signals(con, resolve("kratom"))  # the stored prior, as the quarterly run leaves it
+seconds = {}
+timed = S._analysis
+def timing(con, substance, main, analysis, terms):
+    t = time.perf_counter()
+    try:
+        return timed(con, substance, main, analysis, terms)
+    finally:
+        seconds[analysis.key] = time.perf_counter() - t
+S._analysis = timing
+t = time.perf_counter()
+result = S.sensitivity(con, resolve("kratom"))
+total = time.perf_counter() - t
+seconds["main"] = total - sum(seconds.values())
+con.close()
+print(json.dumps({"seconds": seconds, "skipped": result.skipped, "terms": len(result.terms),
+                  "changed": int(result.table["changed"].sum())}))
+print(total, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
 PRIOR = """
 import sys, time, resource
 import numpy as np
@@ -244,6 +271,29 @@ def bench_report() -> None:
     )
 
 
+def bench_sensitivity() -> None:
+    """The full sensitivity set (`signals --sensitivity`) on 8 full-size quarters, each
+    analysis timed, under the stored prior."""
+    out = subprocess.run(
+        [sys.executable, "-c", SENSITIVITY, str(eight_quarter_db())],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    detail_line, last = out.splitlines()[-2:]
+    detail = json.loads(detail_line)
+    total, rss = (float(v) for v in last.split())
+    for key, seconds in detail["seconds"].items():
+        print(f"sensitivity: {key} {seconds:.1f} s")
+    for key, why in detail["skipped"].items():
+        print(f"sensitivity: {key} not run: {why}")
+    print(
+        f"sensitivity: all {len(detail['seconds'])} analyses of {detail['terms']} terms and groups "
+        f"on 8 full-size quarters in {total:.1f} s, {detail['changed']} classifications changed; "
+        f"peak RSS {rss:,.0f} MB (target < 60 s)"
+    )
+
+
 def bench_prior(n_pairs: int) -> None:
     """EBGM hyperparameter fit on a simulated drug-by-term table: squashed vs plain."""
     for mode in ("squash", "plain"):
@@ -347,7 +397,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=2_000_000, help="pairs for the prior fit")
     parser.add_argument(
         "--only",
-        choices=["load", "signals", "report", "prior", "ebgm", "match", "demo"],
+        choices=["load", "signals", "sensitivity", "report", "prior", "ebgm", "match", "demo"],
         default=None,
         help="run one benchmark",
     )
@@ -357,6 +407,8 @@ def main() -> None:
         bench_load(full_size_zip(args.reports))
     if args.only in (None, "signals"):
         bench_signals()
+    if args.only in (None, "sensitivity"):
+        bench_sensitivity()
     if args.only in (None, "report"):
         bench_report()
     if args.only in (None, "prior"):

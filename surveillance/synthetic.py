@@ -322,7 +322,9 @@ HERBAL_PRODUCTS: tuple[tuple[str, str], ...] = (
     ("BLACK COHOSH", "HERBALS\\BLACK COHOSH"),
 )
 HERBAL_RATE = 0.03
-"""Share of ordinary drug rows replaced by a herbal product."""
+"""Share of ordinary drug rows replaced by a herbal product (series and demo)."""
+HERBAL_SHARE = 0.004
+"""Share of a full-size quarter's drug rows that name a herbal product."""
 
 # Ordinary drug names carrying latin-1 letters (all have latin-1 upper-case forms).
 _LATIN1_DRUGNAMES = (
@@ -2092,8 +2094,8 @@ def write_full_size_quarter(
     """Write a benchmark-sized SYNTHETIC FB-layout (2014Q3+) quarter; no damage, no truth.
 
     400,000 reports give about 5 million rows: DRUG ~2.0M, REAC ~1.3M, INDI ~0.9M, THER ~0.6M,
-    DEMO 0.4M, OUTC ~0.3M, RPSR ~20k. Kratom, 7-OH, look-alike and latin-1 drug strings are mixed
-    into the background vocabulary.
+    DEMO 0.4M, OUTC ~0.3M, RPSR ~20k. Kratom, 7-OH, look-alike, latin-1 and herbal drug strings
+    are mixed into the background vocabulary.
     """
     q = Quarter.parse(quarter)
     if q.era != "FB":
@@ -2106,6 +2108,7 @@ def write_full_size_quarter(
             (SEVEN_OH_DRUGNAMES, "7-HYDROXYMITRAGYNINE", 0.003),
             (DECOY_DRUGNAMES, "", 0.01),
             (_LATIN1_DRUGNAMES, "", 0.001),
+            *[((name,), ai, HERBAL_SHARE / len(HERBAL_PRODUCTS)) for name, ai in HERBAL_PRODUCTS],
         ]
     )
     gen = _FullSize(q, n_reports, seed, vocab)
