@@ -198,26 +198,32 @@ def _analysis(
                 f"Mantel-Haenszel counts the clean layer, which holds the cases through {latest}"
             )
         pts = [t for t, k in terms if k == "pt"]
-        mh = mh_joint(con, substance, main.roles, pts)
-        frame = pd.DataFrame(
-            {
-                "term": mh["term"],
-                "term_kind": "pt",
-                **{c: mh[c] for c in "abcd"},
-                "ror": mh["ror_mh"],
-                "ror_lower": mh["ror_mh_lower"],
-                "ror_upper": mh["ror_mh_upper"],
-                "marks": "",
-                # The ROR criterion on the pooled estimate (stats.ror_mh's signal).
-                "signal": (mh["ror_mh_lower"] > 1) & (mh["a"] >= stats.ROR_MIN_CASES),
-            }
-        )
-        return _rows(analysis.key, frame, [(t, k) for t, k in terms if k == "pt"], marked=False)
+        frames = [
+            _mh_frame(mh_joint(con, substance, main.roles, pts), "pt"),
+            _mh_frame(mh_joint(con, substance, main.roles, [], main.design.groups), "group"),
+        ]
+        return _rows(analysis.key, pd.concat(frames, ignore_index=True), terms, marked=False)
     options = {"roles": main.roles, **analysis.options}
     run = signals(
         con, substance, main.through, min_cases=1, groups=True, prior=main.prior, **options
     )
     return _rows(analysis.key, run.table, terms)
+
+
+def _mh_frame(mh: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """`mh_joint` rows as signal-table rows: the pooled ROR, classed by the ROR criterion."""
+    return pd.DataFrame(
+        {
+            "term": mh["term"],
+            "term_kind": kind,
+            **{c: mh[c] for c in "abcd"},
+            "ror": mh["ror_mh"],
+            "ror_lower": mh["ror_mh_lower"],
+            "ror_upper": mh["ror_mh_upper"],
+            # The ROR criterion on the pooled estimate (stats.ror_mh's signal).
+            "signal": (mh["ror_mh_lower"] > 1) & (mh["a"] >= stats.ROR_MIN_CASES),
+        }
+    )
 
 
 def _rows(

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -26,6 +27,7 @@ from . import stats
 from .clean import ensure_macros
 from .db import ensure_derived_table
 from .definitions import AGE_GROUPS, AGE_UNKNOWN, SEXES, YEAR_BOUNDS, YEAR_GROUPS, parse_roles
+from .design import EventGroup
 from .errors import NoDataError, UsageError
 from .extract import ensure_extracted
 from .freshness import data_fingerprint
@@ -113,10 +115,13 @@ def _build_tables(
     roles: str | None,
     factors: tuple[str, ...],
     terms: Sequence[str] | None,
+    groups: Sequence[EventGroup] = (),
 ) -> list[str]:
-    """Temp tables of every case with its strata and exposure, and the wanted terms' reactions.
+    """Temp tables of every case with its strata and exposure, and the wanted terms' reactions
+    (and each group's cases once, under the group's key, as `design.Design.apply` counts them).
 
-    Returns the pt_keys counted: the wanted terms (all when None) co-reported with the substance."""
+    Returns the keys counted: the wanted terms (all when None) and groups co-reported with the
+    substance."""
     columns = ", ".join(f"{_FACTOR_SQL[f]} AS {f}" for f in factors)
     # The stratum expressions are the constants of _FACTOR_SQL, never input.
     con.execute(
@@ -136,6 +141,20 @@ def _build_tables(
            OR r.pt_key IN (SELECT pt_key FROM pt_terms WHERE list_contains($terms, pt))""",  # noqa: S608
         {"all_terms": terms is None, "terms": list(terms or [])},
     )
+    if groups:
+        members = pd.DataFrame(
+            [(g.key, pt.strip().upper()) for g in groups for pt in g.pts],
+            columns=["event_key", "pt_key"],
+        )
+        con.register("_mh_group_frame", members)
+        try:
+            con.execute(
+                f"""INSERT INTO _mh_reac SELECT DISTINCT r.caseid, g.event_key FROM (
+                {signal_sql("reactions")}
+                ) r JOIN _mh_group_frame g USING (pt_key)"""  # noqa: S608
+            )
+        finally:
+            con.unregister("_mh_group_frame")
     found = con.execute(
         """SELECT r.pt_key FROM _mh_reac r JOIN _mh_cases c USING (caseid)
         WHERE c.exposed GROUP BY r.pt_key"""
@@ -245,10 +264,12 @@ def mh_joint(
     substance: Substance,
     roles: str | None = None,
     terms: Sequence[str] | None = None,
+    groups: Sequence[EventGroup] = (),
 ) -> pd.DataFrame:
     """`mh_table`'s rows for one stratification, the cross-classification of every factor
-    (factor JOINT): the MH-adjusted ROR of the sensitivity analyses."""
-    return _mh_rows(con, substance, roles, FACTORS, terms, (JOINT,))
+    (factor JOINT): the MH-adjusted ROR of the sensitivity analyses. `groups` adds a row per
+    event group (its name as term), after the terms."""
+    return _mh_rows(con, substance, roles, FACTORS, terms, (JOINT,), groups)
 
 
 def _mh_rows(
@@ -258,6 +279,7 @@ def _mh_rows(
     chosen: tuple[str, ...],
     terms: Sequence[str] | None,
     counted: tuple[str, ...] | None = None,
+    groups: Sequence[EventGroup] = (),
 ) -> pd.DataFrame:
     """Rows of `mh_table` for the `counted` stratifications (default: each chosen factor)."""
     try:
@@ -267,14 +289,22 @@ def _mh_rows(
     ensure_macros(con)
     ensure_extracted(con, substance)
     try:
-        keys = _build_tables(con, substance, roles, chosen, terms)
+        keys = _build_tables(con, substance, roles, chosen, terms, groups)
         exposed = con.execute("SELECT count(*) FROM _mh_cases WHERE exposed").fetchone()
         if not exposed or not exposed[0]:
             in_roles = f" in roles {roles}" if roles else ""
             raise NoDataError(f"no {substance.name} cases{in_roles}")
         names = dict(con.execute("SELECT pt_key, pt FROM pt_terms").fetchall())
         order = {t: i for i, t in enumerate(terms)} if terms is not None else None
-        keys.sort(key=lambda k: (order[names[k]], k) if order is not None else (names[k], k))
+        order_of = {g.key: (0, i) for i, g in enumerate(groups)}
+        names.update({g.key: g.name for g in groups})
+
+        def rank(k: str) -> tuple[Any, ...]:
+            if k in order_of:
+                return (1, *order_of[k])
+            return (0, order[names[k]] if order is not None else names[k], k)
+
+        keys.sort(key=rank)
         counts = {f: _factor_counts(con, f, keys) for f in counted or chosen if keys}
     finally:
         con.execute("DROP TABLE IF EXISTS _mh_cases")

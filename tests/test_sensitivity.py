@@ -92,6 +92,11 @@ def test_the_confounded_signal_is_not_robust_and_the_change_is_listed(result) ->
     changed = result.changes()
     assert (CONFOUNDED, MH) in set(zip(changed["term"], changed["analysis"], strict=True))
     assert result.verdicts[(CONFOUNDED, "pt")] == "Not robust: no longer a signal in 'MH-adjusted'."
+    # The seizure group holds no other PT of the planted quarter: under MH it is Seizure itself.
+    group = table[(table["term"] == "seizure") & (table["analysis"] == MH)].iloc[0]
+    assert group["term_kind"] == "group"
+    assert group["ror"] == pytest.approx(seizure.loc[MH, "ror"], rel=1e-12)
+    assert not group["signal"] and group["changed"]
     # The modified term (OR 9 among men) stays a signal wherever it is counted.
     modified = table[table["term"] == MODIFIED]
     assert modified["signal"].all() and not modified["changed"].any()
