@@ -220,8 +220,8 @@ def _mh_frame(mh: pd.DataFrame, kind: str) -> pd.DataFrame:
             "ror": mh["ror_mh"],
             "ror_lower": mh["ror_mh_lower"],
             "ror_upper": mh["ror_mh_upper"],
-            # The ROR criterion on the pooled estimate (stats.ror_mh's signal).
-            "signal": (mh["ror_mh_lower"] > 1) & (mh["a"] >= stats.ROR_MIN_CASES),
+            # The ROR criterion on the pooled estimate, as stats.ror_mh applies it.
+            "signal": stats.ror_signal(mh["ror_mh_lower"].astype(float), mh["a"].astype(float)),
         }
     )
 

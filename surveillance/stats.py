@@ -260,6 +260,11 @@ def prr(*, a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike) -> PRRResult:
     )
 
 
+def ror_signal(lower: ArrayLike, a: ArrayLike) -> BoolArray:
+    """The ROR criterion: lower 95% bound > 1 with a >= ROR_MIN_CASES (a summed over strata)."""
+    return (np.asarray(lower) > 1) & (np.asarray(a) >= ROR_MIN_CASES)
+
+
 def ror(*, a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike) -> RORResult:
     """ROR = ad / bc with Woolf's log-normal 95% CI; signal when lower > 1 and a >= 3.
 
@@ -275,7 +280,7 @@ def ror(*, a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike) -> RORResult:
         ror=np.exp(log_ror),
         lower=lower,
         upper=np.exp(log_ror + Z_95 * se),
-        signal=(lower > 1) & (fa >= ROR_MIN_CASES),
+        signal=ror_signal(lower, fa),
         zero_corrected=zero,
     )
 
@@ -314,7 +319,7 @@ def ror_mh(*, a: ArrayLike, b: ArrayLike, c: ArrayLike, d: ArrayLike) -> RORResu
         ror=np.exp(log_ror),
         lower=lower,
         upper=np.exp(log_ror + Z_95 * se),
-        signal=(lower > 1) & (np.sum(fa, axis=1) >= ROR_MIN_CASES),
+        signal=ror_signal(lower, np.sum(fa, axis=1)),
         zero_corrected=zero,
     )
 

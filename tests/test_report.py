@@ -358,3 +358,34 @@ def test_an_earlier_quarters_report_has_one_prior(
     for row in rows:
         for column in ("a", "ror", "ic025", "ebgm", "eb05", "signal_ebgm", "signal_ror"):
             assert row[column] == shown[row["term"]][column], (row["term"], column)
+
+
+def test_sensitivity_section_agrees_with_the_signal_tables(report: Path) -> None:
+    """The main analysis of section 4 is the signals table's cells (PTs) and the event-group
+    table's (groups); each compared term has one row and one verdict in the page."""
+    rows = _csv(report, "sensitivity")
+    main = {(r["term"], r["term_kind"]): r for r in rows if r["analysis"] == "main"}
+    pts = {r["term"]: r for r in _csv(report, "signals")}
+    groups = {r["term"]: r for r in _csv(report, "signals_groups")}
+    assert main and any(kind == "group" for _, kind in main)
+    for (term, kind), r in main.items():
+        source = pts[term] if kind == "pt" else groups[term]
+        assert [r[c] for c in "abcd"] == [source[c] for c in "abcd"], term
+    # The generated series reports herbal products: the comparator ran, on fewer cases.
+    comparator = {
+        (r["term"], r["term_kind"]): r for r in rows if r["analysis"] == "natural_products"
+    }
+    assert comparator.keys() == main.keys()
+    for key, r in comparator.items():
+        assert int(r["c"]) + int(r["d"]) < int(main[key]["c"]) + int(main[key]["d"])
+    page = (report / "index.html").read_text(encoding="utf-8")
+    table = page.split('id="sensitivity-table"', 1)[1].split("</table>", 1)[0]
+    assert table.count("<tr>") == len(main) + 1  # the heading row
+    for heading in ("Main", "Suspect only", "Natural-product comparator", "MH-adjusted"):
+        assert f">{heading}</th>" in table
+    assert table.count("Robust: ") + table.count("Not robust: ") + table.count("Not a signal") == (
+        len(main)
+    )
+    assert 'id="stratified-table"' in page and 'id="group-table"' in page
+    md = (report / "report.md").read_text(encoding="utf-8")
+    assert "## 4. Sensitivity analyses" in md and "### Event groups" in md
