@@ -12,9 +12,11 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 from statsmodels.stats.contingency_tables import StratifiedTable
 from test_stratified import CONFOUNDED, MODIFIED, planted_quarter
 
+from surveillance.cli import cli
 from surveillance.db import connect
 from surveillance.definitions import ROBUSTNESS_RULE
 from surveillance.extract import resolve
@@ -174,3 +176,35 @@ def test_verdicts_follow_the_rule() -> None:
         "Not a signal in any analysis run."
     )
     assert "ROR" in ROBUSTNESS_RULE
+
+
+def test_cli_prints_the_matrix_the_changes_and_the_verdicts(planted_db: Path) -> None:
+    runner = CliRunner()
+    shown = runner.invoke(
+        cli, ["signals", "--db", str(planted_db), "--sensitivity", "--format", "table"]
+    )
+    assert shown.exit_code == 0, shown.output
+    out = shown.output
+    assert "Classifications that differ from the main analysis:" in out
+    assert f"{CONFOUNDED} (pt): not a signal in MH-adjusted" in out
+    assert f"{CONFOUNDED} (pt): Not robust: no longer a signal in 'MH-adjusted'." in out
+    assert "Not run: Natural-product comparator:" in out
+    assert all(len(line) <= 100 for line in out.splitlines())
+    as_csv = runner.invoke(
+        cli, ["signals", "--db", str(planted_db), "--sensitivity", "--format", "csv"]
+    )
+    assert as_csv.exit_code == 0
+    header = as_csv.stdout.splitlines()[0]
+    assert header == "analysis,term,term_kind,a,b,c,d,ror,ror_lower,ror_upper,marks,signal,changed"
+    assert "Not run: Natural-product comparator" in as_csv.stderr
+
+
+@pytest.mark.parametrize(
+    "extra", [["--groups"], ["--background", "natural-products"], ["--mh-by", "sex"]]
+)
+def test_cli_refuses_options_the_analyses_set_themselves(planted_db: Path, extra) -> None:
+    refused = CliRunner().invoke(cli, ["signals", "--db", str(planted_db), "--sensitivity", *extra])
+    assert refused.exit_code == 2
+    assert (
+        refused.output.count("\n") == 1 and "--sensitivity runs its own designs" in refused.output
+    )
