@@ -198,24 +198,29 @@ def _analysis(
                 f"Mantel-Haenszel counts the clean layer, which holds the cases through {latest}"
             )
         pts = [t for t, k in terms if k == "pt"]
-        frames = [
-            _mh_frame(mh_joint(con, substance, main.roles, pts), "pt"),
-            _mh_frame(mh_joint(con, substance, main.roles, [], main.design.groups), "group"),
-        ]
-        return _rows(analysis.key, pd.concat(frames, ignore_index=True), terms, marked=False)
+        mh = mh_joint(con, substance, main.roles, pts, main.design.groups)
+        return _rows(analysis.key, _mh_frame(mh), terms, marked=False)
     options = {"roles": main.roles, **analysis.options}
+    pts = [t for t, k in terms if k == "pt"]
     run = signals(
-        con, substance, main.through, min_cases=1, groups=True, prior=main.prior, **options
+        con,
+        substance,
+        main.through,
+        min_cases=1,
+        groups=True,
+        prior=main.prior,
+        terms=pts,
+        **options,
     )
     return _rows(analysis.key, run.table, terms)
 
 
-def _mh_frame(mh: pd.DataFrame, kind: str) -> pd.DataFrame:
+def _mh_frame(mh: pd.DataFrame) -> pd.DataFrame:
     """`mh_joint` rows as signal-table rows: the pooled ROR, classed by the ROR criterion."""
     return pd.DataFrame(
         {
             "term": mh["term"],
-            "term_kind": kind,
+            "term_kind": mh["term_kind"],
             **{c: mh[c] for c in "abcd"},
             "ror": mh["ror_mh"],
             "ror_lower": mh["ror_mh_lower"],

@@ -261,8 +261,10 @@ def _build_case_tables(
     latest: bool,
     roles: str | None,
     stratify: tuple[str, ...],
+    keys: list[str] | None = None,
 ) -> None:
-    """Temp tables of the cases (with their stratum), the exposed ones and their terms.
+    """Temp tables of the cases (with their stratum), the exposed ones and their terms (only
+    the PT keys `keys` when given).
 
     Through the last loaded quarter the clean layer already holds these cases; for an earlier
     quarter they are rebuilt as of then from the raw layer. Without strata the cases need no
@@ -296,7 +298,9 @@ def _build_case_tables(
             f"""CREATE OR REPLACE TEMP TABLE _sig_reac AS
             SELECT r.caseid, {"c.stratum" if stratify else "'all'"} AS stratum, r.pt_key
             FROM ({signal_sql("reactions")}
-            ) r {join}"""  # noqa: S608
+            ) r {join}
+            WHERE $all_keys OR list_contains($keys, r.pt_key)""",  # noqa: S608
+            {"all_keys": keys is None, "keys": keys or []},
         )
         return
     con.execute(
@@ -309,7 +313,9 @@ def _build_case_tables(
         FROM _sig_cases c
         JOIN raw_reac r
           ON r.source = c.source AND r.primaryid = c.primaryid AND r.quarter = c.quarter
-        WHERE r.pt IS NOT NULL AND trim(r.pt) <> ''"""
+        WHERE r.pt IS NOT NULL AND trim(r.pt) <> ''
+          AND ($all_keys OR list_contains($keys, upper(trim(r.pt))))""",
+        {"all_keys": keys is None, "keys": keys or []},
     )
 
 
@@ -348,10 +354,12 @@ def _asof_counts(
     roles: str | None,
     stratify: tuple[str, ...],
     design: Design = DEFAULT,
+    keys: list[str] | None = None,
 ) -> Counts:
-    """The counts as of an earlier quarter, in strata, or under a design other than the default,
-    from temp tables of the cases (narrowed and given group events by `Design.apply`)."""
-    _build_case_tables(con, substance, through, latest, roles, stratify)
+    """The counts as of an earlier quarter, in strata, under a design other than the default or
+    for some PT keys only, from temp tables of the cases (narrowed and given group events by
+    `Design.apply`)."""
+    _build_case_tables(con, substance, through, latest, roles, stratify, keys)
     design.apply(con, latest, roles)
     strata = con.execute(
         """SELECT c.stratum, count(*) AS n, count(e.caseid) AS n_exposed
@@ -482,6 +490,7 @@ def signals(
     group_files: Sequence[str | Path] = (),
     meddra: str | Path | None = None,
     design: Design | None = None,
+    terms: Sequence[str] | None = None,
 ) -> SignalRun:
     """Every reaction term co-reported with the substance, with PRR, ROR, IC and EBGM.
 
@@ -502,8 +511,14 @@ def signals(
     drug-by-PT pairs only, so adding groups changes no PT row; p_adj is adjusted within each
     kind of row (PTs, groups, HLTs, HLGTs, SOCs) for the same reason. A `design` already made
     (`design.make_design`, e.g. one per sensitivity run) is used as it is, without those options.
+
+    `terms` counts only these PTs (display names) and the design's groups, under a given
+    `prior`: the few rows the sensitivity analyses compare, at a fraction of the cost. That
+    table is partial (p_adj over its rows only), so it is returned and not stored.
     """
     check_options(min_cases, sort)
+    if terms is not None and prior is None:
+        raise UsageError("signals for some terms only need the prior of a full run")
     asked = (background, groups, tuple(group_files), meddra)
     if design is None:
         design = make_design(*asked)
@@ -517,10 +532,14 @@ def signals(
     roles = _roles(roles)
     strata_keys = _stratify(stratify)
     through, latest = resolve_through(con, through)
-    if latest and not strata_keys and design.is_default:
+    keys = None
+    if terms is not None:
+        members = [pt for g in design.groups for pt in g.pts]
+        keys = sorted({t.strip().upper() for t in [*terms, *members]})
+    if latest and not strata_keys and design.is_default and keys is None:
         counts = _duckdb_counts(con, substance, roles)
     else:
-        counts = _asof_counts(con, substance, through, latest, roles, strata_keys, design)
+        counts = _asof_counts(con, substance, through, latest, roles, strata_keys, design, keys)
     check_exposed(counts, substance, roles, through)
     design.check_background(int((counts.strata["n"] - counts.strata["n_exposed"]).sum()), through)
     data = data_fingerprint(con)
@@ -532,7 +551,8 @@ def signals(
     run = signal_run(
         counts, prior, substance, through, roles, strata_keys, min_cases, sort, data, design
     )
-    _store(con, run, data)
+    if terms is None:
+        _store(con, run, data)
     return run
 
 

@@ -256,7 +256,7 @@ def mh_table(
     columns are OUTPUT_COLUMNS (`stats.mantel_haenszel`; missing values are NaN). The crude
     a, b, c, d are the signals table's. A given term that no substance case reports is left
     out, as in the signals. No case with the substance (in the roles) is a NoDataError."""
-    return _mh_rows(con, substance, roles, parse_factors(factors), terms)
+    return _mh_rows(con, substance, roles, parse_factors(factors), terms)[list(OUTPUT_COLUMNS)]
 
 
 def mh_joint(
@@ -268,7 +268,7 @@ def mh_joint(
 ) -> pd.DataFrame:
     """`mh_table`'s rows for one stratification, the cross-classification of every factor
     (factor JOINT): the MH-adjusted ROR of the sensitivity analyses. `groups` adds a row per
-    event group (its name as term), after the terms."""
+    event group (its name as term), after the terms; column term_kind says which a row is."""
     return _mh_rows(con, substance, roles, FACTORS, terms, (JOINT,), groups)
 
 
@@ -281,7 +281,8 @@ def _mh_rows(
     counted: tuple[str, ...] | None = None,
     groups: Sequence[EventGroup] = (),
 ) -> pd.DataFrame:
-    """Rows of `mh_table` for the `counted` stratifications (default: each chosen factor)."""
+    """Rows of `mh_table` for the `counted` stratifications (default: each chosen factor), with
+    the kind of each row (term_kind: pt or group) last."""
     try:
         roles = parse_roles(roles)
     except ValueError as e:
@@ -309,13 +310,18 @@ def _mh_rows(
     finally:
         con.execute("DROP TABLE IF EXISTS _mh_cases")
         con.execute("DROP TABLE IF EXISTS _mh_reac")
-    frames = [_rows([names[k] for k in keys], f, c) for f, c in counts.items()]
+    kinds = ["group" if k in order_of else "pt" for k in keys]
+    frames = [
+        _rows([names[k] for k in keys], f, c).assign(term_kind=kinds) for f, c in counts.items()
+    ]
     if not frames:
-        return pd.DataFrame({c: pd.Series([], dtype=object) for c in OUTPUT_COLUMNS})
+        return pd.DataFrame(
+            {c: pd.Series([], dtype=object) for c in (*OUTPUT_COLUMNS, "term_kind")}
+        )
     table = pd.concat(frames, ignore_index=True)
     table["_term_order"] = table.index % len(keys)
     table = table.sort_values("_term_order", kind="mergesort").drop(columns="_term_order")
-    return table[OUTPUT_COLUMNS].reset_index(drop=True)
+    return table[[*OUTPUT_COLUMNS, "term_kind"]].reset_index(drop=True)
 
 
 def signal_mh(
