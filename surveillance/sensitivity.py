@@ -16,7 +16,7 @@ Results are stored in `signal_sensitivity` under the main run's run_id.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -148,6 +148,26 @@ def compared_terms(main: SignalRun, top: int = TOP_TERMS) -> list[tuple[str, str
     ]
 
 
+def main_run(
+    con: duckdb.DuckDBPyConnection,
+    substance: Substance,
+    through: str | None,
+    roles: str | None,
+    min_cases: int,
+) -> SignalRun:
+    """The main analysis: the plain run (stored, its prior fitted or reused) with the shipped
+    event groups' rows added. Groups change no PT row and are a family of their own for p_adj,
+    so this is `signals(groups=True)` without counting every PT a second time."""
+    plain = signals(con, substance, through, roles, min_cases)
+    grouped = signals(
+        con, substance, plain.through, roles, min_cases, prior=plain.prior, groups=True, terms=[]
+    )
+    groups = grouped.table[grouped.table["term_kind"] != "pt"]
+    pts = plain.table.assign(term_kind="pt", background=grouped.design.background_label)
+    table = pd.concat([pts[groups.columns], groups], ignore_index=True)
+    return replace(plain, table=table, design=grouped.design)
+
+
 def sensitivity(
     con: duckdb.DuckDBPyConnection,
     substance: Substance,
@@ -159,9 +179,9 @@ def sensitivity(
 ) -> Sensitivity:
     """Run every analysis for the main run's top terms and event groups; store and return them.
 
-    The main run is `signals` with the shipped event groups (its prior fitted or stored as
-    usual); the others reuse its prior. No case of the substance is a NoDataError."""
-    main = signals(con, substance, through, roles, min_cases, groups=True)
+    The main run is `main_run` (its prior fitted or stored as usual); the others reuse its
+    prior. No case of the substance is a NoDataError."""
+    main = main_run(con, substance, through, roles, min_cases)
     terms = compared_terms(main, top)
     frames = [_rows(analyses[0].key, main.table, terms)]
     skipped: dict[str, str] = {}

@@ -208,3 +208,13 @@ def test_cli_refuses_options_the_analyses_set_themselves(planted_db: Path, extra
     assert (
         refused.output.count("\n") == 1 and "--sensitivity runs its own designs" in refused.output
     )
+
+
+def test_the_main_run_is_the_grouped_signals_run(planted, result) -> None:
+    full = signals(planted, resolve("kratom"), groups=True, prior=result.main.prior)
+    columns = list(full.table.columns)
+    assert list(result.main.table.columns) == columns
+    key = ["term_kind", "term"]
+    got = result.main.table.sort_values(key).reset_index(drop=True)
+    expected = full.table.sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected)
