@@ -323,6 +323,9 @@ HERBAL_PRODUCTS: tuple[tuple[str, str], ...] = (
 )
 HERBAL_RATE = 0.03
 """Share of ordinary drug rows replaced by a herbal product (series and demo)."""
+KRATOM_ALONE_RATE = 0.5
+"""Share of the kratom cases with kratom as primary suspect whose other drugs are all
+concomitant: kratom the only suspect (drawn from its own random stream)."""
 HERBAL_SHARE = 0.004
 """Share of a full-size quarter's drug rows that name a herbal product."""
 
@@ -679,6 +682,7 @@ class _Planner:
         # str seeds are hashed deterministically; the quarters make each quarter's data differ
         self.rng = random.Random(f"{seed}/{','.join(map(str, quarters))}")
         self.herbal_rng = random.Random(f"herbal/{seed}/{','.join(map(str, quarters))}")
+        self.alone_rng = random.Random(f"alone/{seed}/{','.join(map(str, quarters))}")
         self.quarters = quarters
         self.n_cases = n_cases
         self.kratom_rate = kratom_rate
@@ -1059,6 +1063,10 @@ class _Planner:
             pts.append(rng.choice(PTS))
         v.reac = list(dict.fromkeys([*v.reac, *((pt, "") for pt in pts)]))
         v.outc = sorted(set(v.outc) | set(self._outcomes(_OUTC_KRATOM)))
+        if d.fields["role_cod"] == "PS" and self.alone_rng.random() < KRATOM_ALONE_RATE:
+            for other in v.drugs:
+                if other is not d and other.fields["role_cod"] in ("PS", "SS", "I"):
+                    other.fields["role_cod"] = "C"
 
     def _outcomes(self, rates: dict[str, float]) -> list[str]:
         codes = [c for c, p in rates.items() if self.rng.random() < p]
