@@ -505,6 +505,30 @@ def _plain(value: Any) -> Any:
     help="A MedDRA ASCII folder (mdhier.asc): add HLT, HLGT and SOC groups.",
 )
 @click.option(
+    "--exclude-window",
+    type=int,
+    default=None,
+    metavar="MONTHS",
+    help="Leave out the cases initially received within MONTHS months on or after any of the "
+    "substance's regulatory events (data/regulatory_events.csv); the usual window is 6.",
+)
+@click.option(
+    "--era",
+    default=None,
+    metavar="ERA",
+    # The values are notoriety.ERAS (checked there, and against this text by a test); reading
+    # them here would load the statistics stack for every command's --help.
+    help="Only the cases initially received in one era: before-2018 or 2018-on.",
+)
+@click.option(
+    "--remove-maskers",
+    type=int,
+    default=None,
+    metavar="K",
+    help="Take off each term's c and d the cases of its K drugs of highest masking ratio "
+    "(Maignen 2014), named in a maskers column.",
+)
+@click.option(
     "--engine",
     type=click.Choice(["duckdb", "spark"]),
     default="duckdb",
@@ -546,6 +570,9 @@ def signals_command(
     groups: bool,
     group_files: tuple[Path, ...],
     meddra: Path | None,
+    exclude_window: int | None,
+    era: str | None,
+    remove_maskers: int | None,
     engine: str,
     parquet: Path | None,
     spark_master: str,
@@ -561,6 +588,8 @@ def signals_command(
     On Spark, from an export: surveillance signals --engine spark --parquet export/
 
     Stratified: surveillance signals --mh-by age,sex,year,reporter
+
+    Notoriety and masking: surveillance signals --exclude-window 6 --remove-maskers 1
     """
     from .definitions import criteria_legend
     from .extract import resolve
@@ -592,6 +621,9 @@ def signals_command(
             groups=groups,
             group_files=group_files,
             meddra=meddra,
+            exclude_window=exclude_window,
+            era=era,
+            remove_maskers=remove_maskers,
         )
     else:
         from .db import connect
@@ -611,6 +643,9 @@ def signals_command(
                 groups=groups,
                 group_files=group_files,
                 meddra=meddra,
+                exclude_window=exclude_window,
+                era=era,
+                remove_maskers=remove_maskers,
             )
             if factors:
                 mh = signal_mh(con, run, chosen, factors)
