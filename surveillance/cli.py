@@ -664,6 +664,8 @@ def signals_command(
             _echo_err(warning)
         if run.engine != "duckdb":
             _echo_err(f"Counted by {run.engine} from the Parquet export.")
+        if run.design.exclusion is not None:
+            _echo_err(terminal_safe(run.design.exclusion.statement()))
         click.echo(render(run.table if mh is None else mh, fmt), nl=False)
         return
     if warning:

@@ -207,3 +207,15 @@ def test_zero_maskers_is_the_main_run(con) -> None:
     assert none.design.prior_key() == main.design.prior_key()  # masking keeps the prior
     with pytest.raises(UsageError, match="--remove-maskers must be 0 or more"):
         signals(con, kratom, prior=PRIOR, remove_maskers=-1)
+
+
+@pytest.mark.slow
+def test_library_door_takes_the_options(masking_db) -> None:
+    from surveillance import Database
+
+    options = {"min_cases": 1, "remove_maskers": 1, "exclude_window": 6, "era": "2018-on"}
+    with Database(masking_db["db"]) as db:
+        table = db.signals(**options)
+    with connect(masking_db["db"]) as c:
+        run = signals(c, resolve("kratom"), **options)
+    assert table.equals(run.table) and "maskers" in table

@@ -241,3 +241,16 @@ def test_statement_and_refusals(con, window_db, tmp_path) -> None:
     assert "--exclude-window, --era and --remove-maskers are not supported" in spark.stderr
     helped = " ".join(runner.invoke(cli, ["signals", "--help"]).stdout.split())
     assert f"one era: {ERAS[0]} or {ERAS[1]}." in helped  # the help's text matches ERAS
+
+
+@pytest.mark.slow
+def test_cli_states_the_exclusion(window_db) -> None:
+    runner = CliRunner()
+    args = ["signals", "--db", str(window_db["db"]), "--min-cases", "1", "--era", ERAS[0]]
+    stated = f"Excluded: cases initially received from {YEAR_BOUNDS[1]} on."
+    table = runner.invoke(cli, [*args, "--format", "table"])
+    assert table.exit_code == 0, table.output
+    assert stated in " ".join(table.stdout.split())
+    csv_out = runner.invoke(cli, [*args, "--format", "csv"])
+    assert csv_out.exit_code == 0 and csv_out.stderr.splitlines()[-1] == stated
+    assert csv_out.stdout.splitlines()[0].endswith(",background")
