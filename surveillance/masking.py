@@ -52,14 +52,28 @@ pairs AS (
     GROUP BY ALL)
 SELECT p.pt_key, p.drug, p.c_m, d.n_m, t.c, (SELECT count(*) FROM bg) AS n_background
 FROM pairs p JOIN per_drug d USING (drug) JOIN per_term t USING (pt_key)"""
-# The background cases involving any masker of a term, by stratum, and those with the term.
-_REMOVED = """WITH masked AS (
-    SELECT DISTINCT m.pt_key, g.caseid FROM _mask_frame m JOIN _sig_drugs g USING (drug)
-    WHERE g.caseid NOT IN (SELECT caseid FROM _sig_exposed))
-SELECT m.pt_key, c.stratum, count(*) AS n_removed, count(e.caseid) AS c_removed
-FROM masked m JOIN _sig_cases c USING (caseid)
-LEFT JOIN _sig_events e ON e.caseid = m.caseid AND e.pt_key = m.pt_key
-GROUP BY ALL"""
+# The background cases that a term's maskers take off its c and d, by stratum: n_removed in
+# all, c_removed with the term. Terms with the same maskers share one set of cases (a few large
+# drugs mask many terms), so each set's cases are found once, not once per term.
+_REMOVED = """WITH sets AS (
+    SELECT pt_key, list_sort(list(drug)) AS maskers FROM _mask_frame GROUP BY pt_key),
+ids AS (SELECT maskers, row_number() OVER () AS set_id FROM (SELECT DISTINCT maskers FROM sets)),
+term_set AS (SELECT s.pt_key, i.set_id FROM sets s JOIN ids i USING (maskers)),
+set_drug AS (SELECT set_id, unnest(maskers) AS drug FROM ids),
+masked AS (
+    SELECT DISTINCT s.set_id, g.caseid FROM set_drug s JOIN _sig_drugs g USING (drug)
+    WHERE g.caseid NOT IN (SELECT caseid FROM _sig_exposed)),
+per_set AS (
+    SELECT m.set_id, c.stratum, count(*) AS n_removed
+    FROM masked m JOIN _sig_cases c USING (caseid) GROUP BY ALL),
+with_term AS (
+    SELECT t.pt_key, e.stratum, count(*) AS c_removed
+    FROM _sig_events e JOIN term_set t USING (pt_key)
+    JOIN masked m ON m.set_id = t.set_id AND m.caseid = e.caseid
+    GROUP BY ALL)
+SELECT t.pt_key, p.stratum, p.n_removed, coalesce(w.c_removed, 0) AS c_removed
+FROM term_set t JOIN per_set p USING (set_id)
+LEFT JOIN with_term w ON w.pt_key = t.pt_key AND w.stratum = p.stratum"""
 
 
 def masking_ratio(c: Any, d: Any, c_m: Any, n_m: Any) -> np.ndarray:
