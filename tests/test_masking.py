@@ -139,6 +139,42 @@ def test_masking_ratio_formula() -> None:
     assert masking_ratio(10, 90, 1, 10) == pytest.approx(1.0)  # M reports E at the base rate
 
 
+def test_removals_by_hand() -> None:
+    """Two terms masked by two different drugs, a case of each drug with the other's term, an
+    exposed case with a masker, two strata; every number below worked out by hand."""
+    con = duckdb.connect()
+    cases = {"c1": "F", "c2": "F", "c3": "F", "c4": "F", "c5": "F"}
+    cases |= {"c6": "M", "c7": "M", "c8": "M", "c9": "M"}
+    events = {"c1": "TU", "c2": "T", "c3": "T", "c4": "U", "c5": "U", "c6": "TU", "c9": "T"}
+    drugs = {"c1": ["[kratom]", "A"], "c2": ["A"], "c3": ["A"], "c4": ["B"], "c5": ["B"]}
+    drugs |= {"c6": ["A", "B"], "c7": ["A"], "c8": ["B"], "c9": ["B"]}
+    con.execute("CREATE TEMP TABLE _sig_cases (caseid VARCHAR, stratum VARCHAR)")
+    con.executemany("INSERT INTO _sig_cases VALUES (?, ?)", list(cases.items()))
+    con.execute("CREATE TEMP TABLE _sig_exposed AS SELECT 'c1' AS caseid")
+    con.execute("CREATE TEMP TABLE _sig_events (caseid VARCHAR, stratum VARCHAR, pt_key VARCHAR)")
+    rows = [(c, cases[c], t) for c, ts in events.items() for t in ts]
+    con.executemany("INSERT INTO _sig_events VALUES (?, ?, ?)", rows)
+    con.execute("CREATE TEMP TABLE _sig_drugs (caseid VARCHAR, drug VARCHAR)")
+    con.executemany(
+        "INSERT INTO _sig_drugs VALUES (?, ?)", [(c, g) for c, gs in drugs.items() for g in gs]
+    )
+    # Background c2..c9 (N = 8). T: c = 4 (c2, c3, c6, c9); A has 3 of them in its 4 cases:
+    # MR = (4/8) / (1/4) = 2; B has 2 in 5: (4/8) / (2/3) = 0.75, no masker. U: c = 3 (c4, c5,
+    # c6), all B's: MR infinite; A has 1 in 4: (3/8) / (2/4) = 0.75.
+    for k in (1, 2):
+        removed, maskers = removals(con, k, "[kratom]")
+        assert maskers == {"T": "A", "U": "B"}
+        got = {(r.pt_key, r.stratum): (r.c_removed, r.d_removed) for r in removed.itertuples()}
+        # T loses A's background cases c2, c3 (F), c6 with T and c7 without (M); U loses B's
+        # c4, c5 (F), c6 with U and c8, c9 without (M). c9 (B, with T) stays in T's c.
+        assert got == {
+            ("T", "F"): (2, 0),
+            ("T", "M"): (1, 1),
+            ("U", "F"): (2, 0),
+            ("U", "M"): (1, 2),
+        }
+
+
 def test_planted_masker_removed(con, masking_db) -> None:
     target = masking_db["target"]
     run = signals(con, resolve("kratom"), min_cases=1, prior=PRIOR, remove_maskers=1)
