@@ -53,27 +53,33 @@ pairs AS (
 SELECT p.pt_key, p.drug, p.c_m, d.n_m, t.c, (SELECT count(*) FROM bg) AS n_background
 FROM pairs p JOIN per_drug d USING (drug) JOIN per_term t USING (pt_key)"""
 # The background cases that a term's maskers take off its c and d, by stratum: n_removed in
-# all, c_removed with the term. Terms with the same maskers share one set of cases (a few large
-# drugs mask many terms), so each set's cases are found once, not once per term.
-_REMOVED = """WITH sets AS (
-    SELECT pt_key, list_sort(list(drug)) AS maskers FROM _mask_frame GROUP BY pt_key),
-ids AS (SELECT maskers, row_number() OVER () AS set_id FROM (SELECT DISTINCT maskers FROM sets)),
-term_set AS (SELECT s.pt_key, i.set_id FROM sets s JOIN ids i USING (maskers)),
-set_drug AS (SELECT set_id, unnest(maskers) AS drug FROM ids),
-masked AS (
-    SELECT DISTINCT s.set_id, g.caseid FROM set_drug s JOIN _sig_drugs g USING (drug)
-    WHERE g.caseid NOT IN (SELECT caseid FROM _sig_exposed)),
-per_set AS (
-    SELECT m.set_id, c.stratum, count(*) AS n_removed
-    FROM masked m JOIN _sig_cases c USING (caseid) GROUP BY ALL),
+# all, c_removed with the term. Each background case with a masker drug (of any term) is
+# reduced to its signature, the sorted list of those drugs; cases are counted once per
+# signature, and a term removes the signatures sharing a drug with its maskers (equi-joins
+# only: no case set is built per term, no list compared with every other).
+_REMOVED = """WITH signature AS (
+    SELECT caseid, list_sort(list(drug)) AS drugs FROM _sig_drugs
+    WHERE drug IN (SELECT drug FROM _mask_frame)
+      AND caseid NOT IN (SELECT caseid FROM _sig_exposed)
+    GROUP BY caseid),
+ids AS (SELECT drugs, row_number() OVER () AS sig_id FROM (SELECT DISTINCT drugs FROM signature)),
+case_sig AS (SELECT s.caseid, i.sig_id FROM signature s JOIN ids i USING (drugs)),
+hit AS (
+    SELECT DISTINCT f.pt_key, u.sig_id
+    FROM (SELECT sig_id, unnest(drugs) AS drug FROM ids) u JOIN _mask_frame f USING (drug)),
+per_sig AS (
+    SELECT k.sig_id, c.stratum, count(*) AS n_cases
+    FROM case_sig k JOIN _sig_cases c USING (caseid) GROUP BY ALL),
+all_removed AS (
+    SELECT h.pt_key, p.stratum, sum(p.n_cases) AS n_removed
+    FROM hit h JOIN per_sig p USING (sig_id) GROUP BY ALL),
 with_term AS (
-    SELECT t.pt_key, e.stratum, count(*) AS c_removed
-    FROM _sig_events e JOIN term_set t USING (pt_key)
-    JOIN masked m ON m.set_id = t.set_id AND m.caseid = e.caseid
+    SELECT e.pt_key, e.stratum, count(*) AS c_removed
+    FROM _sig_events e JOIN case_sig k USING (caseid)
+    JOIN hit h ON h.pt_key = e.pt_key AND h.sig_id = k.sig_id
     GROUP BY ALL)
-SELECT t.pt_key, p.stratum, p.n_removed, coalesce(w.c_removed, 0) AS c_removed
-FROM term_set t JOIN per_set p USING (set_id)
-LEFT JOIN with_term w ON w.pt_key = t.pt_key AND w.stratum = p.stratum"""
+SELECT a.pt_key, a.stratum, a.n_removed, coalesce(w.c_removed, 0) AS c_removed
+FROM all_removed a LEFT JOIN with_term w USING (pt_key, stratum)"""
 
 
 def masking_ratio(c: Any, d: Any, c_m: Any, n_m: Any) -> np.ndarray:
