@@ -165,7 +165,13 @@ class Design:
         )
 
     def prepare(self, con: duckdb.DuckDBPyConnection, substance: Substance) -> None:
-        """Refuse a comparator that is the substance itself; extract the comparator's hits."""
+        """Refuse a comparator that is the substance itself, or an exclusion made for another
+        substance's events; extract the comparator's hits."""
+        if self.exclusion is not None and self.exclusion.substance != substance.name:
+            raise UsageError(
+                f"the exclusion was made for {self.exclusion.substance}'s events, "
+                f"not {substance.name}'s"
+            )
         if self.background is None:
             return
         if self.background.name == substance.name:

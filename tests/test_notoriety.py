@@ -210,6 +210,9 @@ def test_bad_options(con, tmp_path) -> None:
     with pytest.raises(UsageError, match="--era: one of before-2018, 2018-on"):
         signals(con, resolve("kratom"), era="1990s", prior=PRIOR)
     assert exclusion("nothing-known", era=ERAS[0]) is not None  # an era needs no events
+    other = make_design(exclusion=exclusion("7-oh", MONTHS))
+    with pytest.raises(UsageError, match="made for 7-oh's events, not kratom's"):
+        signals(con, resolve("kratom"), design=other, prior=PRIOR)
 
 
 def test_statement_and_refusals(con, window_db, tmp_path) -> None:
