@@ -202,9 +202,13 @@ class Database:
         groups: bool = False,
         group_files: Sequence[str | Path] = (),
         meddra: str | Path | None = None,
+        exclude_window: int | None = None,
+        era: str | None = None,
+        remove_maskers: int | None = None,
     ) -> SignalRun:
         """The full signals computation: the table, the EBGM prior and the counts behind it;
-        background, groups, group_files and meddra as in `signals.signals`."""
+        background, groups, group_files, meddra, exclude_window, era and remove_maskers as in
+        `signals.signals`."""
         from .signals import signals
 
         return signals(
@@ -219,6 +223,9 @@ class Database:
             groups=groups,
             group_files=group_files,
             meddra=meddra,
+            exclude_window=exclude_window,
+            era=era,
+            remove_maskers=remove_maskers,
         )
 
     def signals(
@@ -234,10 +241,14 @@ class Database:
         groups: bool = False,
         group_files: Sequence[str | Path] = (),
         meddra: str | Path | None = None,
+        exclude_window: int | None = None,
+        era: str | None = None,
+        remove_maskers: int | None = None,
     ) -> pd.DataFrame:
         """PRR, ROR, IC and EBGM of the substance against every reaction term with at least
         min_cases cases, as of the end of quarter `through` (default: the latest loaded); with
-        a comparator (`background`) and event groups as in `signals.signals`."""
+        a comparator (`background`), event groups, exclusions and masking as in
+        `signals.signals`."""
         return self.signals_run(
             substance,
             substance_file,
@@ -250,6 +261,9 @@ class Database:
             groups,
             group_files,
             meddra,
+            exclude_window,
+            era,
+            remove_maskers,
         ).table
 
     def trends(

@@ -505,6 +505,30 @@ def _plain(value: Any) -> Any:
     help="A MedDRA ASCII folder (mdhier.asc): add HLT, HLGT and SOC groups.",
 )
 @click.option(
+    "--exclude-window",
+    type=int,
+    default=None,
+    metavar="MONTHS",
+    help="Leave out the cases initially received within MONTHS months on or after any of the "
+    "substance's regulatory events (data/regulatory_events.csv); the usual window is 6.",
+)
+@click.option(
+    "--era",
+    default=None,
+    metavar="ERA",
+    # The values are notoriety.ERAS (checked there, and against this text by a test); reading
+    # them here would load the statistics stack for every command's --help.
+    help="Only the cases initially received in one era: before-2018 or 2018-on.",
+)
+@click.option(
+    "--remove-maskers",
+    type=int,
+    default=None,
+    metavar="K",
+    help="Take off each term's c and d the cases of its K drugs of highest masking ratio "
+    "(Maignen 2014), named in a maskers column.",
+)
+@click.option(
     "--engine",
     type=click.Choice(["duckdb", "spark"]),
     default="duckdb",
@@ -553,6 +577,9 @@ def signals_command(
     groups: bool,
     group_files: tuple[Path, ...],
     meddra: Path | None,
+    exclude_window: int | None,
+    era: str | None,
+    remove_maskers: int | None,
     engine: str,
     parquet: Path | None,
     spark_master: str,
@@ -570,6 +597,8 @@ def signals_command(
 
     Stratified: surveillance signals --mh-by age,sex,year,reporter
 
+    Notoriety and masking: surveillance signals --exclude-window 6 --remove-maskers 1
+
     Sensitivity analyses: surveillance signals --sensitivity
     """
     from .definitions import criteria_legend
@@ -582,10 +611,12 @@ def signals_command(
     mh = None
     if sensitivity:
         designed = background != "all" or groups or group_files or meddra is not None
-        if designed or stratify or factors or engine != "duckdb" or sort:
+        excluded = exclude_window is not None or era is not None or remove_maskers is not None
+        if designed or excluded or stratify or factors or engine != "duckdb" or sort:
             raise UsageError(
                 "--sensitivity runs its own designs: use it without --background, --groups, "
-                "--group-file, --meddra, --stratify, --mh-by, --sort and --engine spark"
+                "--group-file, --meddra, --exclude-window, --era, --remove-maskers, --stratify, "
+                "--mh-by, --sort and --engine spark"
             )
         _sensitivity_command(db_path, substance, substance_file, through, roles, min_cases, fmt)
         return
@@ -611,6 +642,9 @@ def signals_command(
             groups=groups,
             group_files=group_files,
             meddra=meddra,
+            exclude_window=exclude_window,
+            era=era,
+            remove_maskers=remove_maskers,
         )
     else:
         from .db import connect
@@ -630,6 +664,9 @@ def signals_command(
                 groups=groups,
                 group_files=group_files,
                 meddra=meddra,
+                exclude_window=exclude_window,
+                era=era,
+                remove_maskers=remove_maskers,
             )
             if factors:
                 mh = signal_mh(con, run, chosen, factors)
@@ -648,6 +685,8 @@ def signals_command(
             _echo_err(warning)
         if run.engine != "duckdb":
             _echo_err(f"Counted by {run.engine} from the Parquet export.")
+        if run.design.exclusion is not None:
+            _echo_err(terminal_safe(run.design.exclusion.statement()))
         click.echo(render(run.table if mh is None else mh, fmt), nl=False)
         return
     if warning:

@@ -46,6 +46,7 @@ import pandas as pd
 
 from .errors import InputError, NoDataError, UsageError
 from .extract import ensure_extracted
+from .notoriety import Exclusion
 from .substances import Substance, load_substance
 
 TERM_KINDS = ("pt", "group", "hlt", "hlgt", "soc")
@@ -108,11 +109,18 @@ class Design:
 
     background: Substance | None = None
     groups: tuple[EventGroup, ...] = ()
+    exclusion: Exclusion | None = None  # cases left out by initial receipt (notoriety.py)
+    masking: int | None = None  # maskers removed per term from c and d (masking.py)
 
     @property
     def is_default(self) -> bool:
         """Whether this design gives the plain run: all cases as background, PTs only."""
-        return self.background is None and not self.groups
+        return (
+            self.background is None
+            and not self.groups
+            and self.exclusion is None
+            and self.masking is None
+        )
 
     @property
     def background_label(self) -> str:
@@ -127,17 +135,23 @@ class Design:
         return BACKGROUND_ALL if self.background is None else self.background.name
 
     def prior_key(self) -> list[str]:
-        """What of the design changes the EBGM prior: the background only (the prior is fitted on
-        the drug-by-PT pairs of the analysed cases; groups do not enter it)."""
-        if self.background is None:
-            return []
-        b = self.background
-        return ["background", b.name, b.version, _digest(b.source_path)]
+        """What of the design changes the EBGM prior: the background and the exclusion (the
+        prior is fitted on the drug-by-PT pairs of the analysed cases; groups and masking, which
+        change only counted cells, do not enter it)."""
+        key: list[Any] = []
+        if self.background is not None:
+            b = self.background
+            key = ["background", b.name, b.version, _digest(b.source_path)]
+        if self.exclusion is not None:
+            key += self.exclusion.key()
+        return key
 
     def key(self) -> list[Any]:
-        """The design's identity in a run id: background and every group with its PTs."""
+        """The design's identity in a run id: background, exclusion, every group with its PTs
+        and the number of maskers removed per term."""
         groups = [[g.kind, g.name, g.version, sorted(g.pts)] for g in self.groups]
-        return [*self.prior_key(), "groups", groups]
+        masking = [] if self.masking is None else ["masking", self.masking]
+        return [*self.prior_key(), "groups", groups, *masking]
 
     def groups_json(self) -> str | None:
         """The groups as stored in `signal_runs.groups`: kind, name, version and file of each."""
@@ -151,7 +165,13 @@ class Design:
         )
 
     def prepare(self, con: duckdb.DuckDBPyConnection, substance: Substance) -> None:
-        """Refuse a comparator that is the substance itself; extract the comparator's hits."""
+        """Refuse a comparator that is the substance itself, or an exclusion made for another
+        substance's events; extract the comparator's hits."""
+        if self.exclusion is not None and self.exclusion.substance != substance.name:
+            raise UsageError(
+                f"the exclusion was made for {self.exclusion.substance}'s events, "
+                f"not {substance.name}'s"
+            )
         if self.background is None:
             return
         if self.background.name == substance.name:
@@ -160,9 +180,18 @@ class Design:
             )
         ensure_extracted(con, self.background)
 
-    def apply(self, con: duckdb.DuckDBPyConnection, latest: bool, roles: str | None) -> None:
-        """Narrow the case tables to the substance's cases and the background's, and build
-        `_sig_events` (caseid, stratum, pt_key): each case's PTs, and each group it has once."""
+    def apply(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        latest: bool,
+        roles: str | None,
+        through: str | None = None,
+    ) -> None:
+        """Narrow the case tables to the substance's cases and the background's, less the
+        excluded ones (initial receipt as of `through`), and build `_sig_events` (caseid,
+        stratum, pt_key): each case's PTs, and each group it has once."""
+        if self.exclusion is not None:
+            self.exclusion.apply(con, latest, through)
         if self.background is not None:
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE _sig_background AS {involving_sql(latest)}",
@@ -381,9 +410,15 @@ def make_design(
     groups: bool = False,
     group_files: tuple[str | Path, ...] | list[str | Path] = (),
     meddra: str | Path | None = None,
+    *,
+    exclusion: Exclusion | None = None,
+    masking: int | None = None,
 ) -> Design:
     """The design the signals options ask for: the comparator, the shipped groups (groups=True),
-    a user's group files and a MedDRA folder's HLT/HLGT/SOC groups; a name once per kind."""
+    a user's group files and a MedDRA folder's HLT/HLGT/SOC groups (a name once per kind), the
+    cases excluded (`notoriety.exclusion`) and the maskers removed per term (K >= 0)."""
+    if masking is not None and masking < 0:
+        raise UsageError("--remove-maskers must be 0 or more")
     found: list[EventGroup] = []
     files = [*(shipped_group_files() if groups else ()), *map(Path, group_files)]
     for file in files:
@@ -397,4 +432,4 @@ def make_design(
                 group.source, f"group {group.name!r} is already defined by {seen[group.key].source}"
             )
         seen[group.key] = group
-    return Design(load_background(background), tuple(found))
+    return Design(load_background(background), tuple(found), exclusion=exclusion, masking=masking)

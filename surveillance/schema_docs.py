@@ -358,6 +358,9 @@ COLUMNS: dict[str, dict[str, str]] = {
         "background": "comparator: all, or the term file whose cases c and d count",
         "background_version": "version of the comparator's term file (NULL: all)",
         "groups": "event groups analysed, JSON list of kind, name, version, file (NULL: none)",
+        "exclude_window": "months after each regulatory event left out (NULL: no window)",
+        "era": "the era of initial receipt analysed: before-2018 or 2018-on (NULL: all)",
+        "remove_maskers": "maskers removed from each term's c and d (NULL: no masking)",
     },
     "signals": {
         "run_id": "the run (signal_runs.run_id)",
@@ -366,6 +369,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "term": "MedDRA preferred term",
         **_SIGNAL_STATS,
         "term_kind": "pt (term is a MedDRA PT) or the event group's kind: group, hlt, hlgt, soc",
+        "maskers": "drugs whose cases left c and d of this term, '; '-joined (NULL: no masking)",
     },
     "signal_mh": {
         "run_id": "the signals run (signal_runs.run_id) whose terms these are",

@@ -37,7 +37,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from . import __version__, stats
+from . import __version__, masking, stats
 from .clean import ensure_macros
 from .db import ensure_derived_table
 from .definitions import parse_roles
@@ -46,6 +46,7 @@ from .errors import NoDataError, UsageError
 from .extract import ensure_extracted
 from .faers_format import quarter_option
 from .freshness import data_fingerprint as data_fingerprint  # report, trends import it here
+from .notoriety import exclusion
 from .query import queries_dir
 from .substances import Substance
 
@@ -85,11 +86,13 @@ _DDL = (
         prior_beta1 DOUBLE, prior_alpha2 DOUBLE, prior_beta2 DOUBLE, prior_p DOUBLE,
         prior_loglik DOUBLE, prior_converged BOOLEAN, prior_n_pairs BIGINT, prior_method VARCHAR,
         prior_loglik_full DOUBLE, data_fingerprint VARCHAR, tool_version VARCHAR,
-        created_at TIMESTAMP, background VARCHAR, background_version VARCHAR, groups VARCHAR)""",
+        created_at TIMESTAMP, background VARCHAR, background_version VARCHAR, groups VARCHAR,
+        exclude_window INTEGER, era VARCHAR, remove_maskers INTEGER)""",
     f"""CREATE TABLE IF NOT EXISTS signals (run_id VARCHAR, substance VARCHAR, through VARCHAR,
         term VARCHAR, a BIGINT, b BIGINT, c BIGINT, d BIGINT,
         {", ".join(f"{c} DOUBLE" for c in OUTPUT_COLUMNS[5:20])},
-        {", ".join(f"{c} BOOLEAN" for c in OUTPUT_COLUMNS[20:])}, term_kind VARCHAR)""",
+        {", ".join(f"{c} BOOLEAN" for c in OUTPUT_COLUMNS[20:])}, term_kind VARCHAR,
+        maskers VARCHAR)""",
 )
 
 
@@ -195,13 +198,17 @@ class Counts:
 
     strata: stratum, n, n_exposed; cells: pt_key, stratum, n_term, a for every term with
     a >= 1; exposed: the caseids involving the substance; names: each pt_key's spelling;
-    pairs(): n and e of every drug-term pair for the prior, counted only when called."""
+    pairs(): n and e of every drug-term pair for the prior, counted only when called;
+    removed: pt_key, stratum, c_removed, d_removed taken off c and d by masking (None: none);
+    maskers: each masked pt_key's removed drugs, '; '-joined."""
 
     strata: pd.DataFrame
     cells: pd.DataFrame
     exposed: frozenset[str]
     names: dict[str, str]
     pairs: Callable[[], tuple[Any, Any]]
+    removed: pd.DataFrame | None = None
+    maskers: dict[str, str] | None = None
 
 
 def shared_counts(
@@ -360,7 +367,7 @@ def _asof_counts(
     for some PT keys only, from temp tables of the cases (narrowed and given group events by
     `Design.apply`)."""
     _build_case_tables(con, substance, through, latest, roles, stratify, keys)
-    design.apply(con, latest, roles)
+    design.apply(con, latest, roles, through)
     strata = con.execute(
         """SELECT c.stratum, count(*) AS n, count(e.caseid) AS n_exposed
         FROM _sig_cases c
@@ -376,16 +383,22 @@ def _asof_counts(
         ORDER BY r.pt_key, r.stratum"""
     ).fetchdf()
     exposed = frozenset(r[0] for r in con.execute("SELECT caseid FROM _sig_exposed").fetchall())
+    removed, maskers = None, None
+    if design.masking is not None:
+        _build_drug_table(con, substance, latest, roles)
+        removed, maskers = masking.removals(con, design.masking, f"[{substance.name}]")
 
     def pairs() -> tuple[Any, Any]:
         _build_drug_table(con, substance, latest, roles)
         return _pair_counts(con, bool(stratify))
 
-    return Counts(strata, cells, exposed, {**_term_names(con), **design.names()}, pairs)
+    names = {**_term_names(con), **design.names()}
+    return Counts(strata, cells, exposed, names, pairs, removed, maskers)
 
 
-def _cells(strata: pd.DataFrame, cells: pd.DataFrame) -> Any:
-    """Terms and their cells a, b, c, d as (terms x strata) arrays; no term gives empty arrays."""
+def _cells(strata: pd.DataFrame, cells: pd.DataFrame, removed: pd.DataFrame | None = None) -> Any:
+    """Terms and their cells a, b, c, d as (terms x strata) arrays, less the cases `removed`
+    takes off c and d (masking); no term gives empty arrays."""
     terms = sorted(cells["pt_key"].unique())
     order = {s: i for i, s in enumerate(strata["stratum"])}
     t_index = {t: i for i, t in enumerate(terms)}
@@ -401,6 +414,11 @@ def _cells(strata: pd.DataFrame, cells: pd.DataFrame) -> Any:
     b = exposed - a
     c = n_term - a
     d = n - exposed - c
+    if removed is not None and not removed.empty:
+        rows = removed["pt_key"].map(t_index).to_numpy(dtype=np.int64)
+        cols = removed["stratum"].map(order).to_numpy(dtype=np.int64)
+        np.subtract.at(c, (rows, cols), removed["c_removed"].to_numpy(dtype=float))
+        np.subtract.at(d, (rows, cols), removed["d_removed"].to_numpy(dtype=float))
     return terms, a, b, c, d
 
 
@@ -491,6 +509,9 @@ def signals(
     meddra: str | Path | None = None,
     design: Design | None = None,
     terms: Sequence[str] | None = None,
+    exclude_window: int | None = None,
+    era: str | None = None,
+    remove_maskers: int | None = None,
 ) -> SignalRun:
     """Every reaction term co-reported with the substance, with PRR, ROR, IC and EBGM.
 
@@ -512,6 +533,12 @@ def signals(
     kind of row (PTs, groups, HLTs, HLGTs, SOCs) for the same reason. A `design` already made
     (`design.make_design`, e.g. one per sensitivity run) is used as it is, without those options.
 
+    `exclude_window` months leaves out every case initially received within that many months on
+    or after one of the substance's regulatory events, `era` ('before-2018', '2018-on') every
+    case initially received outside it (`surveillance.notoriety`; the prior is fitted without
+    them); `remove_maskers` K takes off each term's c and d the cases of its K strongest maskers
+    (`surveillance.masking`; the prior is unchanged), named in a `maskers` column.
+
     `terms` counts only these PTs (display names) and the design's groups, under a given
     `prior`: the few rows the sensitivity analyses compare, at a fraction of the cost. That
     table is partial (p_adj over its rows only), so it is returned and not stored.
@@ -519,10 +546,14 @@ def signals(
     check_options(min_cases, sort)
     if terms is not None and prior is None:
         raise UsageError("signals for some terms only need the prior of a full run")
-    asked = (background, groups, tuple(group_files), meddra)
+    asked = (background, groups, tuple(group_files), meddra, exclude_window, era, remove_maskers)
     if design is None:
-        design = make_design(*asked)
-    elif asked != (None, False, (), None):
+        design = make_design(
+            *asked[:4],
+            exclusion=exclusion(substance.name, exclude_window, era),
+            masking=remove_maskers,
+        )
+    elif asked != (None, False, (), None, None, None, None):
         raise UsageError("give a design or its options (background, groups, ...), not both")
     for ddl in _DDL:
         ensure_derived_table(con, ddl)
@@ -579,7 +610,7 @@ def signal_run(
 
     data names the data vintage (`data_fingerprint`), part of the run's id. Each kind of row
     (PTs, then each kind of group) is one family for the statistics, p_adj adjusted within it."""
-    terms, a, b, c, d = _cells(counts.strata, counts.cells)
+    terms, a, b, c, d = _cells(counts.strata, counts.cells, counts.removed)
     group_kinds = design.kinds()
     kinds = np.array([group_kinds.get(t, "pt") for t in terms], dtype=object)
     frames = []
@@ -596,6 +627,8 @@ def signal_run(
         frame = pd.DataFrame(columns)
         frame.insert(0, "term", [counts.names.get(terms[i], terms[i]) for i in rows])
         frame.insert(1, "term_kind", kind)
+        if design.masking is not None:
+            frame["maskers"] = [(counts.maskers or {}).get(terms[i], "") for i in rows]
         frames.append(frame)
     names = output_columns(design)
     if frames:
@@ -633,10 +666,20 @@ def signal_run(
 
 
 def background_statement(design: Design) -> str:
-    """The sentence every printed run carries: which cases c and d count."""
+    """The sentences every printed run carries: which cases c and d count, and which cases the
+    design leaves out (exclusion) or takes off each term's c and d (masking)."""
     if design.background is None:
-        return "Background (c, d): all cases without the substance."
-    return f"Background (c, d): only the {design.background_label} cases without the substance."
+        text = "Background (c, d): all cases without the substance."
+    else:
+        text = f"Background (c, d): only the {design.background_label} cases without the substance."
+    if design.exclusion is not None:
+        text += " " + design.exclusion.statement()
+    if design.masking is not None:
+        text += (
+            f" Masking: each term's c and d leave out the cases of its {design.masking} drugs "
+            "of highest masking ratio above 1 (Maignen 2014; column maskers)."
+        )
+    return text
 
 
 def kind_marked(table: pd.DataFrame) -> pd.DataFrame:
@@ -650,10 +693,12 @@ def kind_marked(table: pd.DataFrame) -> pd.DataFrame:
 
 def output_columns(design: Design) -> list[str]:
     """The signal table's columns: OUTPUT_COLUMNS, and under a design other than the default
-    also what each row is (term_kind, after term) and the comparator (background, last)."""
+    also what each row is (term_kind, after term) and the comparator (background), then under
+    masking the drugs removed from each row's c and d (maskers, last)."""
     if design.is_default:
         return list(OUTPUT_COLUMNS)
-    return [OUTPUT_COLUMNS[0], "term_kind", *OUTPUT_COLUMNS[1:], "background"]
+    masked = ["maskers"] if design.masking is not None else []
+    return [OUTPUT_COLUMNS[0], "term_kind", *OUTPUT_COLUMNS[1:], "background", *masked]
 
 
 def prior_fingerprint(prior: stats.Prior) -> str:
@@ -672,7 +717,7 @@ def _store(con: duckdb.DuckDBPyConnection, run: SignalRun, data: str) -> None:
             "INSERT INTO signal_runs VALUES ($r, $s, $v, $through, $roles, $stratify, $min, "
             "$n, $ns, $nt, $alpha1, $beta1, $alpha2, $beta2, $p, $loglik, $converged, $n_pairs, "
             "$method, $loglik_full, $data, $tool, $now, $background, $background_version, "
-            "$groups)",
+            "$groups, $exclude_window, $era, $remove_maskers)",
             {
                 "r": run.run_id,
                 "s": run.substance,
@@ -691,13 +736,18 @@ def _store(con: duckdb.DuckDBPyConnection, run: SignalRun, data: str) -> None:
                 "background": run.design.background_name,
                 "background_version": b.version if (b := run.design.background) else None,
                 "groups": run.design.groups_json(),
+                "exclude_window": (x := run.design.exclusion) and x.months,
+                "era": x and x.era,
+                "remove_maskers": run.design.masking,
             },
         )
         frame = run.table if "term_kind" in run.table else run.table.assign(term_kind="pt")
+        if "maskers" not in frame:
+            frame = frame.assign(maskers=pd.Series(None, index=frame.index, dtype=object))
         con.register("_signals_frame", frame)
         con.execute(
             f"INSERT INTO signals SELECT $r, $s, $through, {', '.join(OUTPUT_COLUMNS)}, "  # noqa: S608
-            "term_kind FROM _signals_frame",
+            "term_kind, maskers FROM _signals_frame",
             {"r": run.run_id, "s": run.substance, "through": run.through},
         )
         con.unregister("_signals_frame")

@@ -141,6 +141,9 @@ def spark_signals(
     groups: bool = False,
     group_files: Sequence[str | Path] = (),
     meddra: str | Path | None = None,
+    exclude_window: int | None = None,
+    era: str | None = None,
+    remove_maskers: int | None = None,
 ) -> SignalRun:
     """`signals.signals` on Spark from a Parquet export: the same table, stored nowhere.
 
@@ -153,6 +156,11 @@ def spark_signals(
         raise UsageError(
             "--background, --groups, --group-file and --meddra are not supported with "
             "--engine spark; use --engine duckdb"
+        )
+    if (exclude_window, era, remove_maskers) != (None, None, None):
+        raise UsageError(
+            "--exclude-window, --era and --remove-maskers are not supported with --engine spark; "
+            "use --engine duckdb"
         )
     roles = parse_signal_roles(roles)
     asked = quarter_option(through, "--through")

@@ -340,7 +340,8 @@ def signal_mh(
     if not run.design.is_default:
         raise UsageError(
             "--mh-by counts single PTs against all cases: use it without --groups, --group-file, "
-            "--meddra and --background (or with --background all)"
+            "--meddra, --background (or with --background all), --exclude-window, --era and "
+            "--remove-maskers"
         )
     if run.engine != "duckdb" or run.through != latest:
         raise UsageError(
