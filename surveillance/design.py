@@ -10,9 +10,10 @@ background and makes the events table `_sig_events` the cells are counted from. 
 option goes through that one step; the default design (all cases, PTs only) leaves the case
 tables as they are, so its results are those of a run without a design.
 
-Options to come fit the same step: a subset of the substance's cases narrows `_sig_exposed`, an
-exclusion window removes cases from all three tables; a removal that differs by term (masking)
-changes c and d per event, so it applies to the counted cells instead.
+A subset of the substance's cases (`surveillance.polysubstance`: only, with-CLASS,
+without-CLASS) removes the substance's other cases from all three tables. Options to come fit
+the same step: an exclusion window removes cases from all three tables; a removal that differs
+by term (masking) changes c and d per event, so it applies to the counted cells instead.
 
 A group's EBGM uses the run's prior unchanged (fitted on drug-by-PT pairs only) with the group's
 own n and E: the prior describes single drug-event pairs, and fitting groups into it would count
@@ -46,6 +47,7 @@ import pandas as pd
 
 from .errors import InputError, NoDataError, UsageError
 from .extract import ensure_extracted
+from .polysubstance import check_subset, class_file_version, narrow_to_subset
 from .substances import Substance, load_substance
 
 TERM_KINDS = ("pt", "group", "hlt", "hlgt", "soc")
@@ -108,11 +110,12 @@ class Design:
 
     background: Substance | None = None
     groups: tuple[EventGroup, ...] = ()
+    subset: str | None = None  # None: all the substance's cases; else one of SUBSETS
 
     @property
     def is_default(self) -> bool:
         """Whether this design gives the plain run: all cases as background, PTs only."""
-        return self.background is None and not self.groups
+        return self.background is None and not self.groups and self.subset is None
 
     @property
     def background_label(self) -> str:
@@ -127,12 +130,15 @@ class Design:
         return BACKGROUND_ALL if self.background is None else self.background.name
 
     def prior_key(self) -> list[str]:
-        """What of the design changes the EBGM prior: the background only (the prior is fitted on
-        the drug-by-PT pairs of the analysed cases; groups do not enter it)."""
-        if self.background is None:
-            return []
-        b = self.background
-        return ["background", b.name, b.version, _digest(b.source_path)]
+        """What of the design changes the EBGM prior: the background and the subset (the prior is
+        fitted on the drug-by-PT pairs of the analysed cases; groups do not enter it)."""
+        key: list[str] = []
+        if self.background is not None:
+            b = self.background
+            key += ["background", b.name, b.version, _digest(b.source_path)]
+        if self.subset is not None:
+            key += ["subset", self.subset, class_file_version()]
+        return key
 
     def key(self) -> list[Any]:
         """The design's identity in a run id: background and every group with its PTs."""
@@ -160,9 +166,14 @@ class Design:
             )
         ensure_extracted(con, self.background)
 
-    def apply(self, con: duckdb.DuckDBPyConnection, latest: bool, roles: str | None) -> None:
-        """Narrow the case tables to the substance's cases and the background's, and build
-        `_sig_events` (caseid, stratum, pt_key): each case's PTs, and each group it has once."""
+    def apply(
+        self, con: duckdb.DuckDBPyConnection, latest: bool, roles: str | None, substance: str
+    ) -> None:
+        """Narrow the case tables to the substance's cases (of the subset) and the background's,
+        and build `_sig_events` (caseid, stratum, pt_key): each case's PTs, and each group it
+        has once."""
+        if self.subset is not None:
+            narrow_to_subset(con, self.subset, substance, latest)
         if self.background is not None:
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE _sig_background AS {involving_sql(latest)}",
@@ -381,9 +392,12 @@ def make_design(
     groups: bool = False,
     group_files: tuple[str | Path, ...] | list[str | Path] = (),
     meddra: str | Path | None = None,
+    subset: str | None = None,
 ) -> Design:
     """The design the signals options ask for: the comparator, the shipped groups (groups=True),
-    a user's group files and a MedDRA folder's HLT/HLGT/SOC groups; a name once per kind."""
+    a user's group files and a MedDRA folder's HLT/HLGT/SOC groups (a name once per kind), and
+    the subset of the substance's cases (`polysubstance.SUBSETS`)."""
+    check_subset(subset)
     found: list[EventGroup] = []
     files = [*(shipped_group_files() if groups else ()), *map(Path, group_files)]
     for file in files:
@@ -397,4 +411,4 @@ def make_design(
                 group.source, f"group {group.name!r} is already defined by {seen[group.key].source}"
             )
         seen[group.key] = group
-    return Design(load_background(background), tuple(found))
+    return Design(load_background(background), tuple(found), subset)

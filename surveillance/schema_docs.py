@@ -358,6 +358,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "background": "comparator: all, or the term file whose cases c and d count",
         "background_version": "version of the comparator's term file (NULL: all)",
         "groups": "event groups analysed, JSON list of kind, name, version, file (NULL: none)",
+        "subset": "the substance's cases analysed: only, with-CLASS, without-CLASS (NULL: all)",
     },
     "signals": {
         "run_id": "the run (signal_runs.run_id)",

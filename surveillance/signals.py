@@ -85,7 +85,8 @@ _DDL = (
         prior_beta1 DOUBLE, prior_alpha2 DOUBLE, prior_beta2 DOUBLE, prior_p DOUBLE,
         prior_loglik DOUBLE, prior_converged BOOLEAN, prior_n_pairs BIGINT, prior_method VARCHAR,
         prior_loglik_full DOUBLE, data_fingerprint VARCHAR, tool_version VARCHAR,
-        created_at TIMESTAMP, background VARCHAR, background_version VARCHAR, groups VARCHAR)""",
+        created_at TIMESTAMP, background VARCHAR, background_version VARCHAR, groups VARCHAR,
+        subset VARCHAR)""",
     f"""CREATE TABLE IF NOT EXISTS signals (run_id VARCHAR, substance VARCHAR, through VARCHAR,
         term VARCHAR, a BIGINT, b BIGINT, c BIGINT, d BIGINT,
         {", ".join(f"{c} DOUBLE" for c in OUTPUT_COLUMNS[5:20])},
@@ -352,7 +353,7 @@ def _asof_counts(
     """The counts as of an earlier quarter, in strata, or under a design other than the default,
     from temp tables of the cases (narrowed and given group events by `Design.apply`)."""
     _build_case_tables(con, substance, through, latest, roles, stratify)
-    design.apply(con, latest, roles)
+    design.apply(con, latest, roles, substance.name)
     strata = con.execute(
         """SELECT c.stratum, count(*) AS n, count(e.caseid) AS n_exposed
         FROM _sig_cases c
@@ -482,6 +483,7 @@ def signals(
     group_files: Sequence[str | Path] = (),
     meddra: str | Path | None = None,
     design: Design | None = None,
+    subset: str | None = None,
 ) -> SignalRun:
     """Every reaction term co-reported with the substance, with PRR, ROR, IC and EBGM.
 
@@ -500,14 +502,16 @@ def signals(
     ASCII folder's HLT/HLGT/SOC groups: each is one row (term_kind says which), a case counting
     once if it has any PT of the group. A group's EBGM uses the same prior as the PTs, fitted on
     drug-by-PT pairs only, so adding groups changes no PT row; p_adj is adjusted within each
-    kind of row (PTs, groups, HLTs, HLGTs, SOCs) for the same reason. A `design` already made
+    kind of row (PTs, groups, HLTs, HLGTs, SOCs) for the same reason. `subset` limits the
+    substance's cases to one of `polysubstance.SUBSETS` (only, with-opioids, without-opioids,
+    ...): its other cases leave the analysis (not in c or d). A `design` already made
     (`design.make_design`, e.g. one per sensitivity run) is used as it is, without those options.
     """
     check_options(min_cases, sort)
-    asked = (background, groups, tuple(group_files), meddra)
+    asked = (background, groups, tuple(group_files), meddra, subset)
     if design is None:
         design = make_design(*asked)
-    elif asked != (None, False, (), None):
+    elif asked != (None, False, (), None, None):
         raise UsageError("give a design or its options (background, groups, ...), not both")
     for ddl in _DDL:
         ensure_derived_table(con, ddl)
@@ -580,6 +584,8 @@ def signal_run(
     names = output_columns(design)
     if frames:
         table = pd.concat(frames, ignore_index=True).assign(background=design.background_label)
+        if design.subset is not None:
+            table = table.assign(subset=design.subset)
     else:
         table = pd.DataFrame({c: pd.Series([], dtype=object) for c in names})
     table = table[names]
@@ -630,10 +636,12 @@ def kind_marked(table: pd.DataFrame) -> pd.DataFrame:
 
 def output_columns(design: Design) -> list[str]:
     """The signal table's columns: OUTPUT_COLUMNS, and under a design other than the default
-    also what each row is (term_kind, after term) and the comparator (background, last)."""
+    also what each row is (term_kind, after term) and the comparator (background), then the
+    subset of the substance's cases when there is one."""
     if design.is_default:
         return list(OUTPUT_COLUMNS)
-    return [OUTPUT_COLUMNS[0], "term_kind", *OUTPUT_COLUMNS[1:], "background"]
+    subset = ["subset"] if design.subset is not None else []
+    return [OUTPUT_COLUMNS[0], "term_kind", *OUTPUT_COLUMNS[1:], "background", *subset]
 
 
 def prior_fingerprint(prior: stats.Prior) -> str:
@@ -652,7 +660,7 @@ def _store(con: duckdb.DuckDBPyConnection, run: SignalRun, data: str) -> None:
             "INSERT INTO signal_runs VALUES ($r, $s, $v, $through, $roles, $stratify, $min, "
             "$n, $ns, $nt, $alpha1, $beta1, $alpha2, $beta2, $p, $loglik, $converged, $n_pairs, "
             "$method, $loglik_full, $data, $tool, $now, $background, $background_version, "
-            "$groups)",
+            "$groups, $subset)",
             {
                 "r": run.run_id,
                 "s": run.substance,
@@ -671,6 +679,7 @@ def _store(con: duckdb.DuckDBPyConnection, run: SignalRun, data: str) -> None:
                 "background": run.design.background_name,
                 "background_version": b.version if (b := run.design.background) else None,
                 "groups": run.design.groups_json(),
+                "subset": run.design.subset,
             },
         )
         frame = run.table if "term_kind" in run.table else run.table.assign(term_kind="pt")

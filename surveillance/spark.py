@@ -141,6 +141,7 @@ def spark_signals(
     groups: bool = False,
     group_files: Sequence[str | Path] = (),
     meddra: str | Path | None = None,
+    subset: str | None = None,
 ) -> SignalRun:
     """`signals.signals` on Spark from a Parquet export: the same table, stored nowhere.
 
@@ -154,6 +155,8 @@ def spark_signals(
             "--background, --groups, --group-file and --meddra are not supported with "
             "--engine spark; use --engine duckdb"
         )
+    if subset is not None:
+        raise UsageError("--subset is not supported with --engine spark; use --engine duckdb")
     roles = parse_signal_roles(roles)
     asked = quarter_option(through, "--through")
     with spark_session(master) if session is None else nullcontext(session) as running:
