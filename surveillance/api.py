@@ -202,9 +202,10 @@ class Database:
         groups: bool = False,
         group_files: Sequence[str | Path] = (),
         meddra: str | Path | None = None,
+        subset: str | None = None,
     ) -> SignalRun:
         """The full signals computation: the table, the EBGM prior and the counts behind it;
-        background, groups, group_files and meddra as in `signals.signals`."""
+        background, groups, group_files, meddra and subset as in `signals.signals`."""
         from .signals import signals
 
         return signals(
@@ -219,6 +220,7 @@ class Database:
             groups=groups,
             group_files=group_files,
             meddra=meddra,
+            subset=subset,
         )
 
     def signals(
@@ -234,6 +236,7 @@ class Database:
         groups: bool = False,
         group_files: Sequence[str | Path] = (),
         meddra: str | Path | None = None,
+        subset: str | None = None,
     ) -> pd.DataFrame:
         """PRR, ROR, IC and EBGM of the substance against every reaction term with at least
         min_cases cases, as of the end of quarter `through` (default: the latest loaded); with
@@ -250,6 +253,7 @@ class Database:
             groups,
             group_files,
             meddra,
+            subset,
         ).table
 
     def trends(

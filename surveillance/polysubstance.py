@@ -120,6 +120,7 @@ def class_named(name: str) -> DrugClass:
     raise KeyError(name)
 
 
+@cache  # a substance's cases repeat the same few thousand ingredients
 def classes_of(ingredient: str) -> tuple[str, ...]:
     """Every class an ingredient is in, in the file's order; empty when in none."""
     return tuple(c.name for c in drug_classes() if c.has(ingredient))

@@ -17,11 +17,13 @@ from click.testing import CliRunner
 
 from surveillance import signals as signals_module
 from surveillance import stats
+from surveillance.api import Database
 from surveillance.cli import cli
 from surveillance.db import connect
 from surveillance.design import make_design
 from surveillance.errors import NoDataError, UsageError
 from surveillance.extract import resolve
+from surveillance.output import render
 from surveillance.pipeline import load, rebuild
 from surveillance.polysubstance import (
     SUBSETS,
@@ -288,6 +290,9 @@ def test_cli(poly_db, tmp_path) -> None:
         cli, ["signals", *db, "--subset", "with-opioids", "--min-cases", "1", "--format", "csv"]
     )
     assert csv.exit_code == 0 and csv.stdout.splitlines()[0].endswith(",background,subset")
+    with Database(poly_db["db"]) as library:
+        table = library.signals(subset="with-opioids", min_cases=1)
+    assert csv.stdout.splitlines()[1:] == render(table, "csv").splitlines()[1:]
     bad = runner.invoke(cli, ["signals", *db, "--subset", "with-tea"])
     assert bad.exit_code == 2 and "with-tea" in bad.stderr
     spark = runner.invoke(
