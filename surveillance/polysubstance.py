@@ -49,18 +49,18 @@ _WORD_SPLIT = re.compile(r"[^A-Z0-9]+")
 OTHER_DRUGS = """SELECT d.caseid, upper(trim(coalesce(d.prod_ai, d.drugname))) AS ingredient,
         upper(trim(d.role_cod)) IN ('PS', 'SS') AS co_suspect
     FROM case_drugs d
-    WHERE coalesce(d.prod_ai, d.drugname) IS NOT NULL AND NOT EXISTS (
-        SELECT 1 FROM substance_hits s
-        WHERE s.substance = $substance AND s.caseid = d.caseid AND s.drug_seq = d.drug_seq)"""
+    ANTI JOIN (SELECT caseid, drug_seq FROM substance_hits WHERE substance = $substance) s
+      ON s.caseid = d.caseid AND s.drug_seq = d.drug_seq
+    WHERE coalesce(d.prod_ai, d.drugname) IS NOT NULL"""
 _OTHER_DRUGS_ASOF = """SELECT c.caseid, upper(trim(coalesce(d.prod_ai, d.drugname))) AS ingredient,
         upper(trim(d.role_cod)) IN ('PS', 'SS') AS co_suspect
     FROM _sig_cases c
     JOIN raw_drug d ON d.source = c.source AND d.primaryid = c.primaryid AND d.quarter = c.quarter
-    WHERE coalesce(d.prod_ai, d.drugname) IS NOT NULL AND NOT EXISTS (
-        SELECT 1 FROM substance_strings s
-        WHERE s.substance = $substance
-          AND ((s.field = 'drugname' AND s.string = d.drugname)
-            OR (s.field = 'prod_ai' AND s.string = d.prod_ai)))"""
+    ANTI JOIN (SELECT string FROM substance_strings
+               WHERE substance = $substance AND field = 'drugname') sn ON sn.string = d.drugname
+    ANTI JOIN (SELECT string FROM substance_strings
+               WHERE substance = $substance AND field = 'prod_ai') sa ON sa.string = d.prod_ai
+    WHERE coalesce(d.prod_ai, d.drugname) IS NOT NULL"""
 
 
 @dataclass(frozen=True)
@@ -175,15 +175,17 @@ def subset_statement(subset: str | None) -> str | None:
     )
 
 
-def _case_classes(rows: Iterable[tuple[str, str | None]]) -> dict[str, set[str]]:
-    """Each case's co-suspect classes (others included) from (caseid, ingredient) rows; a case
-    whose ingredient is None has no co-suspect and an empty set."""
-    found: dict[str, set[str]] = {}
-    for caseid, ingredient in rows:
-        classes = found.setdefault(caseid, set())
-        if ingredient is not None:
-            classes.update(classes_of(ingredient) or (OTHERS,))
-    return found
+def _classes(ingredients: Iterable[str]) -> set[str]:
+    """The classes of a case's co-suspect ingredients, others included (empty: none)."""
+    return {name for drug in ingredients for name in classes_of(drug) or (OTHERS,)}
+
+
+# Each case's co-suspect ingredients, each once ([] when none), from the cases of `{cases}`
+# (a query whose rows have a caseid) and the other drugs of `{other}`.
+_CASE_INGREDIENTS = """SELECT h.caseid,
+        coalesce(list(DISTINCT o.ingredient) FILTER (WHERE o.ingredient IS NOT NULL), [])
+    FROM ({cases}) h LEFT JOIN ({other}) o ON o.caseid = h.caseid AND o.co_suspect
+    GROUP BY h.caseid"""
 
 
 def narrow_to_subset(
@@ -193,14 +195,12 @@ def narrow_to_subset(
     (`_sig_cases`, `_sig_exposed`, `_sig_reac`): they leave the analysis, not to c or d."""
     other = OTHER_DRUGS if latest else _OTHER_DRUGS_ASOF
     rows = con.execute(
-        f"""SELECT e.caseid, o.ingredient FROM _sig_exposed e
-        LEFT JOIN ({other}) o ON o.caseid = e.caseid AND o.co_suspect""",  # noqa: S608
+        _CASE_INGREDIENTS.format(cases="SELECT caseid FROM _sig_exposed", other=other),
         {"substance": substance},
     ).fetchall()
-    classes = _case_classes(rows)
-    leaving = [c for c, found in classes.items() if not in_subset(subset, found, bool(found))]
-    if classes and len(leaving) == len(classes):
-        raise NoDataError(f"no {substance} cases in --subset {subset} (of {len(classes)} cases)")
+    leaving = [c for c, drugs in rows if not in_subset(subset, _classes(drugs), bool(drugs))]
+    if rows and len(leaving) == len(rows):
+        raise NoDataError(f"no {substance} cases in --subset {subset} (of {len(rows)} cases)")
     if not leaving:
         return
     import pandas as pd
@@ -218,9 +218,9 @@ def narrow_to_subset(
 
 def _substance_cases(
     con: duckdb.DuckDBPyConnection, substance: Substance, roles: str | None
-) -> tuple[dict[str, set[str]], dict[str, str], list[tuple[str, str]]]:
-    """The substance's cases (clean layer, in the roles): each one's co-suspect classes, its
-    year of initial FDA receipt, and the (caseid, ingredient) pairs of the co-suspects."""
+) -> list[tuple[str, str, list[str]]]:
+    """The substance's cases (clean layer, in the roles): caseid, year of initial FDA receipt
+    and the co-suspect ingredients, each once."""
     from .definitions import parse_roles
     from .extract import ensure_extracted, has_table
 
@@ -231,19 +231,18 @@ def _substance_cases(
     except ValueError as e:
         raise UsageError(f"--roles: {e}") from e
     ensure_extracted(con, substance)
+    cases = """SELECT caseid, left(initial_quarter, 4) AS year FROM cases
+        WHERE caseid IN (SELECT caseid FROM involved_cases($substance, $roles))"""
     rows = con.execute(
-        f"""SELECT h.caseid, o.ingredient, c.initial_quarter
-        FROM (SELECT caseid FROM involved_cases($substance, $roles)) h
-        JOIN cases c USING (caseid)
-        LEFT JOIN ({OTHER_DRUGS}) o ON o.caseid = h.caseid AND o.co_suspect""",  # noqa: S608
+        f"""SELECT i.caseid, c.year, i.ingredients
+        FROM ({_CASE_INGREDIENTS.format(cases=cases, other=OTHER_DRUGS)}) i(caseid, ingredients)
+        JOIN ({cases}) c USING (caseid)""",  # noqa: S608
         {"substance": substance.name, "roles": roles},
     ).fetchall()
     if not rows:
         in_roles = f" in roles {roles}" if roles else ""
         raise NoDataError(f"no {substance.name} cases{in_roles}")
-    years = {caseid: str(quarter)[:4] for caseid, _, quarter in rows}
-    pairs = sorted({(caseid, drug) for caseid, drug, _ in rows if drug is not None})
-    return _case_classes((caseid, drug) for caseid, drug, _ in rows), years, pairs
+    return rows
 
 
 def co_suspect_profile(
@@ -254,20 +253,23 @@ def co_suspect_profile(
     'NAME (n_cases)'). A case counts once per class; every class is listed, others last."""
     import pandas as pd
 
-    classes, _, pairs = _substance_cases(con, substance, roles)
+    found = _substance_cases(con, substance, roles)
+    n_cases = dict.fromkeys(class_names(), 0)
     drugs: dict[str, dict[str, int]] = {name: {} for name in class_names()}
-    for _, ingredient in pairs:
-        for name in classes_of(ingredient) or (OTHERS,):
-            drugs[name][ingredient] = drugs[name].get(ingredient, 0) + 1
+    for _, _, ingredients in found:
+        for name in _classes(ingredients):
+            n_cases[name] += 1
+        for drug in ingredients:
+            for name in classes_of(drug) or (OTHERS,):
+                drugs[name][drug] = drugs[name].get(drug, 0) + 1
     rows = []
     for name in class_names():
-        n_cases = sum(name in found for found in classes.values())
         top = sorted(drugs[name].items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_DRUGS]
         rows.append(
             {
                 "class": name,
-                "n_cases": n_cases,
-                "pct": round(100.0 * n_cases / len(classes), 1),
+                "n_cases": n_cases[name],
+                "pct": round(100.0 * n_cases[name] / len(found), 1),
                 "top_drugs": "; ".join(f"{drug} ({n})" for drug, n in top),
             }
         )
@@ -282,13 +284,13 @@ def subset_shares(
     per subset, named as in SUBSETS)."""
     import pandas as pd
 
-    classes, years, _ = _substance_cases(con, substance, roles)
+    found = _substance_cases(con, substance, roles)
     rows = []
-    for year in sorted(set(years.values())):
-        cases = [c for c, y in years.items() if y == year]
+    for year in sorted({y for _, y, _ in found}):
+        cases = [(_classes(drugs), bool(drugs)) for _, y, drugs in found if y == year]
         row: dict[str, Any] = {"year": year, "n_cases": len(cases)}
         for subset in SUBSETS:
-            n = sum(in_subset(subset, classes[c], bool(classes[c])) for c in cases)
+            n = sum(in_subset(subset, classes, any_drug) for classes, any_drug in cases)
             row[subset] = round(100.0 * n / len(cases), 1)
         rows.append(row)
     return pd.DataFrame(rows, columns=["year", "n_cases", *SUBSETS])
