@@ -37,6 +37,7 @@ from surveillance.report import opioids
 from surveillance.signals import signals
 from surveillance.synthetic import generate_series
 
+HOSTILE = '=HYPERLINK("http://x.example")\x1b[2J'  # a formula and a terminal escape
 # Planted on kratom-suspect cases S[i] (drugname, prod_ai, role), and the classes each case's
 # co-suspects then fall in ("only": no co-suspect).
 PLANTS: list[tuple[list[tuple[str, str | None, str]], set[str]]] = [
@@ -45,7 +46,7 @@ PLANTS: list[tuple[list[tuple[str, str | None, str]], set[str]]] = [
     ([("FENTANYL PATCH", "FENTANYL", "C")], set()),  # concomitant: not a co-suspect
     ([("XANAX", "ALPRAZOLAM", "SS")], {"benzodiazepines"}),
     ([("OXYCODONE", None, "SS"), ("KLONOPIN", "CLONAZEPAM", "PS")], {"opioids", "benzodiazepines"}),
-    ([("METFORMIN", "METFORMIN HYDROCHLORIDE", "SS")], {"others"}),
+    ([("METFORMIN", "METFORMIN HYDROCHLORIDE", "SS"), (HOSTILE, None, "PS")], {"others"}),
     ([("ALCOHOLIC BEVERAGE", None, "SS")], {"alcohol"}),
     ([("BACTERIOSTATIC SALINE", "BENZYL ALCOHOL", "SS")], {"others"}),
 ]
@@ -201,7 +202,9 @@ def test_co_suspect_profile_counts(con, poly_db, roles: str | None) -> None:
         "HYDROCODONE BITARTRATE\\ACETAMINOPHEN (1); OXYCODONE (1); OXYCODONE HYDROCHLORIDE (1)"
     )
     assert top["alcohol"] == "ALCOHOLIC BEVERAGE (1)"
-    assert top["others"] == "BENZYL ALCOHOL (1); METFORMIN HYDROCHLORIDE (1)"
+    assert top["others"] == (
+        f"{HOSTILE.upper()} (1); BENZYL ALCOHOL (1); METFORMIN HYDROCHLORIDE (1)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -304,5 +307,9 @@ def test_cli(poly_db, tmp_path) -> None:
     assert profile.exit_code == 0, profile.output
     assert profile.stdout.splitlines()[0] == "class,n_cases,pct,top_drugs"
     assert profile.stdout.splitlines()[1].startswith("opioids,3,")
+    assert "\x1b" not in profile.stdout and "\n=" not in profile.stdout
+    assert ",'=HYPERLINK" in profile.stdout.replace('"', "")
+    table = runner.invoke(cli, ["cases", *db, "--co-suspects", "--format", "table"])
+    assert table.exit_code == 0 and "\x1b" not in table.stdout
     mixed = runner.invoke(cli, ["cases", *db, "--co-suspects", "--since", "2024Q1"])
     assert mixed.exit_code == 2 and "--co-suspects" in mixed.stderr
