@@ -103,10 +103,12 @@ class EventGroup:
 
 @dataclass(frozen=True)
 class Design:
-    """Which cases are the background, which event groups are analysed besides single PTs.
+    """Which cases are the background, which event groups are analysed besides single PTs, and
+    which of the substance's cases count.
 
     background None is every case (today's default); otherwise the cases matching a term file
-    (substance format) besides the substance's own cases, which always count."""
+    (substance format) besides the substance's own cases, which always count. subset None is all
+    the substance's cases; otherwise only those of the subset (`polysubstance.SUBSETS`)."""
 
     background: Substance | None = None
     groups: tuple[EventGroup, ...] = ()
@@ -141,7 +143,7 @@ class Design:
         return key
 
     def key(self) -> list[Any]:
-        """The design's identity in a run id: background and every group with its PTs."""
+        """The design's identity in a run id: background, subset and every group with its PTs."""
         groups = [[g.kind, g.name, g.version, sorted(g.pts)] for g in self.groups]
         return [*self.prior_key(), "groups", groups]
 
