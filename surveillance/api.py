@@ -205,10 +205,11 @@ class Database:
         exclude_window: int | None = None,
         era: str | None = None,
         remove_maskers: int | None = None,
+        subset: str | None = None,
     ) -> SignalRun:
         """The full signals computation: the table, the EBGM prior and the counts behind it;
-        background, groups, group_files, meddra, exclude_window, era and remove_maskers as in
-        `signals.signals`."""
+        background, groups, group_files, meddra, exclude_window, era, remove_maskers and subset
+        as in `signals.signals`."""
         from .signals import signals
 
         return signals(
@@ -226,6 +227,7 @@ class Database:
             exclude_window=exclude_window,
             era=era,
             remove_maskers=remove_maskers,
+            subset=subset,
         )
 
     def signals(
@@ -244,6 +246,7 @@ class Database:
         exclude_window: int | None = None,
         era: str | None = None,
         remove_maskers: int | None = None,
+        subset: str | None = None,
     ) -> pd.DataFrame:
         """PRR, ROR, IC and EBGM of the substance against every reaction term with at least
         min_cases cases, as of the end of quarter `through` (default: the latest loaded); with
@@ -264,6 +267,7 @@ class Database:
             exclude_window,
             era,
             remove_maskers,
+            subset,
         ).table
 
     def trends(

@@ -16,6 +16,7 @@ import click
 from . import __version__
 from .errors import DatabaseError, SurveillanceError, UsageError
 from .output import render, render_json
+from .polysubstance import SUBSETS, class_names, drug_classes
 
 
 class _UsageLine(click.ClickException):
@@ -410,6 +411,12 @@ def rebuild(db_path: Path | None, dedup: str | None, quiet: bool) -> None:
 @click.option("--until", default=None, help="Last FDA quarter, e.g. 2024Q4.")
 @click.option("--roles", default=None, help="Drug roles that count, e.g. PS,SS (default: any).")
 @click.option("--term", default=None, help="Only cases with a reaction term containing TEXT.")
+@click.option(
+    "--co-suspects",
+    is_flag=True,
+    help="Instead of the cases: their other suspect drugs (PS/SS) by class "
+    f"({', '.join(class_names())}), a case once per class.",
+)
 @_format_option
 def cases_command(
     db_path: Path | None,
@@ -419,18 +426,30 @@ def cases_command(
     until: str | None,
     roles: str | None,
     term: str | None,
+    co_suspects: bool,
     fmt: str | None,
 ) -> None:
     """List the deduplicated cases that involve a substance, one row per case.
 
     Example: surveillance cases --substance kratom --since 2019Q1 --roles PS,SS --format csv
+
+    Co-suspect profile: surveillance cases --substance kratom --co-suspects
     """
     from .cases import cases
     from .db import connect
     from .extract import resolve
+    from .polysubstance import co_suspect_profile
 
+    if co_suspects and (since or until or term):
+        raise UsageError(
+            "--co-suspects profiles all the substance's cases: not with --since, --until or --term"
+        )
     with connect(_db(db_path)) as con:
-        frame = cases(con, resolve(substance, substance_file), since, until, roles, term)
+        chosen = resolve(substance, substance_file)
+        if co_suspects:
+            frame = co_suspect_profile(con, chosen, roles)
+        else:
+            frame = cases(con, chosen, since, until, roles, term)
     _print_frame(frame, fmt)
 
 
@@ -529,6 +548,15 @@ def _plain(value: Any) -> Any:
     "(Maignen 2014), named in a maskers column.",
 )
 @click.option(
+    "--subset",
+    type=click.Choice(SUBSETS),
+    default=None,
+    metavar="only|with-CLASS|without-CLASS",
+    help="Only these of the substance's cases (others leave a, b, c and d): only (no other "
+    "suspect drug), with-CLASS or without-CLASS (another suspect drug of the class or not); "
+    f"CLASS: {', '.join(c.name for c in drug_classes())}.",
+)
+@click.option(
     "--engine",
     type=click.Choice(["duckdb", "spark"]),
     default="duckdb",
@@ -580,6 +608,7 @@ def signals_command(
     exclude_window: int | None,
     era: str | None,
     remove_maskers: int | None,
+    subset: str | None,
     engine: str,
     parquet: Path | None,
     spark_master: str,
@@ -593,6 +622,8 @@ def signals_command(
 
     Event groups and a comparator: surveillance signals --groups --background natural-products
 
+    Kratom-only cases, or those with an opioid: surveillance signals --subset only
+
     On Spark, from an export: surveillance signals --engine spark --parquet export/
 
     Stratified: surveillance signals --mh-by age,sex,year,reporter
@@ -604,6 +635,7 @@ def signals_command(
     from .definitions import criteria_legend
     from .extract import resolve
     from .output import default_format, terminal_safe
+    from .polysubstance import subset_statement
     from .signals import CAVEATS, background_statement, kind_marked
     from .stratified import compact_mh, legend, parse_factors, signal_mh
 
@@ -611,12 +643,12 @@ def signals_command(
     mh = None
     if sensitivity:
         designed = background != "all" or groups or group_files or meddra is not None
-        excluded = exclude_window is not None or era is not None or remove_maskers is not None
+        excluded = (exclude_window, era, remove_maskers, subset) != (None, None, None, None)
         if designed or excluded or stratify or factors or engine != "duckdb" or sort:
             raise UsageError(
                 "--sensitivity runs its own designs: use it without --background, --groups, "
-                "--group-file, --meddra, --exclude-window, --era, --remove-maskers, --stratify, "
-                "--mh-by, --sort and --engine spark"
+                "--group-file, --meddra, --exclude-window, --era, --remove-maskers, --subset, "
+                "--stratify, --mh-by, --sort and --engine spark"
             )
         _sensitivity_command(db_path, substance, substance_file, through, roles, min_cases, fmt)
         return
@@ -645,6 +677,7 @@ def signals_command(
             exclude_window=exclude_window,
             era=era,
             remove_maskers=remove_maskers,
+            subset=subset,
         )
     else:
         from .db import connect
@@ -667,6 +700,7 @@ def signals_command(
                 exclude_window=exclude_window,
                 era=era,
                 remove_maskers=remove_maskers,
+                subset=subset,
             )
             if factors:
                 mh = signal_mh(con, run, chosen, factors)
@@ -703,6 +737,8 @@ def signals_command(
         )
     )
     click.echo(textwrap.fill(terminal_safe(background_statement(run.design)), width=78))
+    if run.design.subset is not None:
+        click.echo(textwrap.fill(str(subset_statement(run.design.subset)), width=78))
     click.echo(render(compact_signals(kind_marked(run.table)), "table", max_rows=40), nl=False)
     footer = [
         f"Sorted by {run.sort}, largest first."

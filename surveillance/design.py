@@ -10,9 +10,10 @@ background and makes the events table `_sig_events` the cells are counted from. 
 option goes through that one step; the default design (all cases, PTs only) leaves the case
 tables as they are, so its results are those of a run without a design.
 
-Options to come fit the same step: a subset of the substance's cases narrows `_sig_exposed`, an
-exclusion window removes cases from all three tables; a removal that differs by term (masking)
-changes c and d per event, so it applies to the counted cells instead.
+A subset of the substance's cases (`surveillance.polysubstance`: only, with-CLASS,
+without-CLASS) removes the substance's other cases from all three tables. Options to come fit
+the same step: an exclusion window removes cases from all three tables; a removal that differs
+by term (masking) changes c and d per event, so it applies to the counted cells instead.
 
 A group's EBGM uses the run's prior unchanged (fitted on drug-by-PT pairs only) with the group's
 own n and E: the prior describes single drug-event pairs, and fitting groups into it would count
@@ -47,6 +48,7 @@ import pandas as pd
 from .errors import InputError, NoDataError, UsageError
 from .extract import ensure_extracted
 from .notoriety import Exclusion
+from .polysubstance import check_subset, class_file_version, narrow_to_subset
 from .substances import Substance, load_substance
 
 TERM_KINDS = ("pt", "group", "hlt", "hlgt", "soc")
@@ -102,15 +104,18 @@ class EventGroup:
 
 @dataclass(frozen=True)
 class Design:
-    """Which cases are the background, which event groups are analysed besides single PTs.
+    """Which cases are the background, which event groups are analysed besides single PTs, and
+    which of the substance's cases count.
 
     background None is every case (today's default); otherwise the cases matching a term file
-    (substance format) besides the substance's own cases, which always count."""
+    (substance format) besides the substance's own cases, which always count. subset None is all
+    the substance's cases; otherwise only those of the subset (`polysubstance.SUBSETS`)."""
 
     background: Substance | None = None
     groups: tuple[EventGroup, ...] = ()
     exclusion: Exclusion | None = None  # cases left out by initial receipt (notoriety.py)
     masking: int | None = None  # maskers removed per term from c and d (masking.py)
+    subset: str | None = None  # None: all the substance's cases; else one of SUBSETS
 
     @property
     def is_default(self) -> bool:
@@ -120,6 +125,7 @@ class Design:
             and not self.groups
             and self.exclusion is None
             and self.masking is None
+            and self.subset is None
         )
 
     @property
@@ -135,20 +141,22 @@ class Design:
         return BACKGROUND_ALL if self.background is None else self.background.name
 
     def prior_key(self) -> list[str]:
-        """What of the design changes the EBGM prior: the background and the exclusion (the
-        prior is fitted on the drug-by-PT pairs of the analysed cases; groups and masking, which
-        change only counted cells, do not enter it)."""
+        """What of the design changes the EBGM prior: the background, the exclusion and the
+        subset (the prior is fitted on the drug-by-PT pairs of the analysed cases; groups and
+        masking, which change only counted cells, do not enter it)."""
         key: list[Any] = []
         if self.background is not None:
             b = self.background
             key = ["background", b.name, b.version, _digest(b.source_path)]
         if self.exclusion is not None:
             key += self.exclusion.key()
+        if self.subset is not None:
+            key += ["subset", self.subset, class_file_version()]
         return key
 
     def key(self) -> list[Any]:
-        """The design's identity in a run id: background, exclusion, every group with its PTs
-        and the number of maskers removed per term."""
+        """The design's identity in a run id: background, exclusion, subset, every group with its
+        PTs and the number of maskers removed per term."""
         groups = [[g.kind, g.name, g.version, sorted(g.pts)] for g in self.groups]
         masking = [] if self.masking is None else ["masking", self.masking]
         return [*self.prior_key(), "groups", groups, *masking]
@@ -185,13 +193,16 @@ class Design:
         con: duckdb.DuckDBPyConnection,
         latest: bool,
         roles: str | None,
+        substance: str,
         through: str | None = None,
     ) -> None:
-        """Narrow the case tables to the substance's cases and the background's, less the
-        excluded ones (initial receipt as of `through`), and build `_sig_events` (caseid,
-        stratum, pt_key): each case's PTs, and each group it has once."""
+        """Narrow the case tables to the substance's cases (of the subset) and the background's,
+        less the excluded ones (initial receipt as of `through`), and build `_sig_events`
+        (caseid, stratum, pt_key): each case's PTs, and each group it has once."""
         if self.exclusion is not None:
             self.exclusion.apply(con, latest, through)
+        if self.subset is not None:
+            narrow_to_subset(con, self.subset, substance, latest)
         if self.background is not None:
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE _sig_background AS {involving_sql(latest)}",
@@ -413,12 +424,15 @@ def make_design(
     *,
     exclusion: Exclusion | None = None,
     masking: int | None = None,
+    subset: str | None = None,
 ) -> Design:
     """The design the signals options ask for: the comparator, the shipped groups (groups=True),
     a user's group files and a MedDRA folder's HLT/HLGT/SOC groups (a name once per kind), the
-    cases excluded (`notoriety.exclusion`) and the maskers removed per term (K >= 0)."""
+    cases excluded (`notoriety.exclusion`), the maskers removed per term (K >= 0) and the subset
+    of the substance's cases (`polysubstance.SUBSETS`)."""
     if masking is not None and masking < 0:
         raise UsageError("--remove-maskers must be 0 or more")
+    check_subset(subset)
     found: list[EventGroup] = []
     files = [*(shipped_group_files() if groups else ()), *map(Path, group_files)]
     for file in files:
@@ -432,4 +446,10 @@ def make_design(
                 group.source, f"group {group.name!r} is already defined by {seen[group.key].source}"
             )
         seen[group.key] = group
-    return Design(load_background(background), tuple(found), exclusion=exclusion, masking=masking)
+    return Design(
+        load_background(background),
+        tuple(found),
+        exclusion=exclusion,
+        masking=masking,
+        subset=subset,
+    )

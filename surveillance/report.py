@@ -24,7 +24,6 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +55,7 @@ from .extract import ensure_extracted, has_table, resolve
 from .faers_format import quarter_gaps, quarter_option
 from .output import p_text, render
 from .pipeline import current_dedup
+from .polysubstance import OTHER_DRUGS, DrugClass, class_named
 from .sensitivity import ANALYSES, Sensitivity, methods, sensitivity
 from .sensitivity import wide as sensitivity_wide
 from .signals import (
@@ -105,14 +105,9 @@ reactions AS (
     FROM case_reactions WHERE caseid IN (SELECT caseid FROM hits) GROUP BY caseid),
 others AS (
     SELECT d.caseid,
-        list_sort(list_distinct(list(upper(trim(coalesce(d.prod_ai, d.drugname))))
-            FILTER (WHERE upper(trim(d.role_cod)) IN ('PS', 'SS')))) AS co_suspects,
-        list_sort(list_distinct(list(upper(trim(coalesce(d.prod_ai, d.drugname))))))
-            AS co_drugs
-    FROM case_drugs d JOIN hits USING (caseid)
-    WHERE coalesce(d.prod_ai, d.drugname) IS NOT NULL AND NOT EXISTS (
-        SELECT 1 FROM substance_hits s
-        WHERE s.substance = $substance AND s.caseid = d.caseid AND s.drug_seq = d.drug_seq)
+        list_sort(list_distinct(list(d.ingredient) FILTER (WHERE d.co_suspect))) AS co_suspects,
+        list_sort(list_distinct(list(d.ingredient))) AS co_drugs
+    FROM ({OTHER_DRUGS}) d JOIN hits USING (caseid)
     GROUP BY d.caseid)
 SELECT c.caseid, i.initial_quarter, i.version_quarters, c.init_fda_date,
     c.quarter AS latest_quarter, c.age_years, c.sex, c.country, c.reporter_type_label,
@@ -130,16 +125,9 @@ LEFT JOIN others o USING (caseid)
 ORDER BY c.caseid"""  # noqa: S608
 
 
-def opioids() -> frozenset[str]:
-    """The opioid ingredient words of `surveillance/data/opioids.txt` (documented there)."""
-    text = resources.files("surveillance").joinpath("data/opioids.txt").read_text("utf-8")
-    return frozenset(
-        line.strip().upper() for line in text.splitlines() if line.strip() and line[0] != "#"
-    )
-
-
-def _is_opioid(ingredient: str, words: frozenset[str]) -> bool:
-    return any(w in words for w in re.split(r"[^A-Z0-9]+", ingredient.upper()))
+def opioids() -> DrugClass:
+    """The opioid class of the shipped class file (`surveillance.polysubstance`)."""
+    return class_named("opioids")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -467,10 +455,10 @@ def _pct(counts: np.ndarray, total: int) -> np.ndarray:
     return np.round(100.0 * counts / total, 1)
 
 
-def describe(frame: pd.DataFrame, words: frozenset[str]) -> dict[str, pd.DataFrame]:
+def describe(frame: pd.DataFrame, opioid_class: DrugClass) -> dict[str, pd.DataFrame]:
     """The descriptive tables of a set of cases, any role and suspect-only side by side."""
     suspect = frame["suspect"].astype(bool)
-    opioid = [[d for d in drugs if _is_opioid(d, words)] for drugs in frame["co_drugs"]]
+    opioid = [[d for d in drugs if opioid_class.has(d)] for drugs in frame["co_drugs"]]
     poly = pd.Series(
         [
             [

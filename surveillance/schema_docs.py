@@ -361,6 +361,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "exclude_window": "months after each regulatory event left out (NULL: no window)",
         "era": "the era of initial receipt analysed: before-2018 or 2018-on (NULL: all)",
         "remove_maskers": "maskers removed from each term's c and d (NULL: no masking)",
+        "subset": "the substance's cases analysed: only, with-CLASS, without-CLASS (NULL: all)",
     },
     "signals": {
         "run_id": "the run (signal_runs.run_id)",

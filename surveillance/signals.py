@@ -87,7 +87,7 @@ _DDL = (
         prior_loglik DOUBLE, prior_converged BOOLEAN, prior_n_pairs BIGINT, prior_method VARCHAR,
         prior_loglik_full DOUBLE, data_fingerprint VARCHAR, tool_version VARCHAR,
         created_at TIMESTAMP, background VARCHAR, background_version VARCHAR, groups VARCHAR,
-        exclude_window INTEGER, era VARCHAR, remove_maskers INTEGER)""",
+        exclude_window INTEGER, era VARCHAR, remove_maskers INTEGER, subset VARCHAR)""",
     f"""CREATE TABLE IF NOT EXISTS signals (run_id VARCHAR, substance VARCHAR, through VARCHAR,
         term VARCHAR, a BIGINT, b BIGINT, c BIGINT, d BIGINT,
         {", ".join(f"{c} DOUBLE" for c in OUTPUT_COLUMNS[5:20])},
@@ -367,7 +367,7 @@ def _asof_counts(
     for some PT keys only, from temp tables of the cases (narrowed and given group events by
     `Design.apply`)."""
     _build_case_tables(con, substance, through, latest, roles, stratify, keys)
-    design.apply(con, latest, roles, through)
+    design.apply(con, latest, roles, substance.name, through)
     strata = con.execute(
         """SELECT c.stratum, count(*) AS n, count(e.caseid) AS n_exposed
         FROM _sig_cases c
@@ -512,6 +512,7 @@ def signals(
     exclude_window: int | None = None,
     era: str | None = None,
     remove_maskers: int | None = None,
+    subset: str | None = None,
 ) -> SignalRun:
     """Every reaction term co-reported with the substance, with PRR, ROR, IC and EBGM.
 
@@ -530,7 +531,9 @@ def signals(
     ASCII folder's HLT/HLGT/SOC groups: each is one row (term_kind says which), a case counting
     once if it has any PT of the group. A group's EBGM uses the same prior as the PTs, fitted on
     drug-by-PT pairs only, so adding groups changes no PT row; p_adj is adjusted within each
-    kind of row (PTs, groups, HLTs, HLGTs, SOCs) for the same reason. A `design` already made
+    kind of row (PTs, groups, HLTs, HLGTs, SOCs) for the same reason. `subset` limits the
+    substance's cases to one of `polysubstance.SUBSETS` (only, with-opioids, without-opioids,
+    ...): its other cases leave the analysis (not in c or d). A `design` already made
     (`design.make_design`, e.g. one per sensitivity run) is used as it is, without those options.
 
     `exclude_window` months leaves out every case initially received within that many months on
@@ -546,14 +549,24 @@ def signals(
     check_options(min_cases, sort)
     if terms is not None and prior is None:
         raise UsageError("signals for some terms only need the prior of a full run")
-    asked = (background, groups, tuple(group_files), meddra, exclude_window, era, remove_maskers)
+    asked = (
+        background,
+        groups,
+        tuple(group_files),
+        meddra,
+        exclude_window,
+        era,
+        remove_maskers,
+        subset,
+    )
     if design is None:
         design = make_design(
             *asked[:4],
             exclusion=exclusion(substance.name, exclude_window, era),
             masking=remove_maskers,
+            subset=subset,
         )
-    elif asked != (None, False, (), None, None, None, None):
+    elif asked != (None, False, (), None, None, None, None, None):
         raise UsageError("give a design or its options (background, groups, ...), not both")
     for ddl in _DDL:
         ensure_derived_table(con, ddl)
@@ -633,6 +646,8 @@ def signal_run(
     names = output_columns(design)
     if frames:
         table = pd.concat(frames, ignore_index=True).assign(background=design.background_label)
+        if design.subset is not None:
+            table = table.assign(subset=design.subset)
     else:
         table = pd.DataFrame({c: pd.Series([], dtype=object) for c in names})
     table = table[names]
@@ -693,12 +708,14 @@ def kind_marked(table: pd.DataFrame) -> pd.DataFrame:
 
 def output_columns(design: Design) -> list[str]:
     """The signal table's columns: OUTPUT_COLUMNS, and under a design other than the default
-    also what each row is (term_kind, after term) and the comparator (background), then under
-    masking the drugs removed from each row's c and d (maskers, last)."""
+    also what each row is (term_kind, after term) and the comparator (background), then the
+    subset of the substance's cases when there is one, and under masking the drugs removed from
+    each row's c and d (maskers, last)."""
     if design.is_default:
         return list(OUTPUT_COLUMNS)
+    subset = ["subset"] if design.subset is not None else []
     masked = ["maskers"] if design.masking is not None else []
-    return [OUTPUT_COLUMNS[0], "term_kind", *OUTPUT_COLUMNS[1:], "background", *masked]
+    return [OUTPUT_COLUMNS[0], "term_kind", *OUTPUT_COLUMNS[1:], "background", *subset, *masked]
 
 
 def prior_fingerprint(prior: stats.Prior) -> str:
@@ -717,7 +734,7 @@ def _store(con: duckdb.DuckDBPyConnection, run: SignalRun, data: str) -> None:
             "INSERT INTO signal_runs VALUES ($r, $s, $v, $through, $roles, $stratify, $min, "
             "$n, $ns, $nt, $alpha1, $beta1, $alpha2, $beta2, $p, $loglik, $converged, $n_pairs, "
             "$method, $loglik_full, $data, $tool, $now, $background, $background_version, "
-            "$groups, $exclude_window, $era, $remove_maskers)",
+            "$groups, $exclude_window, $era, $remove_maskers, $subset)",
             {
                 "r": run.run_id,
                 "s": run.substance,
@@ -739,6 +756,7 @@ def _store(con: duckdb.DuckDBPyConnection, run: SignalRun, data: str) -> None:
                 "exclude_window": (x := run.design.exclusion) and x.months,
                 "era": x and x.era,
                 "remove_maskers": run.design.masking,
+                "subset": run.design.subset,
             },
         )
         frame = run.table if "term_kind" in run.table else run.table.assign(term_kind="pt")

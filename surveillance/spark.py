@@ -144,6 +144,7 @@ def spark_signals(
     exclude_window: int | None = None,
     era: str | None = None,
     remove_maskers: int | None = None,
+    subset: str | None = None,
 ) -> SignalRun:
     """`signals.signals` on Spark from a Parquet export: the same table, stored nowhere.
 
@@ -162,6 +163,8 @@ def spark_signals(
             "--exclude-window, --era and --remove-maskers are not supported with --engine spark; "
             "use --engine duckdb"
         )
+    if subset is not None:
+        raise UsageError("--subset is not supported with --engine spark; use --engine duckdb")
     roles = parse_signal_roles(roles)
     asked = quarter_option(through, "--through")
     with spark_session(master) if session is None else nullcontext(session) as running:
