@@ -52,22 +52,29 @@ SEVEN_OH_PRODUCTS = ("7-OH Tablets", "7-OH 7-HYDROXYMITRAGYNINE 15MG TABLETS", "
 # Products that share words with kratom's rules and must not match.
 LOOK_ALIKES = ("LAGERSTROEMIA SPECIOSA (BANABA) LEAF", "MITRAGYNA PARVIFOLIA", "KETUM GEL")
 _SUPPLEMENT = ("54", "Vit/Min/Prot/Unconv Diet(Human/Animal)")
+# Other products: name, industry code and name, and the symptoms each is reported with more
+# often (so that the product-by-term table has structure for the EBGM prior, as real data do).
 OTHER_PRODUCTS = (
-    ("HYDROXYCUT", *_SUPPLEMENT),
-    ("NATURE'S BOUNTY HAIR, SKIN & NAILS", *_SUPPLEMENT),
-    ("CENTRUM SILVER MULTIVITAMIN", *_SUPPLEMENT),
-    ("FISH OIL 1200MG", *_SUPPLEMENT),
-    ("GARCINIA CAMBOGIA", *_SUPPLEMENT),
-    ("VITAMIN D3", *_SUPPLEMENT),
-    ("ENERGY DRINK", "29", "Soft Drink/Water"),
-    ("PEANUT BUTTER", "23", "Nuts/Edible Seed"),
-    ("ROMAINE LETTUCE", "24", "Vegetables/Vegetable Products"),
-    ("CHOCOLATE CHIP COOKIES", "3", "Bakery Prod/Dough/Mix/Icing"),
-    ("TUNA, CANNED", "16", "Fishery/Seafood Prod"),
-    ("ICE CREAM", "13", "Ice Cream Prod"),
-    ("HAIR DYE", "53", "Cosmetics"),
-    ("REDACTED", *_SUPPLEMENT),
+    ("HYDROXYCUT", *_SUPPLEMENT, ("JAUNDICE", "HEPATIC ENZYME INCREASED")),
+    ("NATURE'S BOUNTY HAIR, SKIN & NAILS", *_SUPPLEMENT, ("RASH", "ALOPECIA")),
+    ("CENTRUM SILVER MULTIVITAMIN", *_SUPPLEMENT, ("CHOKING", "DYSPHAGIA")),
+    ("FISH OIL 1200MG", *_SUPPLEMENT, ("ERUCTATION", "NAUSEA")),
+    ("GARCINIA CAMBOGIA", *_SUPPLEMENT, ("HEPATIC ENZYME INCREASED", "ABDOMINAL PAIN")),
+    ("VITAMIN D3", *_SUPPLEMENT, ("HYPERCALCAEMIA", "FATIGUE")),
+    ("PRE-WORKOUT POWDER", *_SUPPLEMENT, ("PALPITATIONS", "ANXIETY")),
+    ("ENERGY DRINK", "29", "Soft Drink/Water", ("PALPITATIONS", "TACHYCARDIA", "ANXIETY")),
+    ("PEANUT BUTTER", "23", "Nuts/Edible Seed", ("HYPERSENSITIVITY", "ANAPHYLACTIC REACTION")),
+    ("ROMAINE LETTUCE", "24", "Vegetables/Vegetable Products", ("DIARRHOEA", "VOMITING")),
+    ("CHOCOLATE CHIP COOKIES", "3", "Bakery Prod/Dough/Mix/Icing", ("HYPERSENSITIVITY",)),
+    ("TUNA, CANNED", "16", "Fishery/Seafood Prod", ("VOMITING", "FLUSHING")),
+    ("ICE CREAM", "13", "Ice Cream Prod", ("DIARRHOEA", "FOREIGN BODY")),
+    ("BABY FORMULA", "40", "Baby Food Prod", ("VOMITING", "IRRITABILITY")),
+    ("HAIR DYE", "53", "Cosmetics", ("RASH", "PRURITUS", "SKIN BURNING SENSATION")),
+    ("SHAMPOO", "53", "Cosmetics", ("ALOPECIA", "PRURITUS")),
+    ("REDACTED", *_SUPPLEMENT, ()),
 )
+# Product names are not standardised in CAERS: the same product comes in several spellings.
+_VARIANTS = ("", "", "", " 60 COUNT", " EXTRA STRENGTH", " ORIGINAL")
 SYMPTOMS = (
     "NAUSEA",
     "VOMITING",
@@ -83,6 +90,8 @@ SYMPTOMS = (
     "PALPITATIONS",
     "CHOKING",
     "MALAISE",
+    "INSOMNIA",
+    "PAIN",
 )
 # Reported more often with kratom in the synthetic exports (planted, as in the literature).
 KRATOM_SYMPTOMS = (
@@ -155,6 +164,13 @@ def write_export(
 ) -> FileTruth:
     """Write one SYNTHETIC CAERS export of n_reports reports created between start and end."""
     rng = random.Random(seed)
+    profile_rng = random.Random(seed * 7919)
+    profiles = {
+        name + variant: [profile_rng.gammavariate(1.5, 1 / 1.5) for _ in range(len(SYMPTOMS) + 1)]
+        for name, *_ in OTHER_PRODUCTS
+        for variant in dict.fromkeys(_VARIANTS)
+    }
+    profiles.update({name: profiles["REDACTED"] for name in LOOK_ALIKES})
     truth = FileTruth(path, layout)
     out: list[str] = [_HEADER_2017 if layout == LAYOUT_2017 else _HEADER_LATER]
     line = 3 if layout == LAYOUT_2017 else 2  # the physical line the next record starts on
@@ -173,6 +189,7 @@ def write_export(
         kratom = rng.random() < kratom_rate
         seven_oh = kratom and created.year >= 2023 and rng.random() < 0.4
         products: list[tuple[str, str, str, str]] = []
+        associated: set[str] = set()
         if kratom:
             name = rng.choice(SEVEN_OH_PRODUCTS if seven_oh else KRATOM_PRODUCTS)
             products.append(("Suspect", name, *_SUPPLEMENT))
@@ -181,12 +198,21 @@ def write_export(
             if rng.random() < 0.03:
                 products.append((role, rng.choice(LOOK_ALIKES), *_SUPPLEMENT))
             else:
-                products.append((role, *rng.choice(OTHER_PRODUCTS)))
+                name, code, industry, typical = rng.choice(OTHER_PRODUCTS)
+                products.append((role, name + rng.choice(_VARIANTS), code, industry))
+                if typical and rng.random() < 0.6:
+                    associated.add(rng.choice(typical))
         if rng.random() < 0.02:  # a product on two lines of a quoted field
             products.append(("Concomitant", "PROTEIN POWDER\nVANILLA", *_SUPPLEMENT))
         products = list(dict.fromkeys(products))
-        pool = SYMPTOMS + KRATOM_SYMPTOMS if kratom else SYMPTOMS + KRATOM_SYMPTOMS[-1:]
-        symptoms = set(rng.sample(pool, rng.randint(1, 4)))
+        # Each product has its own reporting profile over the common symptoms (gamma-spread
+        # weights), so reporting ratios scatter around 1 as in real data; kratom's are planted.
+        if kratom:
+            pool, weights = SYMPTOMS + KRATOM_SYMPTOMS, None
+        else:
+            pool, weights = SYMPTOMS + KRATOM_SYMPTOMS[-1:], profiles[products[0][1]]
+        k = rng.randint(1, 3)
+        symptoms = set(rng.choices(pool, weights=weights, k=k)) | associated
         if kratom and rng.random() < 0.5:
             symptoms.add(rng.choice(KRATOM_SYMPTOMS))
         outcomes = set(rng.sample(OUTCOMES, rng.randint(1, 2)))
