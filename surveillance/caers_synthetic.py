@@ -207,6 +207,8 @@ def write_export(
         products = list(dict.fromkeys(products))
         # Each product has its own reporting profile over the common symptoms (gamma-spread
         # weights), so reporting ratios scatter around 1 as in real data; kratom's are planted.
+        pool: tuple[str, ...]
+        weights: list[float] | None
         if kratom:
             pool, weights = SYMPTOMS + KRATOM_SYMPTOMS, None
         else:
