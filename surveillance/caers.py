@@ -29,7 +29,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from . import __version__
+from . import __version__, stats
 from .clean import ensure_macros
 from .db import ensure_derived_table
 from .definitions import parse_roles
@@ -40,7 +40,9 @@ from .signals import _DDL as _SIGNAL_DDL  # the CAERS prior is stored beside FAE
 from .signals import Counts, SignalRun, fitted_prior, signal_run
 from .substances import Substance, load_substance
 
-SOURCES = ("faers", "caers")
+# stats.fit_prior fits five hyperparameters and needs at least five pairs; with fewer, EBGM is
+# unavailable (a prior that did not converge).
+MIN_PAIRS = 5
 
 # Canonical column -> its header spelling in each export: the 2004-2017Q2 file, then the later
 # exports (an assumption from FDA's CAERS product-based downloads, not verified against a file;
@@ -732,7 +734,14 @@ def signals(
     key = ["caers", data, substance.name, substance.version, in_roles, __version__]
     for ddl in _SIGNAL_DDL[:1]:
         ensure_derived_table(con, ddl)
-    prior = fitted_prior(con, hashlib.sha256(json.dumps(key).encode()).hexdigest(), found.pairs)
+    n, e = found.pairs()
+    if int((n >= 1).sum()) < MIN_PAIRS:
+        nan = float("nan")
+        why = f"not converged: {int((n >= 1).sum())} product-term pairs, fewer than {MIN_PAIRS}"
+        prior = stats.Prior(nan, nan, nan, nan, nan, nan, False, len(n), 0, why)
+    else:
+        key_hash = hashlib.sha256(json.dumps(key).encode()).hexdigest()
+        prior = fitted_prior(con, key_hash, lambda: (n, e))
     return signal_run(found, prior, substance, through, parsed, (), min_cases, sort, data)
 
 

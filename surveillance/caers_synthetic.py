@@ -187,7 +187,7 @@ def write_export(
             "" if rng.random() < 0.4 else _date_text(created - timedelta(rng.randrange(60)), layout)
         )
         kratom = rng.random() < kratom_rate
-        seven_oh = kratom and created.year >= 2023 and rng.random() < 0.4
+        seven_oh = kratom and created.year >= 2021 and rng.random() < 0.5
         products: list[tuple[str, str, str, str]] = []
         associated: set[str] = set()
         if kratom:
