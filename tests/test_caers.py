@@ -16,12 +16,13 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from surveillance import caers
+from surveillance import caers, schema_docs
 from surveillance.caers_synthetic import LAYOUT_2017, LAYOUT_LATER, CaersSeries, generate
 from surveillance.cli import cli
 from surveillance.db import connect
 from surveillance.errors import InputError, NoDataError
 from surveillance.extract import resolve
+from surveillance.query import schema
 from surveillance.synthetic import Series
 
 HEADER_2017 = (
@@ -403,6 +404,18 @@ def test_hostile_strings_survive_escaped(tmp_path: Path) -> None:
               "--format", "table"])  # fmt: skip
     assert "\x1b" not in shown.output and "^[]0;pwned^GHEADACHE" in shown.output
     assert "CAERS (never pooled with FAERS)" in shown.output
+
+
+def test_every_caers_table_and_column_is_documented(loaded: Path) -> None:
+    with connect(loaded, read_only=True) as con:
+        frame = schema(con)
+    frame = frame[frame["table"].str.startswith("caers_")]
+    assert set(frame["table"]) == set(TABLES)
+    assert {t for t in schema_docs.TABLES if t.startswith("caers_")} == set(TABLES)
+    undocumented = frame[frame["description"] == ""]
+    assert undocumented.empty, f"add to schema_docs.py: {undocumented[['table', 'column']]}"
+    for table, columns in frame.groupby("table")["column"]:
+        assert set(schema_docs.COLUMNS[str(table)]) == set(columns), table
 
 
 def test_library_errors(tmp_path: Path) -> None:
