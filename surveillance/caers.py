@@ -281,16 +281,27 @@ def _records(lines: Iterator[str]) -> Iterator[tuple[int, str, list[str] | None,
         start = reader.line_num + 1
 
 
-def _header(path: Path, records: Iterator[Any]) -> tuple[tuple[str, ...], list[str], int, Any]:
-    """The header's names as read, their canonical columns, the physical lines it took, and the
-    first record after it. A header broken after a name (`CI_Gender` then a line starting
-    `,AEC_One Row Outcomes`, as the 2004-2017Q2 export's is) is joined back."""
+def _lines(text: str) -> Iterator[str]:
+    """Physical lines ending at LF only (str.splitlines would also end one at U+2028, 0x85 and
+    other separators that may sit inside a product name)."""
+    start = 0
+    while (end := text.find("\n", start)) >= 0:
+        yield text[start : end + 1]
+        start = end + 1
+    if start < len(text):
+        yield text[start:]
+
+
+def _header(path: Path, records: Iterator[Any]) -> tuple[tuple[str, ...], list[str], Any]:
+    """The header's names as read, their canonical columns, and the first record after it.
+
+    A header broken after a name (`CI_Gender`, then a line starting `,AEC_One Row Outcomes`, as
+    the 2004-2017Q2 export's is) is joined back."""
     first = next(records, None)
     if first is None or first[2] is None or not any(f.strip() for f in first[2]):
         raise InputError(path, "empty file or no CSV header line", line=1)
     names = list(first[2])
     after = next(records, None)
-    n_lines = 1 if after is None else after[0] - 1
     while (
         after is not None
         and after[2]
@@ -300,7 +311,6 @@ def _header(path: Path, records: Iterator[Any]) -> tuple[tuple[str, ...], list[s
     ):
         names += after[2][1:]
         after = next(records, None)
-        n_lines = n_lines if after is None else after[0] - 1
     unknown = [n for n in names if _key(n) not in _HEADER_INDEX]
     if unknown:
         raise InputError(path, f"unknown CAERS header columns {unknown}", line=1)
@@ -312,7 +322,7 @@ def _header(path: Path, records: Iterator[Any]) -> tuple[tuple[str, ...], list[s
     if missing:
         wanted = [COLUMNS[c][0] for c in missing]
         raise InputError(path, f"not a CAERS export: no column {wanted} in the header", line=1)
-    return tuple(names), columns, n_lines, after
+    return tuple(names), columns, after
 
 
 def _layout(names: tuple[str, ...]) -> str:
@@ -330,8 +340,8 @@ def read_file(path: Path) -> CaersFile:
         text, encoding = data.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError:
         text, encoding = data.decode("latin-1"), "latin-1"  # lossless for every byte
-    records = _records(iter(text.splitlines(keepends=True)))
-    names, columns, _, pending = _header(path, records)
+    records = _records(_lines(text))
+    names, columns, pending = _header(path, records)
     good: list[list[Any]] = []
     bad: list[tuple[int, str, str]] = []
     n_read = 0

@@ -366,6 +366,7 @@ HOSTILE_PRODUCTS = (
     '=HYPERLINK("http://evil.example","KRATOM")',
     "<script>alert(1)</script> Kratom",
     "\x1b[2J\x1b[31mKRATOM\x1b[0m",
+    "KRATOM\u2028\x85\u202eEXTRACT",  # separators that must not end a line, a bidi override
 )
 
 
@@ -386,11 +387,11 @@ def test_hostile_strings_survive_escaped(tmp_path: Path) -> None:
     base = ["cases", "--source", "caers", "--db", str(db), "--format"]
     as_csv = runner.invoke(cli, [*base, "csv"]).output
     rows = list(csv.DictReader(io.StringIO(as_csv)))
-    assert len(rows) == 3
+    assert len(rows) == len(HOSTILE_PRODUCTS)
     matched = {r["matched"] for r in rows}
     assert "'" + HOSTILE_PRODUCTS[0] in matched  # a spreadsheet shows it, never runs it
     table = runner.invoke(cli, [*base, "table"]).output
-    assert "\x1b" not in table
+    assert "\x1b" not in table and "\u202e" not in table
     as_json = json.loads(runner.invoke(cli, [*base, "json"]).output)
     assert {r["matched"][0] for r in as_json} == set(HOSTILE_PRODUCTS)  # JSON keeps the data
     # Three hostile terms and one product: too few pairs for a prior, so EBGM is unavailable.
