@@ -249,8 +249,13 @@ def _signals_csv(db: Path, *extra: str) -> dict[str, dict[str, str]]:
 
 def test_signals_cells_by_hand(tmp_path: Path) -> None:
     db = tmp_path / "db.duckdb"
-    with connect(db) as con:
-        caers.load(con, [_hand_file(tmp_path)])
+    loaded = CliRunner().invoke(
+        cli, ["load", "--source", "caers", str(_hand_file(tmp_path)), "--db", str(db)]
+    )
+    assert loaded.exit_code == 0, loaded.output
+    assert "CAERS hand.csv: 10 rows read, 10 loaded, 0 quarantined (2004-2017Q2 layout" in (
+        loaded.output
+    )
     # Any role: reports 1, 2, 3 have kratom; N = 7.
     rows = _signals_csv(db)
     cells = {t: tuple(int(r[c]) for c in "abcd") for t, r in rows.items()}
