@@ -161,6 +161,17 @@ def _substance_options(f: Any) -> Any:
     )(f)
 
 
+def _source_option(f: Any) -> Any:
+    return click.option(
+        "--source",
+        type=click.Choice(["faers", "caers"]),
+        default="faers",
+        show_default=True,
+        help="faers: FAERS quarterly zips; caers: FDA CAERS CSV exports (foods, supplements, "
+        "cosmetics), kept apart from FAERS and never pooled with it.",
+    )(f)
+
+
 def _print_frame(frame: Any, fmt: str | None, wrap: str | None = None) -> None:
     from .output import default_format
 
@@ -188,13 +199,16 @@ _DB_USE = {
 }
 
 
-def _db(db_path: Path | None) -> Path:
-    """The database path of this command, checked as `_DB_USE` says before the command runs."""
+def _db(db_path: Path | None, source: str = "faers") -> Path:
+    """The database path of this command, checked as `_DB_USE` says before the command runs
+    (for CAERS, whose tables are derived in the load's transaction, only that it exists)."""
     from .db import check_file, default_path
 
     path = db_path if db_path is not None else default_path()
     ctx = click.get_current_context(silent=True)
     use = _DB_USE.get(ctx.command.name or "", "exists") if ctx is not None else "exists"
+    if source == "caers" and use in ("rebuild", "refuse"):
+        use = "exists"
     if not path.exists():
         if use == "create":
             return path
@@ -326,19 +340,44 @@ def fetch_command(
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_db_option
 @_dedup_option
+@_source_option
 @click.option("--quiet", is_flag=True, help="Print nothing but errors.")
-def load(paths: tuple[Path, ...], db_path: Path | None, dedup: str | None, quiet: bool) -> None:
+def load(
+    paths: tuple[Path, ...], db_path: Path | None, dedup: str | None, source: str, quiet: bool
+) -> None:
     """Load quarterly FAERS/LAERS ASCII zips (or folders of zips) into the database.
 
     One transaction per quarter; loading a quarter again replaces it. The clean layer and the
-    built-in substances are rebuilt afterwards.
+    built-in substances are rebuilt afterwards. With --source caers, CAERS CSV exports (or
+    folders of them) load in one transaction into the caers_* tables.
 
     Example: surveillance load data/raw/faers_ascii_2024q1.zip --db kratom.duckdb
+
+    CAERS: surveillance load --source caers CAERS_ASCII_2004_2017Q2.csv
     """
     from .api import Database
     from .progress import terminal_progress
 
     path = _db(db_path)
+    if source == "caers":
+        from .caers import load as load_caers
+        from .db import connect
+        from .output import terminal_safe
+
+        if dedup is not None:
+            raise UsageError("--dedup applies to FAERS; CAERS counts reports")
+        with terminal_progress(quiet) as step, connect(path) as con:
+            loaded = load_caers(con, paths, progress=step or _silent)
+        if not quiet:
+            for c in loaded:
+                click.echo(
+                    terminal_safe(
+                        f"CAERS {c.file}: {c.rows_read} rows read, {c.rows_loaded} loaded, "
+                        f"{c.rows_quarantined} quarantined ({c.layout} layout, sha256 "
+                        f"{c.sha256[:12]}) -> {path}"
+                    )
+                )
+        return
     with terminal_progress(quiet) as step, Database(path, log=step or _silent) as db:
         results = db.load(*paths, dedup=dedup)
     if not quiet:
@@ -417,6 +456,7 @@ def rebuild(db_path: Path | None, dedup: str | None, quiet: bool) -> None:
     help="Instead of the cases: their other suspect drugs (PS/SS) by class "
     f"({', '.join(class_names())}), a case once per class.",
 )
+@_source_option
 @_format_option
 def cases_command(
     db_path: Path | None,
@@ -427,9 +467,13 @@ def cases_command(
     roles: str | None,
     term: str | None,
     co_suspects: bool,
+    source: str,
     fmt: str | None,
 ) -> None:
     """List the deduplicated cases that involve a substance, one row per case.
+
+    With --source caers: one row per CAERS report with a product matching the substance
+    (--since/--until on its CAERS created date; --roles PS,SS = Suspect, C = Concomitant).
 
     Example: surveillance cases --substance kratom --since 2019Q1 --roles PS,SS --format csv
 
@@ -440,6 +484,13 @@ def cases_command(
     from .extract import resolve
     from .polysubstance import co_suspect_profile
 
+    if source == "caers":
+        from .caers import cases as caers_cases
+
+        with connect(_db(db_path, source)) as con:
+            frame = caers_cases(con, resolve(substance, substance_file), since, until, roles, term)
+        _print_frame(frame, fmt)
+        return
     if co_suspects and (since or until or term):
         raise UsageError(
             "--co-suspects profiles all the substance's cases: not with --since, --until or --term"
@@ -590,6 +641,7 @@ def _plain(value: Any) -> Any:
     "side (suspect-only, comparator, substance alone, notoriety, masking, MH, era), and the "
     "terms whose classification changes (csv/json: one row per analysis and term).",
 )
+@_source_option
 @_format_option
 def signals_command(
     db_path: Path | None,
@@ -614,6 +666,7 @@ def signals_command(
     spark_master: str,
     mh_by: str | None,
     sensitivity: bool,
+    source: str,
     fmt: str | None,
 ) -> None:
     """Disproportionality of a substance against every reaction term: PRR, ROR, IC, EBGM.
@@ -631,6 +684,8 @@ def signals_command(
     Notoriety and masking: surveillance signals --exclude-window 6 --remove-maskers 1
 
     Sensitivity analyses: surveillance signals --sensitivity
+
+    Within CAERS (product-level, reports not cases): surveillance signals --source caers
     """
     from .definitions import criteria_legend
     from .extract import resolve
@@ -641,6 +696,27 @@ def signals_command(
 
     factors = parse_factors(mh_by)
     mh = None
+    caers = source == "caers"
+    if caers:
+        faers_only = {
+            "--through": through,
+            "--stratify": stratify,
+            "--background": background != "all",
+            "--groups": groups,
+            "--group-file": group_files,
+            "--meddra": meddra,
+            "--engine spark": engine != "duckdb",
+            "--parquet": parquet,
+            "--mh-by": mh_by,
+            "--exclude-window": exclude_window is not None,
+            "--era": era,
+            "--remove-maskers": remove_maskers is not None,
+            "--subset": subset,
+            "--sensitivity": sensitivity,
+        }
+        given = [name for name, value in faers_only.items() if value]
+        if given:
+            raise UsageError(f"{', '.join(given)}: FAERS only, not with --source caers")
     if sensitivity:
         designed = background != "all" or groups or group_files or meddra is not None
         excluded = (exclude_window, era, remove_maskers, subset) != (None, None, None, None)
@@ -683,25 +759,30 @@ def signals_command(
         from .db import connect
         from .signals import signals
 
-        with connect(_db(db_path)) as con:
+        with connect(_db(db_path, source)) as con:
             chosen = resolve(substance, substance_file)
-            run = signals(
-                con,
-                chosen,
-                through,
-                roles,
-                min_cases,
-                stratify,
-                sort,
-                background=background,
-                groups=groups,
-                group_files=group_files,
-                meddra=meddra,
-                exclude_window=exclude_window,
-                era=era,
-                remove_maskers=remove_maskers,
-                subset=subset,
-            )
+            if caers:
+                from .caers import signals as caers_signals
+
+                run = caers_signals(con, chosen, roles, min_cases, sort)
+            else:
+                run = signals(
+                    con,
+                    chosen,
+                    through,
+                    roles,
+                    min_cases,
+                    stratify,
+                    sort,
+                    background=background,
+                    groups=groups,
+                    group_files=group_files,
+                    meddra=meddra,
+                    exclude_window=exclude_window,
+                    era=era,
+                    remove_maskers=remove_maskers,
+                    subset=subset,
+                )
             if factors:
                 mh = signal_mh(con, run, chosen, factors)
     fmt = fmt or default_format()
@@ -721,14 +802,17 @@ def signals_command(
             _echo_err(f"Counted by {run.engine} from the Parquet export.")
         if run.design.exclusion is not None:
             _echo_err(terminal_safe(run.design.exclusion.statement()))
+        if caers:
+            _echo_err("CAERS reports, product level; never pooled with FAERS.")
         click.echo(render(run.table if mh is None else mh, fmt), nl=False)
         return
     if warning:
         click.echo(textwrap.fill(warning, width=78))
     click.echo(
         textwrap.fill(
+            f"{'CAERS (never pooled with FAERS): ' if caers else ''}"
             f"{run.substance} {run.substance_version}: {run.n_substance_cases:,} of "
-            f"{run.n_cases:,} cases through {run.through}"
+            f"{run.n_cases:,} {'reports' if caers else 'cases'} through {run.through}"
             f"{'; roles ' + run.roles if run.roles else ''}"
             f"{'; stratified by ' + ','.join(run.stratify) if run.stratify else ''}"
             f"{'; counted by Spark from the Parquet export' if run.engine == 'spark' else ''}; "
@@ -736,7 +820,12 @@ def signals_command(
             width=78,
         )
     )
-    click.echo(textwrap.fill(terminal_safe(background_statement(run.design)), width=78))
+    background_line = (
+        "Background (c, d): all CAERS reports without a product of the substance."
+        if caers
+        else background_statement(run.design)
+    )
+    click.echo(textwrap.fill(terminal_safe(background_line), width=78))
     if run.design.subset is not None:
         click.echo(textwrap.fill(str(subset_statement(run.design.subset)), width=78))
     click.echo(render(compact_signals(kind_marked(run.table)), "table", max_rows=40), nl=False)
@@ -755,7 +844,12 @@ def signals_command(
     footer.append("PRIE marks: " + criteria_legend() + ".")
     if warning:
         footer.append(warning)
-    footer.append("Caveat: " + CAVEATS)
+    if caers:
+        from .caers import CAVEATS as CAERS_CAVEATS
+
+        footer.append("Caveat: " + CAERS_CAVEATS)
+    else:
+        footer.append("Caveat: " + CAVEATS)
     for line in footer:
         click.echo(textwrap.fill(line, width=78))
     if mh is not None:

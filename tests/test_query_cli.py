@@ -287,7 +287,8 @@ def test_every_table_and_column_is_documented(series_con) -> None:
     undocumented = frame[frame["description"] == ""]
     assert undocumented.empty, f"add to schema_docs.py: {undocumented[['table', 'column']]}"
     tables = set(frame["table"])
-    assert tables == set(schema_docs.TABLES), "schema_docs.TABLES differs from the database"
+    faers_tables = {t for t in schema_docs.TABLES if not t.startswith("caers_")}  # test_caers
+    assert tables == faers_tables, "schema_docs.TABLES differs from the database"
     for table, columns in frame.groupby("table")["column"]:
         stale = set(schema_docs.COLUMNS[table]) - set(columns)
         assert not stale or table.startswith("raw_") or table == "reports", (table, stale)
