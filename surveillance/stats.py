@@ -31,7 +31,9 @@ and the p-values are computed on the crude tables (summed over strata): they are
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,6 +91,9 @@ SQUASH_MIN_POINTS = 500
 SQUASH_KEEP_BINS = 2
 LIKELIHOOD_CHUNK = 8192
 """Points per block of the likelihood: its temporaries (64 KiB each) stay in the CPU cache."""
+FIT_THREADS = min(4, os.cpu_count() or 1)
+"""Threads that evaluate the likelihood's blocks during a fit (the sums are added in block order,
+so the fit does not depend on the number)."""
 
 
 @dataclass(frozen=True)
@@ -587,12 +592,17 @@ def _log_mix(first: FloatArray, second: FloatArray) -> tuple[FloatArray, FloatAr
 
 
 def _likelihood(
-    x: FloatArray, pts: _Points, min_count: int, gradient: bool
+    x: FloatArray,
+    pts: _Points,
+    min_count: int,
+    gradient: bool,
+    mapper: Callable[..., Iterable[tuple[float, FloatArray]]] = map,
 ) -> tuple[float, FloatArray | None]:
     """Weighted negative log-likelihood on the log/logit scale, and its gradient if asked.
 
     log L = log(P f1(n) + (1-P) f2(n)) - log(P S1 + (1-P) S2), S_j = P_j(N >= min_count).
-    The points are taken LIKELIHOOD_CHUNK at a time, so that the temporaries stay in cache.
+    The points are taken LIKELIHOOD_CHUNK at a time, so that the temporaries stay in cache;
+    ``mapper`` (``map``, or a thread pool's) runs the blocks, whose sums are added in order.
     """
     a1, b1, a2, b2 = np.exp(x[:4])
     p = float(special.expit(x[4]))
@@ -602,19 +612,19 @@ def _likelihood(
     if gradient:
         digamma1 = special.digamma(a1 + pts.counts) - special.digamma(a1)
         digamma2 = special.digamma(a2 + pts.counts) - special.digamma(a2)
-    value = -pts.log_const
-    # Sums of w * (r1 dlogf1/da1 - t1 dlogS1/da1) etc., one per free parameter.
-    total = np.zeros(5)
-    for lo in range(0, pts.n.size, LIKELIHOOD_CHUNK):
+
+    def block(lo: int) -> tuple[float, FloatArray]:
+        """The block's -log L, and its sums of w (r1 d log f1 / d alpha1 - t1 d log S1 / d
+        alpha1) etc., one per parameter."""
         part = slice(lo, lo + LIKELIHOOD_CHUNK)
         n, e, w, index = pts.n[part], pts.e[part], pts.w[part], pts.count_of[part]
         one = _component(n, e, gamma1[index], a1, b1, min_count)
         two = _component(n, e, gamma2[index], a2, b2, min_count)
         numerator, r1 = _log_mix(log_p + one[0], log_q + two[0])
         denominator = p * one[1] + (1 - p) * two[1]
-        value -= float(np.dot(w, numerator) - np.dot(w, np.log(denominator)))
+        value = -float(np.dot(w, numerator) - np.dot(w, np.log(denominator)))
         if not gradient:
-            continue
+            return value, np.zeros(5)
         w_r1 = w * r1  # w times the posterior weight of component 1
         w_t1 = w * (p * one[1] / denominator)  # w times its weight given n >= min_count
         w_r2, w_t2 = w - w_r1, w - w_t1
@@ -624,13 +634,20 @@ def _likelihood(
         dl2_a, dl2_b, ds2_a, ds2_b = _component_gradient(
             n, e, digamma2[index], a2, b2, min_count, two
         )
-        total += (
+        sums = (
             np.dot(w_r1, dl1_a) - np.dot(w_t1, ds1_a),
             np.dot(w_r1, dl1_b) - np.dot(w_t1, ds1_b),
             np.dot(w_r2, dl2_a) - np.dot(w_t2, ds2_a),
             np.dot(w_r2, dl2_b) - np.dot(w_t2, ds2_b),
             np.sum(w_r1) - np.sum(w_t1),
         )
+        return value, np.array(sums)
+
+    value = -pts.log_const
+    total = np.zeros(5)
+    for part_value, part_sums in mapper(block, range(0, pts.n.size, LIKELIHOOD_CHUNK)):
+        value += part_value
+        total += part_sums
     if not gradient:
         return value, None
     return value, -total * np.array([a1, b1, a2, b2, 1.0])
@@ -831,7 +848,7 @@ def fit_prior(
         total = float(points.w.sum())
 
         def scaled(x: FloatArray) -> tuple[float, FloatArray]:
-            value, grad = _likelihood(x, points, min_count, gradient=True)
+            value, grad = _likelihood(x, points, min_count, True, pool.map)
             assert grad is not None
             return value / total, grad / total
 
@@ -852,7 +869,8 @@ def fit_prior(
     coarse = _fit_points(*coarse_pairs(pn, pe, pw))
     fitted = _fit_points(pn, pe, pw)
     # scipy >= 1.15's L-BFGS-B calls BLAS on 5-vectors; OpenBLAS threads only slow that down.
-    with threadpool_limits(limits=1, user_api="blas"):
+    # The likelihood's blocks run on FIT_THREADS threads instead (numpy releases the GIL).
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(FIT_THREADS) as pool:
         if n_starts > POLISHED_STARTS:
             screened = [run(coarse, x0, SCREEN_ITERATIONS) for x0 in candidates]
             screened = sorted((r for r in screened if np.isfinite(r.fun)), key=lambda r: r.fun)

@@ -6,6 +6,8 @@ n ~ Poisson(lambda * E)); the convergence rule is checked on its own and through
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from scipy import special, stats
@@ -157,3 +159,8 @@ def test_fitted_prior_is_the_optimum_of_the_reference_likelihood(
     value, analytic = S._objective(x, pn, pe, pw, 1)
     np.testing.assert_allclose(analytic / total, gradient, atol=1e-7)
     assert value == pytest.approx(scaled(x), rel=1e-12)
+    # Blocks on threads (as in fit_prior) add up to exactly the same sums.
+    with ThreadPoolExecutor(3) as pool:
+        threaded = S._likelihood(x, S._fit_points(pn, pe, pw), 1, True, pool.map)
+    assert threaded[0] == value
+    np.testing.assert_array_equal(threaded[1], analytic)
