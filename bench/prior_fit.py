@@ -2,8 +2,9 @@
 
 `dump DB OUT.npz` counts the drug-term pairs as the default signals run does (`_duckdb_counts`
 for kratom through the latest quarter) on a read-only connection and saves their n and e;
-`fit NPZ` fits the prior on them and prints the hyperparameters, the time per phase and the
-objective evaluations. Run each under `/usr/bin/time -v` for its peak RSS.
+`fit NPZ` fits the prior on them and prints the hyperparameters and the time; `first-run DB` does
+both in one process as a first signals run does (counts, pairs, `fit_pairs`), without writing the
+database. Run each under `/usr/bin/time -v` for its peak RSS.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from pathlib import Path
 import numpy as np
 
 
-def dump(db: Path, out: Path, memory_limit: str) -> dict[str, float]:
-    """Count the pairs of the default signals run on `db` (read-only) and save n, e to `out`."""
+def dump(db: Path, out: Path | None, memory_limit: str) -> dict[str, object]:
+    """Count the pairs of the default signals run on `db` (read-only) and save n, e to `out`;
+    without `out`, fit the prior on them as `signals.fit_pairs` does."""
     import duckdb
 
     from surveillance.extract import resolve
-    from surveillance.signals import _duckdb_counts
+    from surveillance.signals import _duckdb_counts, fit_pairs
 
     with tempfile.TemporaryDirectory(prefix="prior-fit-") as spill:
         con = duckdb.connect(
@@ -33,6 +35,14 @@ def dump(db: Path, out: Path, memory_limit: str) -> dict[str, float]:
         start = time.perf_counter()
         counts = _duckdb_counts(con, resolve("kratom"), None)
         counted = time.perf_counter()
+        if out is None:
+            prior = fit_pairs(counts.pairs)
+            con.close()
+            return {
+                "counts_s": counted - start,
+                "pairs_and_fit_s": time.perf_counter() - counted,
+                **prior.__dict__,
+            }
         n, e = counts.pairs()
         paired = time.perf_counter()
         con.close()
@@ -61,9 +71,14 @@ def main() -> None:
     d.add_argument("--memory-limit", default="4GB")
     f = sub.add_parser("fit")
     f.add_argument("npz", type=Path)
+    r = sub.add_parser("first-run")
+    r.add_argument("db", type=Path)
+    r.add_argument("--memory-limit", default="4GB")
     args = parser.parse_args()
     if args.command == "dump":
         result = dump(args.db, args.out, args.memory_limit)
+    elif args.command == "first-run":
+        result = dump(args.db, None, args.memory_limit)
     else:
         result = fit(args.npz)
     print(json.dumps(result, indent=1, default=str))
