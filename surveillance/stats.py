@@ -31,7 +31,9 @@ and the p-values are computed on the crude tables (summed over strata): they are
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,6 +89,11 @@ SQUASH_BIN_POINTS = 50
 """Squashing bins hold about SQUASH_BIN_POINTS / n pairs of count n (at least 2)."""
 SQUASH_MIN_POINTS = 500
 SQUASH_KEEP_BINS = 2
+LIKELIHOOD_CHUNK = 8192
+"""Points per block of the likelihood: its temporaries (64 KiB each) stay in the CPU cache."""
+FIT_THREADS = min(4, os.cpu_count() or 1)
+"""Threads that evaluate the likelihood's blocks during a fit (the sums are added in block order,
+so the fit does not depend on the number)."""
 
 
 @dataclass(frozen=True)
@@ -454,34 +461,88 @@ def _nb_logpmf(n: FloatArray, e: FloatArray, alpha: float, beta: float) -> Float
     )
 
 
-def _component(
-    n: FloatArray, e: FloatArray, alpha: float, beta: float, min_count: int
-) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
-    """One component's log pmf, log P(N >= min_count), and their alpha and beta gradients.
+@dataclass(frozen=True)
+class _Points:
+    """Weighted points (n, E, w) of a prior fit and the parts of their likelihood free of theta.
 
-    P(N >= m) = I_x(m, alpha) with x = E / (beta + E), the regularised incomplete beta function,
-    accurate also where E is tiny and the tail is nearly 0; for m = 1 it is the closed form
-    1 - (beta / (beta + E))^alpha, computed with expm1 (the same accuracy, much faster).
+    The optimiser evaluates the likelihood hundreds of times: the gamma functions of alpha + n
+    are computed once per distinct count (``counts``; ``count_of`` indexes each point's), and the
+    weighted sum of n log E - log n!, which theta does not move, once (``log_const``)."""
+
+    n: FloatArray
+    e: FloatArray
+    w: FloatArray
+    counts: FloatArray
+    count_of: NDArray[np.intp]
+    log_const: float
+
+
+def _fit_points(n: FloatArray, e: FloatArray, w: FloatArray) -> _Points:
+    """The points (n >= 1, E > 0, weights w) with their theta-free constants."""
+    counts, count_of = np.unique(n, return_inverse=True)
+    log_const = float(np.dot(w, n * np.log(e) - special.gammaln(n + 1)))
+    return _Points(n, e, w, counts, count_of.ravel(), log_const)
+
+
+def _component(
+    n: FloatArray,
+    e: FloatArray,
+    log_gamma: FloatArray,
+    alpha: float,
+    beta: float,
+    min_count: int,
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """One component's log pmf less its theta-free part n log E - log n! (``log_gamma`` holds
+    log Gamma(alpha + n) - log Gamma(alpha) of each point), P(N >= min_count), log(1 + E / beta)
+    and 1 / (beta + E).
+
+    log f(n) = log Gamma(alpha + n) - log Gamma(alpha) - log n! + n log E - (alpha + n) log(1 + E
+    / beta) - n log beta: ``_nb_logpmf`` regrouped. P(N >= m) = I_x(m, alpha) with x = E / (beta
+    + E), the regularised incomplete beta function, accurate also where E is tiny and the tail is
+    nearly 0; for m = 1 it is the closed form 1 - (beta / (beta + E))^alpha, computed with expm1
+    (the same accuracy, much faster).
     """
-    log_ratio = np.log1p(e / beta)
-    logf = _nb_logpmf(n, e, alpha, beta)
-    dlogf_alpha = special.digamma(alpha + n) - special.digamma(alpha) - log_ratio
-    dlogf_beta = alpha / beta - (alpha + n) / (beta + e)
-    # d tail / d theta = -sum_{k < m} f(k) d log f(k) / d theta
+    log_ratio = np.log1p(e * (1 / beta))
+    logf = log_gamma - alpha * log_ratio - n * (log_ratio + np.log(beta))
     if min_count == 1:
-        f0 = np.exp(-alpha * log_ratio)
         tail = -np.expm1(-alpha * log_ratio)
-        dtail_alpha = f0 * log_ratio
-        dtail_beta = -f0 * (alpha / beta - alpha / (beta + e))
     else:
         tail = special.betainc(float(min_count), alpha, e / (beta + e))
-        dtail_alpha = np.zeros_like(e)
-        dtail_beta = np.zeros_like(e)
-        for k in range(min_count):
-            fk = np.exp(_nb_logpmf(np.full_like(e, k), e, alpha, beta))
-            dtail_alpha -= fk * (special.digamma(alpha + k) - special.digamma(alpha) - log_ratio)
-            dtail_beta -= fk * (alpha / beta - (alpha + k) / (beta + e))
-    return logf, dlogf_alpha, dlogf_beta, np.log(tail), dtail_alpha / tail, dtail_beta / tail
+    return logf, tail, log_ratio, 1 / (beta + e)
+
+
+def _component_gradient(
+    n: FloatArray,
+    e: FloatArray,
+    digamma: FloatArray,
+    alpha: float,
+    beta: float,
+    min_count: int,
+    parts: tuple[FloatArray, FloatArray, FloatArray, FloatArray],
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """d log f / d alpha, d log f / d beta, d log S / d alpha, d log S / d beta of one component
+    (S = P(N >= min_count)), from ``_component``'s ``parts``; ``digamma`` holds psi(alpha + n) -
+    psi(alpha) of each point."""
+    _, tail, log_ratio, inv_sum = parts
+    dlogf_alpha = digamma - log_ratio
+    dlogf_beta = alpha / beta - (alpha + n) * inv_sum
+    # d S / d theta = -sum_{k < m} f(k) d log f(k) / d theta
+    if min_count == 1:
+        # f(0) = 1 - S: where S is near 1 this is f(0) to within 1e-16, its gradient terms nil.
+        f0_over_s = (1 - tail) / tail
+        return (
+            dlogf_alpha,
+            dlogf_beta,
+            f0_over_s * log_ratio,
+            f0_over_s * (alpha * inv_sum - alpha / beta),
+        )
+    dtail_alpha = np.zeros_like(e)
+    dtail_beta = np.zeros_like(e)
+    for k in range(min_count):
+        fk = np.exp(_nb_logpmf(np.full_like(e, k), e, alpha, beta))
+        dtail_alpha -= fk * (special.digamma(alpha + k) - special.digamma(alpha) - log_ratio)
+        dtail_beta -= fk * (alpha / beta - (alpha + k) * inv_sum)
+    return dlogf_alpha, dlogf_beta, dtail_alpha / tail, dtail_beta / tail
 
 
 def prior_neg_loglik(
@@ -507,7 +568,7 @@ def prior_neg_loglik(
     if np.any(fn < min_count):
         raise ValueError(f"every pair must have n >= min_count = {min_count}")
     w = np.ones_like(fn) if weights is None else np.asarray(weights, dtype=np.float64)
-    value, _ = _objective(_to_free(theta), fn, fe, w, min_count)
+    value, _ = _likelihood(_to_free(theta), _fit_points(fn, fe, w), min_count, gradient=False)
     return value
 
 
@@ -520,29 +581,99 @@ def _to_free(theta: ArrayLike) -> FloatArray:
 def _objective(
     x: FloatArray, n: FloatArray, e: FloatArray, w: FloatArray, min_count: int
 ) -> tuple[float, FloatArray]:
-    """Weighted negative log-likelihood and its gradient on the log/logit scale.
+    """Weighted negative log-likelihood of the pairs (n, e) and its gradient (``_likelihood``)."""
+    value, grad = _likelihood(x, _fit_points(n, e, w), min_count, gradient=True)
+    assert grad is not None
+    return value, grad
+
+
+def _log_mix(first: FloatArray, second: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """log(exp(first) + exp(second)) and the share exp(first) of the sum, without overflow."""
+    high = np.maximum(first, second)
+    rest = np.exp(-np.abs(first - second))
+    total = 1 + rest
+    share = np.where(first >= second, 1, rest) / total
+    return high + np.log1p(rest), share
+
+
+def _likelihood(
+    x: FloatArray,
+    pts: _Points,
+    min_count: int,
+    gradient: bool,
+    mapper: Callable[..., Iterable[tuple[float, FloatArray]]] = map,
+) -> tuple[float, FloatArray | None]:
+    """Weighted negative log-likelihood on the log/logit scale, and its gradient if asked.
 
     log L = log(P f1(n) + (1-P) f2(n)) - log(P S1 + (1-P) S2), S_j = P_j(N >= min_count).
+    The points are taken LIKELIHOOD_CHUNK at a time, so that the temporaries stay in cache;
+    ``mapper`` (``map``, or a thread pool's) runs the blocks, whose sums are added in order.
     """
     a1, b1, a2, b2 = np.exp(x[:4])
     p = float(special.expit(x[4]))
-    l1, dl1_a, dl1_b, ls1, ds1_a, ds1_b = _component(n, e, a1, b1, min_count)
-    l2, dl2_a, dl2_b, ls2, ds2_a, ds2_b = _component(n, e, a2, b2, min_count)
     log_p, log_q = np.log(p), np.log1p(-p)
-    numerator = np.logaddexp(log_p + l1, log_q + l2)
-    denominator = np.logaddexp(log_p + ls1, log_q + ls2)
-    r1 = np.exp(log_p + l1 - numerator)  # posterior weight of component 1 given n
-    t1 = np.exp(log_p + ls1 - denominator)  # weight of component 1 given n >= min_count
-    grad = -np.array(
-        [
-            np.dot(w, r1 * dl1_a - t1 * ds1_a) * a1,
-            np.dot(w, r1 * dl1_b - t1 * ds1_b) * b1,
-            np.dot(w, (1 - r1) * dl2_a - (1 - t1) * ds2_a) * a2,
-            np.dot(w, (1 - r1) * dl2_b - (1 - t1) * ds2_b) * b2,
-            np.dot(w, r1 - t1),
-        ]
-    )
-    return float(-np.dot(w, numerator - denominator)), grad
+    gamma1 = special.gammaln(a1 + pts.counts) - special.gammaln(a1)
+    gamma2 = special.gammaln(a2 + pts.counts) - special.gammaln(a2)
+    if gradient:
+        digamma1 = special.digamma(a1 + pts.counts) - special.digamma(a1)
+        digamma2 = special.digamma(a2 + pts.counts) - special.digamma(a2)
+
+    def block(lo: int) -> tuple[float, FloatArray]:
+        """The block's -log L, and its sums of w (r1 d log f1 / d alpha1 - t1 d log S1 / d
+        alpha1) etc., one per parameter."""
+        part = slice(lo, lo + LIKELIHOOD_CHUNK)
+        n, e, w, index = pts.n[part], pts.e[part], pts.w[part], pts.count_of[part]
+        one = _component(n, e, gamma1[index], a1, b1, min_count)
+        two = _component(n, e, gamma2[index], a2, b2, min_count)
+        numerator, r1 = _log_mix(log_p + one[0], log_q + two[0])
+        denominator = p * one[1] + (1 - p) * two[1]
+        value = -float(np.dot(w, numerator) - np.dot(w, np.log(denominator)))
+        if not gradient:
+            return value, np.zeros(5)
+        w_r1 = w * r1  # w times the posterior weight of component 1
+        w_t1 = w * (p * one[1] / denominator)  # w times its weight given n >= min_count
+        w_r2, w_t2 = w - w_r1, w - w_t1
+        dl1_a, dl1_b, ds1_a, ds1_b = _component_gradient(
+            n, e, digamma1[index], a1, b1, min_count, one
+        )
+        dl2_a, dl2_b, ds2_a, ds2_b = _component_gradient(
+            n, e, digamma2[index], a2, b2, min_count, two
+        )
+        sums = (
+            np.dot(w_r1, dl1_a) - np.dot(w_t1, ds1_a),
+            np.dot(w_r1, dl1_b) - np.dot(w_t1, ds1_b),
+            np.dot(w_r2, dl2_a) - np.dot(w_t2, ds2_a),
+            np.dot(w_r2, dl2_b) - np.dot(w_t2, ds2_b),
+            np.sum(w_r1) - np.sum(w_t1),
+        )
+        return value, np.array(sums)
+
+    value = -pts.log_const
+    total = np.zeros(5)
+    for part_value, part_sums in mapper(block, range(0, pts.n.size, LIKELIHOOD_CHUNK)):
+        value += part_value
+        total += part_sums
+    if not gradient:
+        return value, None
+    return value, -total * np.array([a1, b1, a2, b2, 1.0])
+
+
+def _merged_pairs(n: FloatArray, e: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Identical (n, E) pairs merged into one point weighted by their number (lossless), sorted
+    by n, then E."""
+    order = np.argsort(n, kind="stable")
+    sn, se = n[order], e[order]
+    del order
+    # Sorting E within each count sorts values in place: cheaper than a lexsort of indices.
+    ends = np.r_[np.flatnonzero(sn[1:] != sn[:-1]) + 1, sn.size]
+    starts = np.r_[0, ends[:-1]]
+    for lo, hi in zip(starts[ends - starts > 1], ends[ends - starts > 1], strict=True):
+        se[lo:hi].sort()
+    new = np.ones(sn.size, dtype=bool)
+    new[1:] = (sn[1:] != sn[:-1]) | (se[1:] != se[:-1])
+    start = np.flatnonzero(new)
+    weight = np.diff(np.append(start, sn.size)).astype(np.float64)
+    return sn[start], se[start], weight
 
 
 def squash_pairs(n: ArrayLike, e: ArrayLike) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -554,14 +685,13 @@ def squash_pairs(n: ArrayLike, e: ArrayLike) -> tuple[FloatArray, FloatArray, Fl
     and the largest 2 bins of E are kept unsquashed (they carry the most information).
     """
     fn, fe = _pairs(n, e)
-    fn, fe = fn.ravel(), fe.ravel()
-    order = np.lexsort((fe, fn))
-    fn, fe = fn[order], fe[order]
-    new = np.ones(fn.size, dtype=bool)
-    new[1:] = (fn[1:] != fn[:-1]) | (fe[1:] != fe[:-1])
-    start = np.flatnonzero(new)
-    weight = np.diff(np.append(start, fn.size)).astype(np.float64)
-    un, ue = fn[start], fe[start]
+    return _squash_merged(*_merged_pairs(fn.ravel(), fe.ravel()))
+
+
+def _squash_merged(
+    un: FloatArray, ue: FloatArray, weight: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """``squash_pairs`` of points already merged by ``_merged_pairs``."""
     # Rank of each distinct point within its count, and the size of that count's group.
     group_start = np.flatnonzero(np.r_[True, un[1:] != un[:-1]])
     group_size = np.diff(np.append(group_start, un.size))
@@ -694,17 +824,24 @@ def fit_prior(
     points (``coarse_pairs``); the POLISHED_STARTS best run to convergence there; the best
     optimum, and another start that reached it, are polished on the fitted points (squashed, or
     every pair with ``squash=False``) and the better kept. ``converged`` follows
-    ``convergence``. ``loglik_full`` is the log-likelihood of every pair at the optimum.
+    ``convergence``. ``loglik_full`` is the log-likelihood of every pair at the optimum (summed
+    over the distinct (n, E) pairs, each weighted by its number: the same sum, fewer terms).
     """
     if min_count < 1:
         raise ValueError("min_count must be at least 1: zero counts are not modelled")
-    fn, fe = _pairs(n, e)
-    keep = fn.ravel() >= min_count
-    fn, fe = fn.ravel()[keep], fe.ravel()[keep]
-    if fn.size < 5:
+    fn, fe = (x.ravel() for x in _pairs(n, e))
+    keep = fn >= min_count
+    if not np.all(keep):
+        fn, fe = fn[keep], fe[keep]
+    del keep
+    n_pairs = int(fn.size)
+    if n_pairs < 5:
         raise ValueError("need at least 5 pairs with n >= min_count to fit five hyperparameters")
     if squash:
-        pn, pe, pw = squash_pairs(fn, fe)
+        # Every pair, with identical (n, E) merged: the same likelihood, fewer points.
+        merged = _fit_points(*_merged_pairs(fn, fe))
+        del fn, fe
+        pn, pe, pw = _squash_merged(merged.n, merged.e, merged.w)
     else:
         pn, pe, pw = fn, fe, np.ones_like(fn)
     log_lo, log_hi = np.log(PARAM_BOUNDS)
@@ -712,13 +849,12 @@ def fit_prior(
     bounds = [(log_lo, log_hi)] * 4 + [(logit_lo, logit_hi)]
     lower, upper = [b[0] for b in bounds], [b[1] for b in bounds]
 
-    def run(
-        points: tuple[FloatArray, FloatArray, FloatArray], x0: FloatArray, maxiter: int
-    ) -> optimize.OptimizeResult:
-        total = float(points[2].sum())
+    def run(points: _Points, x0: FloatArray, maxiter: int) -> optimize.OptimizeResult:
+        total = float(points.w.sum())
 
         def scaled(x: FloatArray) -> tuple[float, FloatArray]:
-            value, grad = _objective(x, *points, min_count)
+            value, grad = _likelihood(x, points, min_count, True, pool.map)
+            assert grad is not None
             return value / total, grad / total
 
         result = optimize.minimize(
@@ -735,9 +871,11 @@ def fit_prior(
     given = [np.asarray(s, dtype=np.float64) for s in starts] if starts is not None else None
     candidates = [_to_free(s) for s in (given or prior_starts(pn, pe, pw))]
     n_starts = len(candidates)
-    coarse = coarse_pairs(pn, pe, pw)
+    coarse = _fit_points(*coarse_pairs(pn, pe, pw))
+    fitted = _fit_points(pn, pe, pw)
     # scipy >= 1.15's L-BFGS-B calls BLAS on 5-vectors; OpenBLAS threads only slow that down.
-    with threadpool_limits(limits=1, user_api="blas"):
+    # The likelihood's blocks run on FIT_THREADS threads instead (numpy releases the GIL).
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(FIT_THREADS) as pool:
         if n_starts > POLISHED_STARTS:
             screened = [run(coarse, x0, SCREEN_ITERATIONS) for x0 in candidates]
             screened = sorted((r for r in screened if np.isfinite(r.fun)), key=lambda r: r.fun)
@@ -751,7 +889,7 @@ def fit_prior(
         lead = runs[0]
         # Polish the best optimum and one other start that reached the same point, if any.
         twins = [r for r in runs[1:] if r.success and optima_agree(_natural(r.x), _natural(lead.x))]
-        polished = [run((pn, pe, pw), r.x, 1000) for r in [lead, *twins[:1]]]
+        polished = [run(fitted, r.x, 1000) for r in [lead, *twins[:1]]]
     best = min(polished, key=lambda r: r.fun)
     theta = _natural(best.x)
     converged, agree, why = convergence(
@@ -759,10 +897,13 @@ def fit_prior(
     )
     a1, b1, a2, b2, p = (float(v) for v in theta)
     loglik = -float(best.fun)
-    full = loglik if not squash else -prior_neg_loglik(theta, fn, fe, min_count=min_count)
+    if squash:
+        full = -_likelihood(_to_free(theta), merged, min_count, gradient=False)[0]
+    else:
+        full = loglik
     method = (
         f"L-BFGS-B from {n_starts} starts, the best {len(runs)} run to convergence on "
-        f"{coarse[0].size:,} coarse points ({1 + len(twins)} reaching the best optimum), then "
+        f"{coarse.n.size:,} coarse points ({1 + len(twins)} reaching the best optimum), then "
         f"{len(polished)} polished ({agree} agreeing on parameters), "
         f"{'squashed' if squash else 'unsquashed'}, n >= {min_count} zero-truncated"
         f"{'; not converged: ' + why if why else ''}"
@@ -775,7 +916,7 @@ def fit_prior(
         p=p,
         loglik=loglik,
         converged=converged,
-        n_pairs=int(fn.size),
+        n_pairs=n_pairs,
         n_points=int(pn.size),
         method=method,
         loglik_full=full,

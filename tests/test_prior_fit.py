@@ -6,8 +6,11 @@ n ~ Poisson(lambda * E)); the convergence rule is checked on its own and through
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
+from scipy import special, stats
 
 from surveillance import stats as S
 
@@ -113,3 +116,51 @@ def test_planted_two_gamma_prior_escapes_the_trap_of_the_five_default_starts() -
     truth_ebgm = S.ebgm(n, e, planted).ebgm
     np.testing.assert_allclose(S.ebgm(n, e, best).ebgm, truth_ebgm, rtol=0.25)
     assert np.max(np.abs(S.ebgm(n, e, five).ebgm / truth_ebgm - 1)) > 0.5
+
+
+# --- the fast likelihood against a reference computed with scipy.stats ------------------------
+
+
+def reference_nll(theta: np.ndarray, n: np.ndarray, e: np.ndarray, w: np.ndarray) -> float:
+    """The zero-truncated mixture likelihood of ``prior_neg_loglik``, computed point by point with
+    scipy's negative binomial: -sum w log((P f1 + (1-P) f2) / (P S1 + (1-P) S2))."""
+    a1, b1, a2, b2, p = theta
+    one, two = stats.nbinom(a1, b1 / (b1 + e)), stats.nbinom(a2, b2 / (b2 + e))
+    numerator = np.logaddexp(np.log(p) + one.logpmf(n), np.log1p(-p) + two.logpmf(n))
+    denominator = np.log(p * one.sf(0) + (1 - p) * two.sf(0))
+    return float(-np.dot(w, numerator - denominator))
+
+
+def test_fitted_prior_is_the_optimum_of_the_reference_likelihood(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Blocks of 1,000 points (LIKELIHOOD_CHUNK): several, the last one partial.
+    monkeypatch.setattr(S, "LIKELIHOOD_CHUNK", 1_000)
+    n, e = simulate(30_000, (3.25, 0.4, 2.0, 1.9, 0.065), seed=3, log_e=(-1.0, 1.5))
+    prior = S.fit_prior(n, e)
+    assert prior.converged
+    pn, pe, pw = S.squash_pairs(n, e)
+    assert pn.size == prior.n_points > 2 * S.LIKELIHOOD_CHUNK
+    assert pn.size % S.LIKELIHOOD_CHUNK != 0
+    theta = theta_of(prior)
+    assert -prior.loglik == pytest.approx(reference_nll(theta, pn, pe, pw), rel=1e-12)
+    every = reference_nll(theta, n, e, np.ones_like(n))
+    assert -prior.loglik_full == pytest.approx(every, rel=1e-12)
+    # The gradient of the reference on the optimiser's log/logit scale, per unit of weight, is
+    # nil at the fit: an optimum of this likelihood, not a point where a faster one stopped.
+    x, total, step = S._to_free(theta), pw.sum(), 1e-5
+
+    def scaled(free: np.ndarray) -> float:
+        a1, b1, a2, b2 = np.exp(free[:4])
+        return reference_nll(np.array([a1, b1, a2, b2, special.expit(free[4])]), pn, pe, pw)
+
+    gradient = [(scaled(x + h) - scaled(x - h)) / (2 * step * total) for h in np.eye(5) * step]
+    assert np.max(np.abs(gradient)) < 1e-6
+    value, analytic = S._objective(x, pn, pe, pw, 1)
+    np.testing.assert_allclose(analytic / total, gradient, atol=1e-7)
+    assert value == pytest.approx(scaled(x), rel=1e-12)
+    # Blocks on threads (as in fit_prior) add up to exactly the same sums.
+    with ThreadPoolExecutor(3) as pool:
+        threaded = S._likelihood(x, S._fit_points(pn, pe, pw), 1, True, pool.map)
+    assert threaded[0] == value
+    np.testing.assert_array_equal(threaded[1], analytic)
