@@ -410,6 +410,32 @@ def rebuild(db_path: Path | None, dedup: str | None, quiet: bool) -> None:
 @click.option("--until", default=None, help="Last FDA quarter, e.g. 2024Q4.")
 @click.option("--roles", default=None, help="Drug roles that count, e.g. PS,SS (default: any).")
 @click.option("--term", default=None, help="Only cases with a reaction term containing TEXT.")
+@click.option(
+    "--onset",
+    is_flag=True,
+    help="Instead of the cases: time to onset per term (median, IQR, Weibull shape, 95% CI).",
+)
+@click.option(
+    "--dechallenge",
+    is_flag=True,
+    help="Instead of the cases: dechallenge and rechallenge results per term.",
+)
+@click.option(
+    "--top-terms",
+    type=click.IntRange(min=0),
+    default=None,
+    help="With --onset/--dechallenge: rows for this many most reported terms (default 10).",
+)
+@click.option(
+    "--groups", is_flag=True, help="With --onset/--dechallenge: add the shipped event groups."
+)
+@click.option(
+    "--out",
+    "plot_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="With --onset: write the onset figure (PNG and SVG) into this folder.",
+)
 @_format_option
 def cases_command(
     db_path: Path | None,
@@ -419,19 +445,66 @@ def cases_command(
     until: str | None,
     roles: str | None,
     term: str | None,
+    onset: bool,
+    dechallenge: bool,
+    top_terms: int | None,
+    groups: bool,
+    plot_dir: Path | None,
     fmt: str | None,
 ) -> None:
-    """List the deduplicated cases that involve a substance, one row per case.
+    """List the deduplicated cases that involve a substance, one row per case; or, with
+    --onset or --dechallenge, summarise them per term.
+
+    --onset: days from the first therapy start of the substance to the event, from full dates
+    only (partial dates and events before the start are counted, flagged and left out); the
+    Weibull shape < 1 reads as an early hazard, > 1 as a late one. --dechallenge: cases by the
+    dechal/rechal codes of the substance's drug rows (Y positive, N negative, U unknown, D does
+    not apply).
 
     Example: surveillance cases --substance kratom --since 2019Q1 --roles PS,SS --format csv
+
+    Example: surveillance cases --onset --groups --out figures/
     """
-    from .cases import cases
     from .db import connect
     from .extract import resolve
 
+    if onset and dechallenge:
+        raise click.UsageError("--onset and --dechallenge are separate tables; choose one")
+    if not (onset or dechallenge) and (groups or top_terms is not None):
+        raise click.UsageError("--top-terms and --groups need --onset or --dechallenge")
+    if plot_dir is not None and not onset:
+        raise click.UsageError("--out needs --onset")
+    options = (since, until, roles, term)
+    top = 10 if top_terms is None else top_terms
     with connect(_db(db_path)) as con:
-        frame = cases(con, resolve(substance, substance_file), since, until, roles, term)
+        which = resolve(substance, substance_file)
+        if onset:
+            from .onset import onset as time_to_onset
+
+            result = time_to_onset(con, which, *options, top_terms=top, groups=groups)
+            frame = result.table
+        elif dechallenge:
+            from .dechallenge import dechallenge as challenges
+
+            frame = challenges(con, which, *options, top_terms=top, groups=groups)
+        else:
+            from .cases import cases
+
+            frame = cases(con, which, *options)
+    from .output import default_format
+
+    fmt = fmt or default_format()
+    if fmt == "table" and (onset or dechallenge):
+        from . import dechallenge as challenge_module
+        from . import onset as onset_module
+
+        frame = (onset_module if onset else challenge_module).compact(frame)
     _print_frame(frame, fmt)
+    if onset and plot_dir is not None:
+        from .plots import plot_onset
+
+        written = plot_onset(result, plot_dir)
+        _echo_err(f"wrote {len(written)} files to {plot_dir}")
 
 
 @cli.command(name="case")

@@ -131,6 +131,14 @@ ROLES: dict[str, str] = {
 }
 """FAERS drug roles (DRUG role_cod) and their labels, in the order a role filter is written."""
 
+CHALLENGE_CODES: dict[str, str] = {
+    "Y": "positive",
+    "N": "negative",
+    "U": "unknown",
+    "D": "does not apply",
+}
+"""DRUG dechal/rechal codes (faers-format.md §4) and their meaning."""
+
 
 def parse_roles(roles: str | None) -> str | None:
     """A role filter as typed ("ss, ps") in canonical form ("PS,SS"); None means any role.
