@@ -459,7 +459,7 @@ def cases_command(
     only (partial dates and events before the start are counted, flagged and left out); the
     Weibull shape < 1 reads as an early hazard, > 1 as a late one. --dechallenge: cases by the
     dechal/rechal codes of the substance's drug rows (Y positive, N negative, U unknown, D does
-    not apply).
+    not apply). --onset --format json adds the method and each case's onset and status.
 
     Example: surveillance cases --substance kratom --since 2019Q1 --roles PS,SS --format csv
 
@@ -499,7 +499,11 @@ def cases_command(
         from . import onset as onset_module
 
         frame = (onset_module if onset else challenge_module).compact(frame)
-    _print_frame(frame, fmt)
+    if fmt == "json" and onset:
+        record = {"metadata": result.metadata(), "table": frame, "cases": result.cases}
+        click.echo(render_json({k: _plain(v) for k, v in record.items()}), nl=False)
+    else:
+        _print_frame(frame, fmt)
     if onset and plot_dir is not None:
         from .plots import plot_onset
 

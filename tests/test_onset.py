@@ -265,8 +265,11 @@ def test_cli_json_and_figure(planted, tmp_path: Path) -> None:
     db = str(planted["db"])
     result = _run("cases", "--db", db, "--onset", "--format", "json", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.stdout)
-    assert rows[0]["term"] == ALL_TERMS and rows[0]["n_with_onset"] == 4
+    out = json.loads(result.stdout)
+    assert out["table"][0]["term"] == ALL_TERMS and out["table"][0]["n_with_onset"] == 4
+    statuses = {c["caseid"]: c["onset_status"] for c in out["cases"]}
+    assert statuses == {**statuses, **{c: s for c, (s, _) in planted["expected"].items()}}
+    assert out["metadata"]["substance"] == "kratom" and out["metadata"]["synthetic"] is True
     png, svg = tmp_path / "time_to_onset.png", tmp_path / "time_to_onset.svg"
     with Image.open(png) as image:
         assert image.size == (2000, 1120)
