@@ -253,6 +253,8 @@ def _case_onset(
         return "onset", text, float((event_day - start_day).days)
     if earliest_partial is not None and earliest_partial <= event_day:
         return "partial date", None, math.nan
+    if not full:  # only partial starts, each wholly after the event: negative, days unknown
+        return "negative onset", None, math.nan
     start_day, text = full[0]
     return "negative onset", text, float((event_day - start_day).days)
 
