@@ -127,9 +127,11 @@ def _log_interval_mass(days: np.ndarray, log_shape: float, log_scale: float) -> 
     k = math.exp(log_shape)
     lower = np.zeros_like(days, dtype=float)
     positive = days > 0
-    lower[positive] = np.exp(k * (np.log(days[positive]) - log_scale))
-    upper = np.exp(k * (np.log(days + 1.0) - log_scale))
+    # Far from the optimum the powers overflow to inf; the log-likelihood is then -inf or NaN,
+    # which `_loglik` turns into -inf.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        lower[positive] = np.exp(k * (np.log(days[positive]) - log_scale))
+        upper = np.exp(k * (np.log(days + 1.0) - log_scale))
         return -lower + np.log(-np.expm1(-(upper - lower)))
 
 

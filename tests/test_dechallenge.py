@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 from scipy import stats
 
+from surveillance.api import Database
 from surveillance.cli import cli
 from surveillance.db import connect
 from surveillance.dechallenge import CHALLENGES, RESULTS, dechallenge
@@ -157,6 +158,8 @@ def test_cli_formats(planted) -> None:
     db = str(planted["db"])
     with connect(planted["db"]) as con:
         library = dechallenge(con, KRATOM, top_terms=2)
+    with Database(planted["db"]) as door:
+        assert door.dechallenge(top_terms=2).equals(library)
     as_json = _run("cases", "--db", db, "--dechallenge", "--top-terms", "2", "--format", "json")
     assert as_json.exit_code == 0, as_json.output
     rows = json.loads(as_json.stdout)

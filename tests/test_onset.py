@@ -19,6 +19,7 @@ from PIL import Image
 from scipy import stats
 
 from surveillance import synthetic
+from surveillance.api import Database
 from surveillance.cli import cli
 from surveillance.db import connect
 from surveillance.extract import resolve
@@ -282,6 +283,9 @@ def test_cli_json_and_figure(planted, tmp_path: Path) -> None:
 
 def test_cli_table_and_csv(planted) -> None:
     db = str(planted["db"])
+    with Database(planted["db"]) as door:
+        result = door.onset(top_terms=2)
+        assert result.table.iloc[0]["n_with_onset"] == 4 and len(result.table) == 3
     table = _run("cases", "--db", db, "--onset", "--format", "table")
     assert table.exit_code == 0 and "no estimate" in table.output
     csv = _run("cases", "--db", db, "--onset", "--format", "csv", "--top-terms", "0")
