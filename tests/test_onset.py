@@ -263,6 +263,7 @@ def _run(*args: str) -> Any:
     return CliRunner().invoke(cli, list(args))
 
 
+@pytest.mark.slow  # draws the figure at full size (PNG and SVG)
 def test_cli_json_and_figure(planted, tmp_path: Path) -> None:
     db = str(planted["db"])
     result = _run("cases", "--db", db, "--onset", "--format", "json", "--out", str(tmp_path))
