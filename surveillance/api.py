@@ -32,6 +32,7 @@ from .errors import InputError, NoDataError, StaleDataError, UsageError
 
 if TYPE_CHECKING:
     from .ingest import QuarterLoad
+    from .onset import Onset
     from .signals import SignalRun
     from .substances import Substance
     from .trends import Trends
@@ -286,6 +287,42 @@ class Database:
             top_terms=top_terms,
             roles=roles,
         )
+
+    def onset(
+        self,
+        substance: str = "kratom",
+        substance_file: str | Path | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        roles: str | None = None,
+        term: str | None = None,
+        top_terms: int = 10,
+        groups: bool = False,
+    ) -> Onset:
+        """Time to onset of the substance's cases (those `cases` lists) per term: counts by
+        status, median and IQR in days, Weibull shape with its 95% CI (`surveillance.onset`)."""
+        from .onset import onset
+
+        which = _substance(substance, substance_file)
+        return onset(self._reader(), which, since, until, roles, term, top_terms, groups)
+
+    def dechallenge(
+        self,
+        substance: str = "kratom",
+        substance_file: str | Path | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        roles: str | None = None,
+        term: str | None = None,
+        top_terms: int = 10,
+        groups: bool = False,
+    ) -> pd.DataFrame:
+        """Dechallenge and rechallenge results of the substance's cases (those `cases` lists)
+        per term (`surveillance.dechallenge`)."""
+        from .dechallenge import dechallenge
+
+        which = _substance(substance, substance_file)
+        return dechallenge(self._reader(), which, since, until, roles, term, top_terms, groups)
 
     def query(self, name: str, /, **params: Any) -> pd.DataFrame:
         """Run a named query from queries/*.sql; params are checked against its header and

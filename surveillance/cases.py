@@ -15,7 +15,7 @@ import duckdb
 import pandas as pd
 
 from .clean import OUTCOME_FLAGS
-from .definitions import ROLES, parse_roles
+from .definitions import CHALLENGE_CODES, ROLES, parse_roles
 from .errors import NoDataError, UsageError
 from .extract import ensure_extracted, has_table
 from .faers_format import quarter_option
@@ -191,9 +191,6 @@ def _changes(versions: pd.DataFrame, items: pd.DataFrame) -> list[list[str]]:
     return out
 
 
-_CHALLENGE = {"Y": "positive", "N": "negative", "U": "unknown", "D": "does not apply"}
-
-
 def _line(*parts: tuple[str, Any]) -> str:
     """'label value' pairs joined by '; ', leaving out the missing ones."""
     return "; ".join(f"{label} {text}".strip() for label, v in parts if (text := _text(v)))
@@ -343,4 +340,4 @@ def _drug_lines(detail: dict[str, Any]) -> list[str]:
 
 def _challenge(code: Any) -> str:
     text = _text(code).upper()
-    return f"{text} ({_CHALLENGE[text]})" if text in _CHALLENGE else text
+    return f"{text} ({CHALLENGE_CODES[text]})" if text in CHALLENGE_CODES else text

@@ -456,6 +456,32 @@ def rebuild(db_path: Path | None, dedup: str | None, quiet: bool) -> None:
     help="Instead of the cases: their other suspect drugs (PS/SS) by class "
     f"({', '.join(class_names())}), a case once per class.",
 )
+@click.option(
+    "--onset",
+    is_flag=True,
+    help="Instead of the cases: time to onset per term (median, IQR, Weibull shape, 95% CI).",
+)
+@click.option(
+    "--dechallenge",
+    is_flag=True,
+    help="Instead of the cases: dechallenge and rechallenge results per term.",
+)
+@click.option(
+    "--top-terms",
+    type=click.IntRange(min=0),
+    default=None,
+    help="With --onset/--dechallenge: rows for this many most reported terms (default 10).",
+)
+@click.option(
+    "--groups", is_flag=True, help="With --onset/--dechallenge: add the shipped event groups."
+)
+@click.option(
+    "--out",
+    "plot_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="With --onset: write the onset figure (PNG and SVG) into this folder.",
+)
 @_source_option
 @_format_option
 def cases_command(
@@ -468,9 +494,21 @@ def cases_command(
     term: str | None,
     co_suspects: bool,
     source: str,
+    onset: bool,
+    dechallenge: bool,
+    top_terms: int | None,
+    groups: bool,
+    plot_dir: Path | None,
     fmt: str | None,
 ) -> None:
-    """List the deduplicated cases that involve a substance, one row per case.
+    """List the deduplicated cases that involve a substance, one row per case; or, with
+    --onset or --dechallenge, summarise them per term.
+
+    --onset: days from the first therapy start of the substance to the event, from full dates
+    only (partial dates and events before the start are counted, flagged and left out); the
+    Weibull shape < 1 reads as an early hazard, > 1 as a late one. --dechallenge: cases by the
+    dechal/rechal codes of the substance's drug rows (Y positive, N negative, U unknown, D does
+    not apply). --onset --format json adds the method and each case's onset and status.
 
     With --source caers: one row per CAERS report with a product matching the substance
     (--since/--until on its CAERS created date; --roles PS,SS = Suspect, C = Concomitant).
@@ -478,13 +516,19 @@ def cases_command(
     Example: surveillance cases --substance kratom --since 2019Q1 --roles PS,SS --format csv
 
     Co-suspect profile: surveillance cases --substance kratom --co-suspects
+
+    Example: surveillance cases --onset --groups --out figures/
     """
-    from .cases import cases
     from .db import connect
     from .extract import resolve
     from .polysubstance import co_suspect_profile
 
     if source == "caers":
+        if co_suspects or onset or dechallenge or top_terms is not None or groups or plot_dir:
+            raise UsageError(
+                "--co-suspects, --onset, --dechallenge, --top-terms, --groups and --out: FAERS "
+                "only, not with --source caers"
+            )
         from .caers import cases as caers_cases
 
         with connect(_db(db_path, source)) as con:
@@ -495,13 +539,51 @@ def cases_command(
         raise UsageError(
             "--co-suspects profiles all the substance's cases: not with --since, --until or --term"
         )
+    if sum((co_suspects, onset, dechallenge)) > 1:
+        raise click.UsageError(
+            "--co-suspects, --onset and --dechallenge are separate tables; choose one"
+        )
+    if not (onset or dechallenge) and (groups or top_terms is not None):
+        raise click.UsageError("--top-terms and --groups need --onset or --dechallenge")
+    if plot_dir is not None and not onset:
+        raise click.UsageError("--out needs --onset")
+    options = (since, until, roles, term)
+    top = 10 if top_terms is None else top_terms
     with connect(_db(db_path)) as con:
-        chosen = resolve(substance, substance_file)
+        which = resolve(substance, substance_file)
         if co_suspects:
-            frame = co_suspect_profile(con, chosen, roles)
+            frame = co_suspect_profile(con, which, roles)
+        elif onset:
+            from .onset import onset as time_to_onset
+
+            result = time_to_onset(con, which, *options, top_terms=top, groups=groups)
+            frame = result.table
+        elif dechallenge:
+            from .dechallenge import dechallenge as challenges
+
+            frame = challenges(con, which, *options, top_terms=top, groups=groups)
         else:
-            frame = cases(con, chosen, since, until, roles, term)
-    _print_frame(frame, fmt)
+            from .cases import cases
+
+            frame = cases(con, which, *options)
+    from .output import default_format
+
+    fmt = fmt or default_format()
+    if fmt == "table" and (onset or dechallenge):
+        from . import dechallenge as challenge_module
+        from . import onset as onset_module
+
+        frame = (onset_module if onset else challenge_module).compact(frame)
+    if fmt == "json" and onset:
+        record = {"metadata": result.metadata(), "table": frame, "cases": result.cases}
+        click.echo(render_json({k: _plain(v) for k, v in record.items()}), nl=False)
+    else:
+        _print_frame(frame, fmt)
+    if onset and plot_dir is not None:
+        from .plots import plot_onset
+
+        written = plot_onset(result, plot_dir)
+        _echo_err(f"wrote {len(written)} files to {plot_dir}")
 
 
 @cli.command(name="case")

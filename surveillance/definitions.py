@@ -151,6 +151,14 @@ ROLES: dict[str, str] = {
 SUSPECT_ROLES = "PS,SS"
 """The suspect roles: a drug the reporter suspected (primary or secondary suspect)."""
 
+CHALLENGE_CODES: dict[str, str] = {
+    "Y": "positive",
+    "N": "negative",
+    "U": "unknown",
+    "D": "does not apply",
+}
+"""DRUG dechal/rechal codes (faers-format.md §4) and their meaning."""
+
 
 def parse_roles(roles: str | None) -> str | None:
     """A role filter as typed ("ss, ps") in canonical form ("PS,SS"); None means any role.

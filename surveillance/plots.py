@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from xml.sax.saxutils import escape
 
 import matplotlib
@@ -39,6 +39,8 @@ from .trends import RegulatoryEvent, Trends, regulatory_events
 
 if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType
+
+    from .onset import Onset
 
 matplotlib.use("Agg")
 
@@ -139,7 +141,27 @@ def _runs(quarters: tuple[str, ...]) -> list[tuple[str, str]]:
     return runs
 
 
-def footer(trends: Trends) -> str:
+class Provenance(Protocol):
+    """What a figure's footer and watermark read: a `Trends`, or any result with the same
+    provenance fields (`onset.Onset`)."""
+
+    @property
+    def substance(self) -> str: ...
+    @property
+    def substance_version(self) -> str: ...
+    @property
+    def roles(self) -> str | None: ...
+    @property
+    def through(self) -> str: ...
+    @property
+    def vintage(self) -> str: ...
+    @property
+    def synthetic(self) -> bool: ...
+    @property
+    def tool_version(self) -> str: ...
+
+
+def footer(trends: Provenance) -> str:
     """The provenance line every figure carries."""
     roles = f"; roles {trends.roles}" if trends.roles else ""
     return (
@@ -717,23 +739,28 @@ def figure(trends: Trends, name: str) -> tuple[Figure, Caption]:
         layout = ConstrainedLayoutEngine(rect=(0, 0.05, 1, 0.95))
         fig = Figure(figsize=FIGSIZE_IN, dpi=DPI, layout=layout)
         caption = draw(fig, trends)
-        fig.text(0.01, 0.012, footer(trends), fontsize=7, color="0.3", ha="left", va="bottom")
-        if trends.synthetic:
-            fig.text(
-                0.5,
-                0.5,
-                WATERMARK,
-                fontsize=70,
-                fontweight="bold",
-                color="#d62728",
-                alpha=0.13,
-                rotation=25,
-                ha="center",
-                va="center",
-                zorder=1000,
-            )
+        _mark(fig, trends)
     numbered = Caption(f"Figure {names.index(name) + 1}. {caption.title}", caption.alt)
     return fig, numbered
+
+
+def _mark(fig: Figure, provenance: Provenance) -> None:
+    """The footer, and the SYNTHETIC DATA watermark when any loaded quarter was generated."""
+    fig.text(0.01, 0.012, footer(provenance), fontsize=7, color="0.3", ha="left", va="bottom")
+    if provenance.synthetic:
+        fig.text(
+            0.5,
+            0.5,
+            WATERMARK,
+            fontsize=70,
+            fontweight="bold",
+            color="#d62728",
+            alpha=0.13,
+            rotation=25,
+            ha="center",
+            va="center",
+            zorder=1000,
+        )
 
 
 def _xml_text(text: str) -> str:
@@ -755,6 +782,12 @@ def _svg_with_title(svg: str, caption: Caption) -> str:
 def save_figure(trends: Trends, name: str, out_dir: Path) -> list[Path]:
     """Draw one figure and write it as PNG and SVG into out_dir; returns the files."""
     fig, caption = figure(trends, name)
+    return write_figure(fig, caption, name, out_dir)
+
+
+def write_figure(fig: Figure, caption: Caption, name: str, out_dir: Path) -> list[Path]:
+    """Write a drawn figure as `<name>.png` and `<name>.svg` into out_dir, its caption and alt
+    text in the files' metadata; returns the files."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -840,3 +873,94 @@ def plot_all(
             progress(f"figure {name}")
         paths += save_figure(trends, name, Path(out_dir))
     return paths
+
+
+# --- time to onset (an `onset.Onset`, not a `Trends`) --------------------------------------------
+
+ONSET_FIGURE = "time_to_onset"
+_ONSET_BINS = 40
+"""The histogram has about this many bins: one day each, or wider for onsets over many days."""
+
+
+def _draw_onset(fig: Figure, result: Onset) -> Caption:
+    from .onset import ALL_TERMS, weibull_cdf
+
+    hist_ax, cdf_ax = fig.subplots(1, 2, width_ratios=(3, 2))
+    row = result.table.iloc[0]
+    fit = result.fits[f"all:{ALL_TERMS}"]
+    days = np.sort(
+        result.cases.loc[result.cases["onset_status"] == "onset", "onset_days"].to_numpy(float)
+    )
+    s = result.substance
+    title = f"Time to onset of {s} cases: days from the first use to the event"
+    flagged = (
+        f"{int(row['n_partial_date'])} cases with a date known only to the month or year and "
+        f"{int(row['n_negative_onset'])} with the event before the first use are flagged and "
+        "left out"
+    )
+    if days.size == 0:
+        _no_data(hist_ax, "no case with both dates to the day")
+        _no_data(cdf_ax, "")
+        return Caption(title, f"No {s} case has both dates to the day; {flagged}.")
+    width = max(1, math.ceil((days.max() + 1) / _ONSET_BINS))
+    edges = np.arange(0, days.max() + width + 1, width, dtype=float)
+    hist_ax.hist(days, bins=edges, color=_TERM_COLOURS[0], alpha=0.75, label="cases")
+    hist_ax.set_xlabel(f"onset (days; bins of {width} day{'s' * (width > 1)})")
+    hist_ax.set_ylabel("cases")
+    hist_ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    steps = np.arange(0, days.max() + 1)
+    cdf_ax.step(
+        steps,
+        np.searchsorted(days, steps, side="right") / days.size,
+        where="post",
+        color=_TERM_COLOURS[0],
+        label="cases",
+    )
+    if fit.hazard is not None:
+        expected = days.size * np.diff(weibull_cdf(edges, fit.shape, fit.scale_days))
+        hist_ax.plot(
+            (edges[:-1] + edges[1:]) / 2,
+            expected,
+            marker="o",
+            markersize=3,
+            color=_TERM_COLOURS[1],
+            label="fitted Weibull (expected cases)",
+        )
+        # P(onset <= d days) = F(d + 1): an onset of d days lies in [d, d + 1).
+        cdf_ax.step(
+            steps,
+            weibull_cdf(steps + 1.0, fit.shape, fit.scale_days),
+            where="post",
+            color=_TERM_COLOURS[1],
+            label="fitted Weibull",
+        )
+    hist_ax.set_title(f"{int(row['n_with_onset'])} cases with both dates to the day")
+    hist_ax.legend(loc="upper right")
+    cdf_ax.set_title("cumulative share of cases")
+    cdf_ax.set_xlabel("onset (days)")
+    cdf_ax.set_ylim(0, 1.02)
+    cdf_ax.legend(loc="lower right")
+    heading = fit.note
+    if fit.hazard is not None:
+        heading = (
+            f"Weibull shape {estimate(fit.shape, fit.shape_lower, fit.shape_upper)}: "
+            f"{fit.hazard} hazard (Cornelius et al. 2012); scale {number(fit.scale_days)} days"
+        )
+    fig.suptitle(heading, fontsize=10)
+    alt = (
+        f"{days.size} {s} cases have both dates to the day: median onset "
+        f"{number(float(row['median_days']))} days (IQR {number(float(row['q1_days']))}-"
+        f"{number(float(row['q3_days']))}). {fit.interpretation}. {flagged}."
+    )
+    return Caption(title, alt)
+
+
+def plot_onset(result: Onset, out_dir: Path) -> list[Path]:
+    """The time-to-onset histogram and cumulative share of the substance's cases with the
+    fitted Weibull, as `time_to_onset.png` and `.svg`; returns the files."""
+    with matplotlib.rc_context(_STYLE):
+        layout = ConstrainedLayoutEngine(rect=(0, 0.05, 1, 0.95))
+        fig = Figure(figsize=FIGSIZE_IN, dpi=DPI, layout=layout)
+        caption = _draw_onset(fig, result)
+        _mark(fig, result)
+    return write_figure(fig, caption, ONSET_FIGURE, out_dir)

@@ -412,6 +412,21 @@ _KRATOM_REACTION_WEIGHTS = (9, 6, 6, 3, 2, 4, 0, 3, 4, 0, 0, 2, 2, 1, 2, 2, 1, 2
 SIGNAL_PTS: tuple[str, ...] = ("Drug withdrawal syndrome", "Liver injury")
 _SIGNAL_RATE_KRATOM = {"Drug withdrawal syndrome": 0.35, "Liver injury": 0.22}
 _SIGNAL_RATE_BACKGROUND = 0.004
+# Time to onset and dechallenge/rechallenge of the kratom (and 7-OH) drug rows, drawn from their
+# own random stream ("onset/..."), so that no other generated value depends on them. The onset
+# in whole days is floor(T), T ~ Weibull(ONSET_WEIBULL_SHAPE, ONSET_WEIBULL_SCALE_DAYS): the
+# therapy start is the event date minus that many days. Only when the event date is a full day;
+# of those, shares get a start known to the month or year only (FAERS), a start after the event
+# (a planted data error), a second, later therapy row (a restart), or no therapy row at all.
+ONSET_WEIBULL_SHAPE = 0.7
+ONSET_WEIBULL_SCALE_DAYS = 30.0
+ONSET_PARTIAL_START_RATE = 0.1
+ONSET_NEGATIVE_RATE = 0.05
+ONSET_RESTART_RATE = 0.1
+ONSET_NO_THERAPY_RATE = 0.1
+DECHAL_RATES = {"Y": 0.35, "N": 0.15, "U": 0.2, "D": 0.1, "": 0.2}
+RECHAL_RATES = {"Y": 0.1, "N": 0.05, "U": 0.25, "D": 0.3, "": 0.3}
+"""Shares of each DRUG dechal/rechal code on the kratom rows ('' = left blank)."""
 
 _INDICATIONS = (
     "Hypertension|Type 2 diabetes mellitus|Rheumatoid arthritis|Psoriasis|Crohn's disease|"
@@ -683,6 +698,7 @@ class _Planner:
         self.rng = random.Random(f"{seed}/{','.join(map(str, quarters))}")
         self.herbal_rng = random.Random(f"herbal/{seed}/{','.join(map(str, quarters))}")
         self.alone_rng = random.Random(f"alone/{seed}/{','.join(map(str, quarters))}")
+        self.onset_rng = random.Random(f"onset/{seed}/{','.join(map(str, quarters))}")
         self.quarters = quarters
         self.n_cases = n_cases
         self.kratom_rate = kratom_rate
@@ -1046,6 +1062,7 @@ class _Planner:
             dose_unit="",
             dose_freq="",
         )
+        self._plant_onset(v, q, d)
         d.indi = [rng.choice(_KRATOM_INDICATIONS)] if rng.random() < 0.6 else []
         d.fields["role_cod"] = rng.choice(("PS", "PS", "SS", "C"))
         v.drugs.insert(0 if d.fields["role_cod"] == "PS" else len(v.drugs), d)
@@ -1067,6 +1084,32 @@ class _Planner:
             for other in v.drugs:
                 if other is not d and other.fields["role_cod"] in ("PS", "SS", "I"):
                     other.fields["role_cod"] = "C"
+
+    def _plant_onset(self, v: _Version, q: Quarter, d: _Drug) -> None:
+        """The kratom row's therapy start (ONSET_* constants) and dechal/rechal codes
+        (DECHAL_RATES, RECHAL_RATES), from the onset stream only."""
+        rng = self.onset_rng
+        d.fields["dechal"] = rng.choices(list(DECHAL_RATES), list(DECHAL_RATES.values()))[0]
+        d.fields["rechal"] = rng.choices(list(RECHAL_RATES), list(RECHAL_RATES.values()))[0]
+        d.ther = []
+        event = v.demo["event_dt"]
+        if len(event) != 8 or rng.random() < ONSET_NO_THERAPY_RATE:
+            return
+        event_day = date(int(event[:4]), int(event[4:6]), int(event[6:]))
+        days = int(rng.weibullvariate(ONSET_WEIBULL_SCALE_DAYS, ONSET_WEIBULL_SHAPE))
+        roll = rng.random()
+        if roll < ONSET_NEGATIVE_RATE:
+            days = -rng.randint(1, 60)
+        start = event_day - timedelta(days=days)
+        text = _ymd(start)
+        if q.source == FAERS and ONSET_NEGATIVE_RATE <= roll < (
+            ONSET_NEGATIVE_RATE + ONSET_PARTIAL_START_RATE
+        ):
+            text = text[:6] if rng.random() < 0.6 else text[:4]
+        d.ther = [{"start_dt": text, "end_dt": "", "dur": "", "dur_cod": ""}]
+        if days > 0 and rng.random() < ONSET_RESTART_RATE:
+            restart = start + timedelta(days=rng.randint(1, days + 30))
+            d.ther.insert(0, {"start_dt": _ymd(restart), "end_dt": "", "dur": "", "dur_cod": ""})
 
     def _outcomes(self, rates: dict[str, float]) -> list[str]:
         codes = [c for c, p in rates.items() if self.rng.random() < p]
