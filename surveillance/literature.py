@@ -161,13 +161,13 @@ def reference_keys(refs: Iterable[str]) -> dict[str, str]:
     dois_of_pmid: dict[str, set[str]] = defaultdict(set)
     for r in parsed.values():
         found = [k for k in (r.identifier, r.pmid and f"pmid:{r.pmid}", r.citation) if k]
-        for key in found[1:]:
-            parent[root(key)] = root(found[0])
+        for linked in found[1:]:
+            parent[root(linked)] = root(found[0])
         if r.pmid and r.doi:
             dois_of_pmid[r.pmid].add(f"doi:{r.doi}")
     members: dict[str, set[str]] = defaultdict(set)
-    for key in list(parent):
-        members[root(key)].add(key)
+    for node in list(parent):
+        members[root(node)].add(node)
 
     def group_key(key: str) -> str | None:
         group = members[root(key)]
