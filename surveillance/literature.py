@@ -219,7 +219,7 @@ FLAG = (
 )
 # The dedup_log step of this pass: cases flagged by neither strict pass.
 STEP = (
-    "not flagged as a literature duplicate (same reference, age, sex and reactions)",
+    "not flagged as a literature duplicate by the strict pass (same reference, age, sex, terms)",
     "SELECT count(*), count(*) FROM cases "
     "WHERE strict_duplicate_of IS NULL AND literature_duplicate_of IS NULL",
 )
