@@ -44,7 +44,7 @@ import pandas as pd
 # Letters that Unicode does not decompose, as senders without them write them.
 _LETTERS = str.maketrans({"ø": "o", "æ": "ae", "œ": "oe", "ł": "l", "đ": "d", "ð": "d", "þ": "th"})
 _DASHES = re.compile("[\u2010-\u2015\u2212\ufe58\ufe63\uff0d]")
-_DOI = re.compile(r"(?:https?://(?:dx\.)?doi\.org/|\bdoi\s*[:.]?\s*)?\b(10\.\d{4,9}/[^\s\"<>]+)")
+_DOI = re.compile(r"\b10\.\d{4,9}/[^\s\"<>]+")
 _PMID = re.compile(r"\b(?:pmid|pubmed(?:\s+id)?)\s*[:#.]?\s*(\d{1,9})\b")
 _URL = re.compile(r"https?://\S+")
 _YEAR = r"(?:19|20)\d\d"
@@ -67,6 +67,8 @@ _AUTHOR_END = re.compile(r"[,;(:]|\.\s|\.$")
 _PARTICLES = frozenset(
     "van von der den de del della di da dos du la le ten ter al el bin ibn et".split()
 )
+_NOT_WORD = re.compile("[^a-z0-9]")
+_NOT_LETTER = re.compile("[^a-z]")
 MIN_TEXT_LETTERS = 30
 
 
@@ -89,9 +91,11 @@ class Reference:
 
 def normalise(text: str) -> str:
     """Case-folded, without diacritics, every dash a hyphen, whitespace collapsed."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return " ".join(_DASHES.sub("-", plain).casefold().translate(_LETTERS).split())
+    text = text.casefold()
+    if not text.isascii():
+        decomposed = unicodedata.normalize("NFKD", text.translate(_LETTERS))
+        text = _DASHES.sub("-", "".join(c for c in decomposed if not unicodedata.combining(c)))
+    return " ".join(text.split())
 
 
 def _strip_doi(doi: str) -> str:
@@ -130,14 +134,18 @@ def _citation(text: str) -> str | None:
 def parse_reference(text: str) -> Reference:
     """The identifiers and keys of one `lit_ref` (see the module's rule)."""
     norm = normalise(text)
-    doi = m.group(1) if (m := _DOI.search(norm)) else None
-    pmid = str(int(m.group(1))) if (m := _PMID.search(norm)) else None
-    rest = _PMID.sub(" ", _DOI.sub(" ", _URL.sub(" ", norm)))
+    rest = _URL.sub(" ", norm) if "http" in norm else norm
+    doi = pmid = None
+    if "10." in norm and (m := _DOI.search(norm)):
+        doi, rest = m.group(0), _DOI.sub(" ", rest)
+    if "pmid" in norm or "pubmed" in norm:
+        pmid = str(int(m.group(1))) if (m := _PMID.search(norm)) else None
+        rest = _PMID.sub(" ", rest)
     citation = _citation(rest.strip())
-    words = re.sub(r"[^a-z0-9]", "", rest)
     plain = None
     if not (doi or pmid or citation) and _ANY_YEAR.search(rest):
-        if sum(c.isalpha() for c in words) >= MIN_TEXT_LETTERS:
+        words = _NOT_WORD.sub("", rest)
+        if len(_NOT_LETTER.sub("", words)) >= MIN_TEXT_LETTERS:
             plain = f"text:{words}"
     return Reference(_strip_doi(doi) if doi else None, pmid, citation, plain)
 
