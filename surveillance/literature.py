@@ -1,6 +1,6 @@
 """Literature duplicates: one published patient filed by several senders, found by its reference.
 
-Reads `cases`, `reports.lit_ref` (DEMO; FAERS 2014Q3 on, the last 1000 characters) and
+Reads `cases`, `reports.lit_ref` (DEMO; FAERS 2014Q3 on) and
 `case_reactions`; under `--dedup strict`, after the AEOLUS-style pass, sets
 `cases.literature_duplicate_of` (a flag, like `strict_duplicate_of`, never a deletion).
 
@@ -10,19 +10,21 @@ A reference's key (`parse_reference`, `reference_keys`), exact, no fuzzy matchin
 2. An identifier when present: a DOI ("doi:10.1007/S13181-019-00701-1", "https://doi.org/10...")
    case-folded and without trailing punctuation, else a PubMed id ("PMID: 31234567").
 3. Else a citation key: first author's surname (first word of the author part, without
-   initials, "et al." or particles such as van, de, al), year, volume and first page, from
+   initials, "et al." or particles such as van, der, de), year, volume and first page, from
    Vancouver ("Smith J, et al. Title. J Med Toxicol. 2019 Mar;15(2):123-7"), APA ("Smith, J., &
    Jones, K. (2019). Title. Journal of Medical Toxicology, 15(2), 123-127") or labelled forms
    ("vol. 15, no. 2, pp. 123-127"); the journal is left out of the key, so that its
    abbreviations ("J Med Toxicol", "J. Med. Toxicol.", "Journal of Medical Toxicology") agree.
    All three variants above give "cite:smith:2019:15:123".
 4. Else, for a text with a year and at least 30 letters, the text's letters and digits alone.
-A citation key and an identifier found in one reference link the two across all references: a
-citation-only reference takes the one identifier its key was seen with (none when seen with two:
-two articles then share a surname, year, volume and page, and the key decides nothing). No fuzzy
-fallback: references of one case series differ by a few characters ("case 1", "case 2"), so a
-similarity threshold would merge distinct patients; a missed duplicate is a recount, a merge a
-lost patient.
+The DOI, PubMed id and citation key found in one reference link across all references: a linked
+group with at most one DOI and one PubMed id is one article, keyed by its DOI, else PubMed id,
+else citation, so that "PENA R, ET AL. J MED TOXICOL 2019;15:123" takes the DOI that another
+sender's copy carries. A group with two DOIs (two articles sharing surname, year, volume and
+page) decides nothing: each reference keeps its own identifier, a citation-only one gets no key.
+No fuzzy fallback: references of one case series differ by a few characters ("case 1", "case
+2"), so a similarity threshold would merge distinct patients; a missed duplicate is a recount,
+a merge a lost patient.
 
 Cases are probable duplicates when they share the key and agree on age in years, sex (both
 known) and the exact set of reaction terms (cases with no terms never match); of each such
@@ -64,9 +66,9 @@ _LABEL_VOLUME = re.compile(r"\bvol(?:ume)?\.?\s*(\d{1,4})\b")
 _LABEL_PAGE = re.compile(r"\b(?:pp?|pages?)\.?\s*([a-z]?\d+)\b")
 _ANY_YEAR = re.compile(rf"(?<!\d)({_YEAR})(?!\d)")
 _AUTHOR_END = re.compile(r"[,;(:]|\.\s|\.$")
-_PARTICLES = frozenset(
-    "van von der den de del della di da dos du la le ten ter al el bin ibn et".split()
-)
+# Surname particles written or dropped by senders ("van der Berg", "Berg"); not "Le" or "Du",
+# which are surnames on their own.
+_PARTICLES = frozenset("van von der den de del della dos ten ter".split())
 _NOT_WORD = re.compile("[^a-z0-9]")
 _NOT_LETTER = re.compile("[^a-z]")
 MIN_TEXT_LETTERS = 30

@@ -37,6 +37,20 @@ def test_citation_forms_of_one_article_give_one_key(ref: str) -> None:
     assert parse_reference(ref).citation == "cite:pena:2019:15:123"
 
 
+@pytest.mark.parametrize(
+    ("ref", "surname"),
+    [
+        ("van der Berg A, de Souza B. Kratom. Lancet. 2020;395(10227):e12", "berg"),
+        ("Berg A. Kratom. Lancet 2020;395:e12", "berg"),
+        ("Le TH, Du X. Kratom. Lancet. 2020;395:e12", "le"),
+        ("O'Brien SM. Kratom. Lancet. 2020;395:e12", "obrien"),
+        ("GARCIA-LOPEZ M. KRATOM. LANCET. 2020;395:E12", "garcia"),
+    ],
+)
+def test_first_author_surname(ref: str, surname: str) -> None:
+    assert parse_reference(ref).citation == f"cite:{surname}:2020:395:e12"
+
+
 def test_faers_month_between_year_and_volume() -> None:
     ref = (
         "CASTILLO JJ, REAGAN JL. BORTEZOMIB IN PLASMABLASTIC LYMPHOMA. BR J HAEMATOL. "
