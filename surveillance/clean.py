@@ -13,7 +13,8 @@ caseid (any FAERS version beats any LAERS one; FAERS by highest caseversion, the
 quarter; LAERS by latest FDA_DT, then highest ISR); remove every caseid named in any quarter's
 deleted list. The optional strict pass (`dedup="strict"`) only flags, AEOLUS-style
 (derive_unique_all_case.sql): cases whose event date, age, sex, country, drug set and reaction
-set are all present and all equal are flagged as duplicates of the latest one.
+set are all present and all equal are flagged as duplicates of the latest one; then cases that
+share a normalised literature reference, age, sex and reaction set (`literature`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import duckdb
 import pandas as pd
 import pycountry
 
-from . import __version__
+from . import __version__, literature
 from .db import SCHEMA_VERSION, ensure_derived_table
 from .definitions import AGE_BOUNDS, AGE_GROUPS, AGE_UNKNOWN, OUTCOME_CODES, WORST_OUTCOME_RULE
 from .freshness import clean_data_fingerprint, has_table
@@ -336,7 +337,8 @@ REBUILD: tuple[Step, ...] = (
         coalesce(f.required_intervention, false) AS required_intervention,
         coalesce(f.other_serious, false) AS other_serious,
         f.caseid IS NOT NULL AS serious,
-        CAST(NULL AS VARCHAR) AS strict_duplicate_of
+        CAST(NULL AS VARCHAR) AS strict_duplicate_of,
+        CAST(NULL AS VARCHAR) AS literature_duplicate_of
     FROM _surviving s
     JOIN reports d ON d.source = s.source AND d.primaryid = s.primaryid
     LEFT JOIN _country rc ON rc.raw = d.reporter_country
@@ -595,7 +597,8 @@ def rebuild(
         if dedup == "strict":
             for statement in STRICT:
                 con.execute(statement)
-            steps.append(_STRICT_COUNT)
+            literature.flag_duplicates(con)
+            steps += [_STRICT_COUNT, literature.STEP]
         con.execute("DROP TABLE _scope_demo" if incremental else "DROP VIEW _scope_demo")
         rederived = con.execute(
             "SELECT count(*) FROM _affected" if incremental else "SELECT count(*) FROM cases"

@@ -108,7 +108,8 @@ def _dedup_option(f: Any) -> Any:
         type=click.Choice(["fda", "strict"]),
         default=None,
         help="fda: latest version per case, deleted cases removed (default). strict: also flag "
-        "rule-based duplicates. Omitted: keep the mode of the last rebuild.",
+        "rule-based and literature duplicates (query literature_duplicates lists the latter). "
+        "Omitted: keep the mode of the last rebuild.",
     )(f)
 
 

@@ -255,6 +255,8 @@ COLUMNS: dict[str, dict[str, str]] = {
         **_OUTCOME_FLAGS,
         "serious": "any outcome was reported",
         "strict_duplicate_of": "caseid this case duplicates under --dedup strict, else NULL",
+        "literature_duplicate_of": "caseid kept of the same published patient (same lit_ref key, "
+        "age, sex, reactions) under --dedup strict, else NULL",
     },
     "case_drugs": _CASE_KEY
     | {

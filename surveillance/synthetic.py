@@ -533,6 +533,26 @@ _LIT_REFS = (
     "Bérard A, Zhao JP. Antidepressant use in pregnancy. Pharmacoepidemiol Drug Saf. 2017;26:1",
 )
 _LAERS_DRUG_SEQ_START = 1_004_492_716
+# Planted literature duplicates (literature=True): authors (with letters that lose their
+# accents in some senders' copies) and journals as (full name, abbreviation).
+_LIT_AUTHORS = (  # (name, as an ASCII-only sender spells it, initials)
+    ("Peña", "PENA", "R"),
+    ("Müller", "MULLER", "K"),
+    ("Østergaard", "OSTERGAARD", "L"),
+    ("Çelik", "CELIK", "A"),
+    ("O'Brien", "OBRIEN", "SM"),
+    ("Garcia-Lopez", "GARCIA LOPEZ", "M"),
+    ("Nguyen", "NGUYEN", "TH"),
+    ("Kowalski", "KOWALSKI", "P"),
+)
+_LIT_JOURNALS = (
+    ("Journal of Medical Toxicology", "J Med Toxicol"),
+    ("Clinical Toxicology", "Clin Toxicol"),
+    ("Drug and Alcohol Dependence", "Drug Alcohol Depend"),
+    ("American Journal of Emergency Medicine", "Am J Emerg Med"),
+    ("Journal of Addiction Medicine", "J Addict Med"),
+)
+_LIT_TOPICS = ("hepatotoxicity", "seizures", "withdrawal", "psychosis", "cardiac arrest")
 
 _PLACEHOLDER_DOC = b"SYNTHETIC placeholder: stands in for the FDA document of this name.\r\n"
 _README_SYNTHETIC = (
@@ -569,6 +589,7 @@ class Series:
 
     quarters: list[QuarterFiles]
     cases: pd.DataFrame
+    literature: pd.DataFrame = field(default_factory=pd.DataFrame)  # planted (literature=True)
 
 
 # --- member naming -----------------------------------------------------------------------------
@@ -853,6 +874,97 @@ class _Planner:
             self._new_version(q, README_CASEID, 1, pid, kind="kratom")
         finally:
             self.rng = main
+
+    def plant_literature(self, seed: int, caseids: set[int], reports: set[str]) -> pd.DataFrame:
+        """Plant published patients filed by several senders with reference variants, in the
+        quarters with lit_ref (2014Q3 on), from their own random stream; return their truth.
+
+        Per such quarter: article A's patient 1 filed three times, its patient 2 (other age or
+        sex) twice, and patient 1's twin (same age, sex, reactions) in article B (same first
+        author, year and volume, another page) twice. Run after all other planning, with ids
+        outside `caseids` and `reports` (the background's), so no other value moves."""
+        quarters = [q for q in self.quarters if q.era == "FB"]
+        main, self.rng = (
+            self.rng,
+            random.Random(f"literature/{seed}/{','.join(map(str, quarters))}"),
+        )
+        self.used_caseids |= caseids
+        self.used_primaryids |= reports
+        rows = []
+        try:
+            for q in quarters:
+                rows += self._plant_articles(q, [x for x in quarters if x >= q])
+        finally:
+            self.rng = main
+        return pd.DataFrame(rows, columns=["caseid", "group", "article", "quarter", "lit_ref"])
+
+    def _plant_articles(self, q: Quarter, filed_in: list[Quarter]) -> list[dict[str, str]]:
+        rng = self.rng
+        first, *others = rng.sample(_LIT_AUTHORS, 3)
+        full, abbr = rng.choice(_LIT_JOURNALS)
+        year, volume, page = q.year - rng.randint(0, 1), rng.randint(5, 60), rng.randint(10, 800)
+        articles = {}
+        for name, kind in (("A", "series"), ("B", "report")):
+            topic, prefix = rng.choice(_LIT_TOPICS), f"10.{rng.randint(1000, 9999)}"
+            articles[name] = {
+                "authors": [first, *(others if name == "A" else others[::-1])],
+                "title": f"Kratom-associated {topic}: a case {kind}",
+                "full": full,
+                "abbr": abbr,
+                "year": year,
+                "volume": volume,
+                "issue": rng.randint(1, 12),
+                "page": page,
+                "last": page + rng.randint(2, 9),
+                "doi": f"{prefix}/{abbr.split()[0].lower()}.{rng.randrange(10**6)}",
+                "pmid": str(rng.randint(25_000_000, 39_999_999)),
+            }
+            page += rng.randint(20, 200)
+        age, sex = rng.randint(18, 70), rng.choice("FM")
+        other = (age + rng.randint(1, 9), sex) if rng.random() < 0.5 else (age, "FM"[sex == "F"])
+        reactions = rng.sample(KRATOM_REACTIONS, 3)
+        plans = (
+            ("A", "1", (age, sex), ("vancouver", "upper", "apa")),
+            ("A", "2", other, ("pmid", "vancouver")),
+            ("B", "1", (age, sex), ("apa", "upper")),
+        )
+        rows = []
+        for article, patient, (years, code), styles in plans:
+            for style, (mfr_sndr, mfr_code) in zip(
+                styles, rng.sample(_MANUFACTURERS, len(styles)), strict=False
+            ):
+                filed = rng.choice(filed_in)
+                base = _caseid_base(filed)
+                pid = None
+                while pid is None:
+                    caseid = self._new_caseid(base, base + 300_000)
+                    pid = self._primaryid(caseid, 1)
+                self.protected.add(caseid)
+                self._new_version(filed, caseid, 1, pid, kind="kratom")
+                v = self.versions[-1]
+                v.reac = [(pt, "") for pt in reactions]
+                ref = _lit_ref(articles[article], style)
+                v.demo.update(
+                    age=str(years),
+                    age_cod="YR",
+                    age_grp="A",
+                    sex=code,
+                    lit_ref=ref,
+                    rept_cod="EXP",
+                    mfr_sndr=mfr_sndr,
+                    occp_cod="MD",
+                    mfr_num=f"{v.demo['reporter_country']}-{mfr_code}-{filed.year}{caseid}",
+                )
+                rows.append(
+                    {
+                        "caseid": str(caseid),
+                        "group": f"{q}/{article}{patient}",
+                        "article": f"{q}/{article}",
+                        "quarter": str(filed),
+                        "lit_ref": ref,
+                    }
+                )
+        return rows
 
     def _plan_late_version(self, q: Quarter, busy: set[int]) -> int:
         """Publish one skipped version a quarter late, after a newer version (FAQ20)."""
@@ -1463,6 +1575,30 @@ def _write_quarter(
     return QuarterFiles(str(q), zip_path, truth, deleted, quarantine, counts)
 
 
+def _lit_ref(a: dict, style: str) -> str:
+    """One sender's rendering of an article's reference (see `_Planner.plant_literature`)."""
+    authors, (name, plain, initials) = a["authors"], a["authors"][0]
+    pages = f"{a['volume']}({a['issue']}):{a['page']}-{a['last']}"
+    if style == "vancouver":
+        names = ", ".join(f"{n} {i}" for n, _, i in authors)
+        return f"{names}. {a['title']}. {a['abbr']}. {a['year']} Mar;{pages}. doi: {a['doi']}"
+    if style == "upper":
+        journal = " ".join(f"{w}." for w in a["abbr"].split())
+        return f"{plain} {initials}, ET AL. {a['title']}. {journal} {a['year']};{pages}".upper()
+    if style == "apa":
+        names = ", ".join(f"{n}, {i[0]}." for n, _, i in authors[:-1])
+        last, _, last_initials = authors[-1]
+        return (
+            f"{names}, & {last}, {last_initials[0]}. ({a['year']}). {a['title']}. {a['full']}, "
+            f"{a['volume']}({a['issue']}), {a['page']}-{a['last']}. "
+            f"https://doi.org/{a['doi'].upper()}"
+        )
+    return (
+        f"{name} {initials} et al. {a['title']}. {a['full']} {a['year']}; {a['volume']}: "
+        f"{a['page']}-{a['last']}. PMID: {a['pmid']}"
+    )
+
+
 # --- public API --------------------------------------------------------------------------------
 
 
@@ -1482,6 +1618,7 @@ def generate_series(
     background: int = 0,
     kratom_rate: float = 0.075,
     readme_case: bool = False,
+    literature: bool = False,
 ) -> Series:
     """Write SYNTHETIC zips for consecutive or scattered quarters sharing one case history.
 
@@ -1492,6 +1629,7 @@ def generate_series(
     quarter (thousands of drugs, Zipf-like, drug-term associations, follow-ups across quarters,
     no kratom): they are in `Series.cases` and counted in `background_rows`, not in `truth`.
     `readme_case` plants case 10014022 (kratom, three versions), the README's example.
+    `literature` plants literature duplicates (`_Planner.plant_literature`; `Series.literature`).
     """
     qs = [Quarter.parse(q) for q in quarters]
     if not qs or qs != sorted(set(qs)):
@@ -1500,6 +1638,14 @@ def generate_series(
     out_dir.mkdir(parents=True, exist_ok=True)
     planner = _Planner(qs, n_cases, seed, kratom_rate, readme_case)
     extra = _Background(planner, qs, background, seed) if background > 0 else None
+    planted = pd.DataFrame()
+    if literature:
+        ids = list(extra.ids.values()) if extra else []
+        planted = planner.plant_literature(
+            seed,
+            {int(c) for i in ids for c in i.caseid},
+            {str(r) for i in ids for r in i.report_id},
+        )
     files, lost = [], set()
     for q in qs:
         dmg = planner.plant_quirks(q, damage)
@@ -1513,7 +1659,7 @@ def generate_series(
         cases["deleted_in"] = (
             cases["deleted_in"].astype(object).where(cases["deleted_in"].notna(), None)
         )
-    return Series(files, cases)
+    return Series(files, cases, planted)
 
 
 # --- fast vectorised reports: the demo's FAERS-like background and the benchmark quarter -------
