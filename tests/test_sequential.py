@@ -270,9 +270,8 @@ def _plant(series: Series) -> None:
     """Add PLANTED to every tenth case (by caseid) of every quarter, and from JUMP on to every
     kratom case first received then: the term's rate jumps at JUMP for kratom only."""
     truth = series.cases.set_index("caseid")
-    raised = set(
-        truth.index[truth["is_kratom"] & ~truth["is_7oh"] & (truth["quarter_initial"] >= JUMP)]
-    )
+    kratom_from_jump = truth["is_kratom"] & ~truth["is_7oh"] & (truth["quarter_initial"] >= JUMP)
+    raised = {str(caseid) for caseid in truth.index[kratom_from_jump]}
     for files in series.quarters:
         with zipfile.ZipFile(files.zip_path) as z:
             members = {info.filename: z.read(info) for info in z.infolist()}
@@ -282,7 +281,7 @@ def _plant(series: Series) -> None:
         added = []
         for line in members[demo].decode("latin-1").splitlines()[1:]:
             primaryid, caseid = line.split("$")[:2]
-            if caseid.isdigit() and (int(caseid) % 10 == 0 or int(caseid) in raised):
+            if caseid.isdigit() and (int(caseid) % 10 == 0 or caseid in raised):
                 added.append(f"{primaryid}${caseid}${PLANTED}$".encode("latin-1") + end)
         members[reac] = members[reac] + b"".join(added)
         with zipfile.ZipFile(files.zip_path, "w", zipfile.ZIP_DEFLATED) as z:
@@ -353,6 +352,28 @@ def test_update_exits_3_and_writes_alerts_json_when_a_planted_alert_is_new(
     assert all(a["alert_quarter"] == JUMP for a in second["new_alerts"])
     code, third = run()
     assert code == 0 and third["new_alerts"] == []  # nothing loaded: nothing new to act on
-    site.publish(planted[4])
-    code, _ = run("--no-alerts-exit-status")
-    assert code == 0
+
+
+@pytest.mark.parametrize(
+    ("new_alerts", "switch", "status"),
+    [
+        ([{"term": "Seizure", "method": "maxsprt"}], [], 3),
+        ([{"term": "Seizure", "method": "maxsprt"}], ["--no-alerts-exit-status"], 0),
+        ([], [], 0),
+    ],
+)
+def test_update_exit_status_follows_new_alerts_and_the_switch(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    new_alerts: list[dict[str, str]],
+    switch: list[str],
+    status: int,
+) -> None:
+    import surveillance.update as updating
+
+    def fake(*args: object, **kwargs: object) -> updating.UpdateResult:
+        return updating.UpdateResult(new_alerts=new_alerts)
+
+    monkeypatch.setattr(updating, "update", fake)
+    args = ["update", "--db", str(tmp_path / "db.duckdb"), "--quiet", *switch]
+    assert CliRunner().invoke(cli, args).exit_code == status
