@@ -118,12 +118,18 @@ def _write_alerts(
     con: Any, substance: str, substance_file: Path | None, loaded: list[str], path: Path
 ) -> list[dict[str, Any]]:
     """Compute (or reuse) the sequential alerts and write `alerts.json` whole or not at all;
-    the alerts of the quarters loaded by this run are its `new_alerts`."""
+    the alerts of the quarters loaded by this run are its `new_alerts`. A substance without a
+    case in the loaded quarters has none (the file says why)."""
+    from .errors import NoDataError
     from .extract import resolve
     from .output import render_json
     from .sequential import alerts_document, sequential
 
-    document = alerts_document(sequential(con, resolve(substance, substance_file)), loaded)
+    try:
+        document = alerts_document(sequential(con, resolve(substance, substance_file)), loaded)
+    except NoDataError as e:
+        document = {"substance": substance, "loaded_this_run": list(loaded), "note": str(e)}
+        document |= {"new_alerts": [], "alerts": []}
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     partial.write_text(render_json(document), encoding="utf-8")

@@ -59,11 +59,21 @@ def test_power_matches_performance_poisson() -> None:
 def _enumerated(increments: list[float], alarm: object) -> float:
     """P(alarm) summed over every combination of per-look counts below a cap, weighted by their
     Poisson probabilities (independent of the recursions under test)."""
-    cap = 18
+    cap = 25
     counts = np.indices((cap,) * len(increments)).reshape(len(increments), -1).T
     weights = np.prod([poisson.pmf(counts[:, i], m) for i, m in enumerate(increments)], axis=0)
-    fired = np.array([bool(alarm(row)) for row in counts])  # type: ignore[operator]
+    fired = alarm(counts)  # type: ignore[operator]
     return float(weights[fired].sum())
+
+
+def _clipped_sums(counts: np.ndarray, expected: list[float], k: float) -> np.ndarray:
+    """S_t = max(0, S_t-1 + O_t - k E_t) for every row of counts at once (looks in columns)."""
+    s = np.zeros(len(counts))
+    out = []
+    for t, e in enumerate(expected):
+        s = np.maximum(0.0, s + counts[:, t] - k * e)
+        out.append(s)
+    return np.stack(out, axis=1)
 
 
 @pytest.mark.parametrize("cv", [0.8, 1.7, 2.9])
@@ -71,7 +81,7 @@ def test_group_recursion_equals_enumeration(cv: float) -> None:
     increments = [0.7, 1.3, 0.4]
     thresholds = sq.cases_to_alert(np.cumsum(increments), cv, 1)
     recursion = sq.rejection_probabilities(increments, thresholds).sum()
-    enumerated = _enumerated(increments, lambda c: np.any(np.cumsum(c) >= thresholds))
+    enumerated = _enumerated(increments, lambda c: (np.cumsum(c, axis=1) >= thresholds).any(axis=1))
     assert recursion == pytest.approx(enumerated, abs=1e-12)
 
 
@@ -131,16 +141,13 @@ def test_no_alert_on_flat_series_beyond_alpha_by_simulation() -> None:
 def test_cusum_false_alarm_equals_enumeration(h: float) -> None:
     expected = [0.9, 0.3, 1.6]
     k = sq.cusum_k(2.0)
-    enumerated = _enumerated(expected, lambda c: (sq.cusum_path(c, expected, k) >= h).any())
+    enumerated = _enumerated(expected, lambda c: (_clipped_sums(c, expected, k) >= h).any(axis=1))
     assert sq.cusum_false_alarm(expected, k, h) == pytest.approx(enumerated, abs=1e-12)
 
 
 def test_cusum_path_is_the_clipped_recursion() -> None:
     observed, expected, k = [3, 0, 0, 5, 1], [1.0, 2.0, 0.5, 1.0, 1.0], 1.4
-    s, recursion = 0.0, []
-    for o, e in zip(observed, expected, strict=True):
-        s = max(0.0, s + o - k * e)
-        recursion.append(s)
+    recursion = _clipped_sums(np.array([observed]), expected, k)[0]
     assert sq.cusum_path(observed, expected, k) == pytest.approx(recursion)
 
 
@@ -377,3 +384,30 @@ def test_update_exit_status_follows_new_alerts_and_the_switch(
     monkeypatch.setattr(updating, "update", fake)
     args = ["update", "--db", str(tmp_path / "db.duckdb"), "--quiet", *switch]
     assert CliRunner().invoke(cli, args).exit_code == status
+
+
+NO_CASES_TOML = """
+[substance]
+name = "nothing-such"
+version = "0.1"
+description = "a substance no synthetic case reports"
+sources = ["test"]
+
+[rules]
+terms = ["ZZQX NEVER REPORTED"]
+"""
+
+
+@pytest.mark.slow
+def test_alerts_json_of_a_substance_without_cases(
+    series_con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    from surveillance.update import _write_alerts
+
+    term_file = tmp_path / "nothing-such.toml"
+    term_file.write_text(NO_CASES_TOML, encoding="utf-8")
+    path = tmp_path / "reports" / "alerts.json"
+    assert _write_alerts(series_con, "nothing-such", term_file, ["2023Q1"], path) == []
+    document = json.loads(path.read_text())
+    assert document["new_alerts"] == [] and "no nothing-such cases" in document["note"]
+    assert [p.name for p in path.parent.iterdir()] == ["alerts.json"]  # no partial file left
