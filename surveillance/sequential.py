@@ -14,7 +14,7 @@ substance, cumulative through the look (the as-of 2x2 cells c / (c + d)). Only w
 the look enters its expectation, and the cumulative rate is the steadiest estimate of it; the
 background (all other FAERS cases) is so much larger than the substance's cases that its
 sampling error is neglected, as the Poisson MaxSPRT with known expected counts assumes
-(Kulldorff et al. 2011, Sequential Analysis 30:58, section 2; the R package `Sequential`,
+(Kulldorff et al. 2011, Sequential Analysis 30:58; the R package `Sequential`,
 `CV.Poisson` with `GroupSizes`).
 
 MaxSPRT: LLR = (mu - c) + c ln(c / mu) when the cumulative count c exceeds the cumulative expected
@@ -23,8 +23,10 @@ exactly for the planned looks (the loaded quarters and their expected counts) by
 probability calculation of `Sequential::CV.Poisson` (group branch, `Perro_I`): the distribution
 of the count over the states not yet absorbed, carried look to look by Poisson increments. The
 size of the test is a step function of CV; the CV given is the smallest attainable LLR value
-whose test has size <= alpha (the package's conservative choice). Since the plan is the loaded
-quarters, the CV is computed again when a quarter is added.
+whose test has size <= alpha (the same test as the package's conservative value, which it
+places just above the next smaller attainable LLR). Since the plan is the loaded quarters, the CV
+is computed again when a quarter is added. A look before the first expected case tests nothing
+and its cases carry over (under H0 they cannot occur, so the size is unchanged).
 
 CUSUM: the Poisson CUSUM of Lucas (1985, Technometrics 27:129) for a rate rising from the
 expected count E to RR x E, with time-varying expectations: S_t = max(0, S_{t-1} + O_t - k E_t),
@@ -69,7 +71,6 @@ MIN_CASES = 1
 """Default M: the fewest cumulative cases a MaxSPRT alert needs (the package's default)."""
 CUSUM_RR = 2.0
 """Default relative risk the CUSUM is tuned to detect (k = (RR - 1) / ln RR)."""
-METHODS = ("maxsprt", "cusum")
 _CV_PRECISION = 1e-10
 _H_PRECISION = 1e-4
 
@@ -120,7 +121,7 @@ FROM events e JOIN hit h USING (caseid) GROUP BY ALL"""
 
 # --- the statistics (pure numpy/scipy) ------------------------------------------------------
 def llr(observed: np.ndarray | float, expected: np.ndarray | float) -> np.ndarray:
-    """Poisson MaxSPRT log-likelihood ratio (Kulldorff et al. 2011, eq. 1): (mu - c) + c ln(c/mu)
+    """Poisson MaxSPRT log-likelihood ratio (Kulldorff et al. 2011): (mu - c) + c ln(c/mu)
     when c > mu, else 0; NaN where mu = 0 (no expectation: not a test)."""
     c = np.asarray(observed, dtype=float)
     mu = np.asarray(expected, dtype=float)
@@ -128,10 +129,6 @@ def llr(observed: np.ndarray | float, expected: np.ndarray | float) -> np.ndarra
         value = (mu - c) + special.xlogy(c, c) - special.xlogy(c, mu)
     value = np.where(c > mu, value, 0.0)
     return np.where(mu > 0, value, np.nan)
-
-
-def _llr1(count: int, mu: float) -> float:
-    return float(llr(count, mu))
 
 
 # scipy.special's ufuncs rather than scipy.stats.poisson: the recursions call them per look and
@@ -251,7 +248,7 @@ def continuous_boundary(cv: float, length: float, min_cases: int) -> tuple[np.nd
     """The continuous MaxSPRT as looks: the k-th case signals when it comes before mu_k, the
     expected count at which k cases have LLR = cv (mu_k < k; Lambert W as the package's
     ProdLog), so the looks are mu_M, mu_M+1, ... below `length`, then `length` itself, with
-    thresholds M, M+1, ... (Kulldorff et al. 2011, section 3). Returns increments, thresholds."""
+    thresholds M, M+1, ... (Kulldorff et al. 2011). Returns increments, thresholds."""
     times: list[float] = []
     k = min_cases
     while True:
