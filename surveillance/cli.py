@@ -989,6 +989,8 @@ def alerts_command(
     from .output import default_format, terminal_safe
     from .sequential import sequential
 
+    if term is not None and not paths:
+        raise UsageError("--term selects the terms of --paths; add --paths")
     with connect(_db(db_path)) as con:
         result = sequential(
             con, resolve(substance, substance_file), roles, alpha, min_cases, cusum_rr

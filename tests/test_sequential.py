@@ -263,8 +263,9 @@ def test_alerts_command_formats(series_db: tuple[Series, Path]) -> None:
     paths = runner.invoke(cli, ["alerts", "--db", db, "--paths", "--format", "csv"])
     frame = pd.read_csv(__import__("io").StringIO(paths.output))
     assert set(frame["term"]) == {r["term"] for r in rows}
-    bad = runner.invoke(cli, ["alerts", "--db", db, "--alpha", "0.9"])
-    assert bad.exit_code == 2 and "Traceback" not in bad.output
+    for bad in (["--alpha", "0.9"], ["--term", "liver"]):
+        refused = runner.invoke(cli, ["alerts", "--db", db, *bad])
+        assert refused.exit_code == 2 and "Traceback" not in refused.output, bad
 
 
 # --- a planted increase, end to end ---------------------------------------------------------
