@@ -478,8 +478,7 @@ def sequential(
         roles = parse_roles(roles)
     except ValueError as e:
         raise UsageError(f"--roles: {e}") from e
-    for ddl in _DDL:
-        ensure_derived_table(con, ddl)
+    ensure_tables(con)
     ensure_extracted(con, substance)
     ensure_macros(con)
     design = make_design(groups=True)
@@ -563,6 +562,12 @@ def sequential(
     )
     _store(con, run_id, substance, result, created)
     return result
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create `sequential_runs`, `sequential_alerts` and `sequential_paths` (safe to repeat)."""
+    for ddl in _DDL:
+        ensure_derived_table(con, ddl)
 
 
 def _ordered(alerts: pd.DataFrame) -> pd.DataFrame:
