@@ -12,7 +12,7 @@ is a cumulative sum of +1/-1 at those interval ends, instead of one rebuild per 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import duckdb
@@ -88,6 +88,19 @@ pairs AS (
     WHERE upper(trim(r.pt)) IN (SELECT pt_key FROM terms))
 SELECT p.pt_key, v.from_q, v.to_q, v.exposed, count(*) AS n_cases
 FROM pairs p JOIN _asof_spans v USING (span_id) GROUP BY ALL"""
+# Event groups (`_asof_groups`: event_key, pt_key), counted like terms: a span once per group
+# it reports any PT of, for the groups some exposed version reports.
+_GROUP_SPANS = """WITH pairs AS (
+    SELECT DISTINCT v.span_id, g.event_key
+    FROM raw_reac r JOIN _asof_spans v
+      ON v.source = r.source AND v.primaryid = r.primaryid AND v.quarter = r.quarter
+    JOIN _asof_groups g ON g.pt_key = upper(trim(r.pt))),
+groups AS (
+    SELECT DISTINCT p.event_key FROM pairs p JOIN _asof_spans v USING (span_id)
+    WHERE v.exposed)
+SELECT p.event_key AS pt_key, v.from_q, v.to_q, v.exposed, count(*) AS n_cases
+FROM pairs p JOIN _asof_spans v USING (span_id)
+WHERE p.event_key IN (SELECT event_key FROM groups) GROUP BY ALL"""
 _TEMP_TABLES = ("_asof_spans", "_asof_exposed", "_asof_rows")
 
 
@@ -146,11 +159,16 @@ def _current(
 
 
 def asof_counts(
-    con: duckdb.DuckDBPyConnection, substance: Substance, roles: str | None
+    con: duckdb.DuckDBPyConnection,
+    substance: Substance,
+    roles: str | None,
+    groups: Mapping[str, Iterable[str]] | None = None,
 ) -> AsOfCounts:
     """The substance's cumulative counts as of every loaded quarter (roles already parsed).
 
-    The substance must be extracted (`substance_strings` filled); see the module text."""
+    `groups` (event key -> PT names) adds each event group as a row of `terms` under its key,
+    a case counting once if it reports any of its PTs. The substance must be extracted
+    (`substance_strings` filled); see the module text."""
     ensure_macros(con)
     quarters = tuple(
         str(r[0]) for r in con.execute("SELECT quarter FROM quarters ORDER BY quarter").fetchall()
@@ -161,6 +179,17 @@ def asof_counts(
         con.execute(_SPANS)
         case_spans = con.execute(_CASE_SPANS).fetchdf()
         term_spans = con.execute(_TERM_SPANS).fetchdf()
+        if groups:
+            members = pd.DataFrame(
+                [(key, pt.strip().upper()) for key, pts in groups.items() for pt in pts],
+                columns=["event_key", "pt_key"],
+            )
+            con.register("_asof_groups", members)
+            try:
+                group_spans = con.execute(_GROUP_SPANS).fetchdf()
+            finally:
+                con.unregister("_asof_groups")
+            term_spans = pd.concat([term_spans, group_spans], ignore_index=True)
     finally:
         for table in _TEMP_TABLES:
             con.execute(f"DROP TABLE IF EXISTS {table}")

@@ -192,6 +192,7 @@ _DB_USE = {
     "cases": "rebuild",
     "signals": "rebuild",
     "trends": "rebuild",
+    "alerts": "rebuild",
     "report": "rebuild",
     "discover": "rebuild",
     "case": "refuse",
@@ -1260,6 +1261,121 @@ def trends_command(
             _echo_err(f"wrote {len(written)} files to {plot_dir}")
 
 
+@cli.command(name="alerts")
+@_db_option
+@_substance_options
+@click.option("--roles", default=None, help="Drug roles that count, e.g. PS,SS (default: any).")
+@click.option(
+    "--alpha",
+    type=click.FloatRange(min=0, max=0.5, min_open=True),
+    default=0.05,
+    show_default=True,
+    help="Chance of a false alert per term over the loaded quarters (both methods).",
+)
+@click.option(
+    "--min-cases",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="MaxSPRT's M: the fewest cumulative cases that may alert (4: Kulldorff and Silva).",
+)
+@click.option(
+    "--cusum-rr",
+    type=click.FloatRange(min=1, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="The relative risk the CUSUM is tuned to detect (k = (RR - 1) / ln RR).",
+)
+@click.option(
+    "--paths",
+    is_flag=True,
+    help="Print the quarter-by-quarter statistics of the alerting terms (with --term: of the "
+    "terms containing TEXT) instead of the alerts.",
+)
+@click.option("--term", default=None, help="With --paths: terms containing TEXT, alerting or not.")
+@_format_option
+def alerts_command(
+    db_path: Path | None,
+    substance: str,
+    substance_file: Path | None,
+    roles: str | None,
+    alpha: float,
+    min_cases: int,
+    cusum_rr: float,
+    paths: bool,
+    term: str | None,
+    fmt: str | None,
+) -> None:
+    """Sequential alerts: Poisson MaxSPRT and CUSUM per term and event group over the quarters.
+
+    Each loaded quarter is a look: the substance's new cases with the term against those
+    expected at the background rate. Alerts new this quarter come first.
+
+    Example: surveillance alerts --substance kratom --format csv > alerts.csv
+    """
+    from .db import connect
+    from .extract import resolve
+    from .output import default_format, terminal_safe
+    from .sequential import sequential
+
+    if term is not None and not paths:
+        raise UsageError("--term selects the terms of --paths; add --paths")
+    with connect(_db(db_path)) as con:
+        result = sequential(
+            con, resolve(substance, substance_file), roles, alpha, min_cases, cusum_rr
+        )
+    fmt = fmt or default_format()
+    if paths:
+        frame = result.paths
+        if term is not None:
+            frame = frame[frame["term"].str.contains(term, case=False, regex=False)]
+        else:
+            fired = result.alerts[["term", "term_kind"]].drop_duplicates()
+            frame = frame.merge(fired, on=["term", "term_kind"])
+        _print_frame(frame.reset_index(drop=True), fmt)
+        return
+    if fmt != "table":
+        _print_frame(result.alerts, fmt)
+        return
+    alerts = result.alerts
+    click.echo(
+        textwrap.fill(
+            terminal_safe(
+                f"{result.substance}{'; roles ' + result.roles if result.roles else ''}: "
+                f"{len(alerts)} alerts ({len(result.new_alerts)} new in {result.quarters[-1]}) "
+                f"over {len(result.quarters)} loaded quarters, {result.quarters[0]}-"
+                f"{result.quarters[-1]}; alpha {alpha:g} per term and method; MaxSPRT M "
+                f"{min_cases}; CUSUM RR {cusum_rr:g}"
+            ),
+            width=78,
+        )
+    )
+    import pandas as pd
+
+    shown = pd.DataFrame(
+        {
+            "term": [
+                (t if k == "pt" else f"[{k}] {t}")[:30]
+                for t, k in zip(alerts["term"], alerts["term_kind"], strict=True)
+            ],
+            "method": alerts["method"],
+            "quarter": alerts["alert_quarter"],
+            "new": ["new" if n else "" for n in alerts["new_this_quarter"]],
+            "cases": alerts["cum_observed"],
+            "expected": [f"{v:.3g}" for v in alerts["cum_expected"]],
+            "stat": [f"{v:.3g}" for v in alerts["statistic"]],
+            "limit": [f"{v:.3g}" for v in alerts["threshold"]],
+        }
+    )
+    click.echo(render(shown, "table", max_rows=60), nl=False)
+    for line in (
+        "cases, expected: cumulative at the alert quarter. stat/limit: MaxSPRT LLR and its exact "
+        "critical value, or CUSUM S and its h. The chance of a false alert is controlled per term "
+        "and method, not across terms. Quarter by quarter: --paths.",
+    ):
+        click.echo(textwrap.fill(line, width=78))
+
+
 @cli.command(name="report")
 @_db_option
 @click.option(
@@ -1325,6 +1441,12 @@ def report_command(
 @click.option("--base-url", default=None, help="Where the zips live (default: the FDA's).")
 @click.option("--index-url", default=None, help="The FDA index page (default: the FDA's).")
 @click.option("--quiet", is_flag=True, help="Print only errors (for cron).")
+@click.option(
+    "--alerts-exit-status/--no-alerts-exit-status",
+    default=True,
+    show_default=True,
+    help="Exit 3 when a sequential alert fires in a quarter this run loaded (OUT/alerts.json).",
+)
 def update_command(
     db_path: Path | None,
     substance: str,
@@ -1335,17 +1457,19 @@ def update_command(
     base_url: str | None,
     index_url: str | None,
     quiet: bool,
+    alerts_exit_status: bool,
 ) -> None:
     """Fetch what is new, load it, rebuild, and write the quarter's report (for a scheduler).
 
     Prints "nothing new" and exits 0 when there is nothing to do; refuses to run beside itself.
+    Writes OUT/alerts.json (sequential alerts); exits 3 when one fired in a quarter it loaded.
 
     Example: surveillance update --db /srv/faers/kratom.duckdb --out /srv/faers/reports
     """
     from .fetch import DEFAULT_BASE_URL, DEFAULT_INDEX_URL
-    from .update import update
+    from .update import ALERT_EXIT_STATUS, update
 
-    update(
+    result = update(
         _db(db_path),
         substance,
         substance_file,
@@ -1356,6 +1480,8 @@ def update_command(
         since,
         log=(lambda _line: None) if quiet else click.echo,
     )
+    if alerts_exit_status and result.new_alerts:
+        raise click.exceptions.Exit(ALERT_EXIT_STATUS)
 
 
 @cli.group(invoke_without_command=True)

@@ -4,9 +4,11 @@ Reads the FDA's index page and the database; writes zips to `dest`, the database
 quarter's report folder. Every step is safe to interrupt: downloads are verified then renamed,
 each quarter loads in one transaction, the clean layer is rebuilt in one transaction, whatever
 `freshness.check` finds older than the loaded quarters (the clean layer, a substance's matches)
-is rebuilt, and the report is written to a temporary folder and renamed. So a killed run leaves
-everything consistent and the next run finishes the work. A lock file beside the database (an OS
-lock, released when the process dies) keeps two runs from working at once.
+is rebuilt, and the report is written to a temporary folder and renamed. Then the sequential
+alerts (`sequential`) are written to `alerts.json` beside the report folders, whole or not at all.
+So a killed run leaves everything consistent and the next run finishes the work. A lock file
+beside the database (an OS lock, released when the process dies) keeps two runs from working at
+once.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import fetch as fetcher
 from .db import connect, default_path
@@ -25,6 +28,12 @@ from .errors import SurveillanceError
 from .faers_format import Quarter, quarter_option
 from .ingest import inspect_zip, sha256_file
 from .pipeline import load, repair
+
+ALERTS_FILE = "alerts.json"
+"""Written by every update into the reports folder (`--out`), beside the quarters' folders: the
+sequential alerts, with `new_alerts` those of the quarters that run loaded."""
+ALERT_EXIT_STATUS = 3
+"""`surveillance update`'s exit status when a sequential alert fired in a quarter it loaded."""
 
 
 class UpdateLocked(SurveillanceError):
@@ -39,6 +48,9 @@ class UpdateResult:
     loaded: list[str] = field(default_factory=list)
     rebuilt: bool = False
     report: Path | None = None
+    alerts_file: Path | None = None
+    new_alerts: list[dict[str, Any]] = field(default_factory=list)
+    """Sequential alerts that fired in a quarter this run loaded (`alerts.json` new_alerts)."""
 
     @property
     def nothing_new(self) -> bool:
@@ -102,6 +114,29 @@ def _unloaded_zips(dest: Path, loaded: dict[str, str]) -> list[Path]:
     return found
 
 
+def _write_alerts(
+    con: Any, substance: str, substance_file: Path | None, loaded: list[str], path: Path
+) -> list[dict[str, Any]]:
+    """Compute (or reuse) the sequential alerts and write `alerts.json` whole or not at all;
+    the alerts of the quarters loaded by this run are its `new_alerts`. A substance without a
+    case in the loaded quarters has none (the file says why)."""
+    from .errors import NoDataError
+    from .extract import resolve
+    from .output import render_json
+    from .sequential import alerts_document, sequential
+
+    try:
+        document = alerts_document(sequential(con, resolve(substance, substance_file)), loaded)
+    except NoDataError as e:
+        document = {"substance": substance, "loaded_this_run": list(loaded), "note": str(e)}
+        document |= {"new_alerts": [], "alerts": []}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    partial.write_text(render_json(document), encoding="utf-8")
+    os.replace(partial, path)
+    return list(document["new_alerts"])
+
+
 def update(
     db_path: Path | None = None,
     substance: str = "kratom",
@@ -159,6 +194,17 @@ def update(
                     con, quarter, substance=substance, substance_file=substance_file, out=out
                 )
                 done(f"wrote {result.report}")
+            done = _step(log, "alerts")
+            result.alerts_file = report_dir / ALERTS_FILE
+            result.new_alerts = _write_alerts(
+                con, substance, substance_file, result.loaded, result.alerts_file
+            )
+            if not result.nothing_new:
+                named = ", ".join(f"{a['term']} ({a['method']})" for a in result.new_alerts)
+                done(
+                    f"{len(result.new_alerts)} new{': ' + named if named else ''}; wrote "
+                    f"{result.alerts_file}"
+                )
     if result.nothing_new:
         log("nothing new")
     return result

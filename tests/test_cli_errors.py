@@ -31,6 +31,7 @@ ARGS: dict[str, list[str]] = {
     "export": ["{tmp}/parquet"],
     "schema": [],
     "trends": [],
+    "alerts": [],
     "report": ["--quarter", "2019Q1", "--out", "{tmp}/report"],
     "update": ["--index-url", REFUSED, "--base-url", REFUSED, "--dest", "{tmp}/raw", "--quiet"],
     "terms": [],

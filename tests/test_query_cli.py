@@ -27,6 +27,7 @@ from surveillance.errors import DatabaseError, LimitError, UsageError
 from surveillance.export import output_format, write_output
 from surveillance.extract import resolve
 from surveillance.query import describe_queries, params_from_pairs, run_query, run_sql, schema
+from surveillance.sequential import ensure_tables as ensure_sequential_tables
 from surveillance.signals import signals
 from surveillance.stratified import signal_mh
 
@@ -283,6 +284,7 @@ def test_sql_cannot_reach_the_temp_folder(series_db, tmp_path) -> None:
 def test_every_table_and_column_is_documented(series_con) -> None:
     run = signals(series_con, resolve("kratom"))  # creates the signal tables of a database
     signal_mh(series_con, run, resolve("kratom"), "sex")  # and signal_mh
+    ensure_sequential_tables(series_con)  # and the sequential alerts' tables
     frame = schema(series_con)
     undocumented = frame[frame["description"] == ""]
     assert undocumented.empty, f"add to schema_docs.py: {undocumented[['table', 'column']]}"
