@@ -516,6 +516,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "n_reports": "reports with a matching product",
         "data_fingerprint": "sha256 naming the CAERS files matched against",
         "extracted_at": "when the hits were made (UTC)",
+    },
     "sequential_runs": {
         "run_id": "id of the run (hash of substance, term file, roles, parameters, tool version)",
         "substance": "substance name",
