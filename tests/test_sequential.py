@@ -275,7 +275,7 @@ JUMP = "2019Q4"
 
 
 def _plant(series: Series) -> None:
-    """Add PLANTED to every tenth case (by caseid) of every quarter, and from JUMP on to every
+    """Add PLANTED to every fiftieth case (by caseid) of every quarter, and from JUMP on to every
     kratom case first received then: the term's rate jumps at JUMP for kratom only."""
     truth = series.cases.set_index("caseid")
     kratom_from_jump = truth["is_kratom"] & ~truth["is_7oh"] & (truth["quarter_initial"] >= JUMP)
@@ -289,7 +289,7 @@ def _plant(series: Series) -> None:
         added = []
         for line in members[demo].decode("latin-1").splitlines()[1:]:
             primaryid, caseid = line.split("$")[:2]
-            if caseid.isdigit() and (int(caseid) % 10 == 0 or caseid in raised):
+            if caseid.isdigit() and (int(caseid) % 50 == 0 or caseid in raised):
                 added.append(f"{primaryid}${caseid}${PLANTED}$".encode("latin-1") + end)
         members[reac] = members[reac] + b"".join(added)
         with zipfile.ZipFile(files.zip_path, "w", zipfile.ZIP_DEFLATED) as z:
