@@ -56,6 +56,7 @@ def _versions(con: duckdb.DuckDBPyConnection, quarter: str, roles: str | None) -
     return frame.assign(exposed=frame["caseid"].isin(run.exposed))
 
 
+@pytest.mark.slow
 def test_the_series_exercises_supersession_deletion_and_eras(series_con) -> None:
     """Without these situations the equivalence above could not catch their mishandling: a
     case whose surviving version changes (and its exposure with it), a kratom case deleted after

@@ -88,7 +88,18 @@ def _assert_one_line_error(result: Result, what: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("Error: "), (what, result.stderr)
 
 
-@pytest.mark.parametrize("kind", ["missing", "empty", "zero-byte", "truncated", "sqlite", "random"])
+# "missing" and "empty" run every command to its end on a fresh database (about 8 s each): slow.
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param("missing", marks=pytest.mark.slow),
+        pytest.param("empty", marks=pytest.mark.slow),
+        "zero-byte",
+        "truncated",
+        "sqlite",
+        "random",
+    ],
+)
 def test_every_command_fails_in_one_line_on_a_bad_database(kind, tmp_path, series_db) -> None:
     runner = CliRunner()
     for name, _ in _commands():

@@ -16,6 +16,9 @@ from surveillance.extract import resolve
 from surveillance.signals import SignalRun, signals
 from surveillance.synthetic import KRATOM_REACTIONS, README_CASEID, SIGNAL_PTS
 
+# The demo database at a tenth of the demo's scale takes about 10 s to build: slow tier.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def demo_con(demo_data: DemoData):

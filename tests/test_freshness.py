@@ -107,6 +107,7 @@ def test_kill_between_clean_commit_and_extraction_is_caught(tmp_path, two_quarte
     assert _kratom_cases(db) == _kratom_cases(reference)
 
 
+@pytest.mark.slow
 def test_killed_multi_quarter_load_refuses_or_rebuilds(tmp_path, two_quarters) -> None:
     q1, q2, reference = two_quarters
     db = _only_first(tmp_path, q1)

@@ -82,6 +82,7 @@ def _assert_equals_full(db: Path, tmp_path: Path) -> None:
     assert want["cases"] and want["substance_hits"]
 
 
+@pytest.mark.slow
 def test_new_quarters_across_eras_and_deleted_lists(series: Series, tmp_path: Path) -> None:
     """LAERS -> FAERS, then two quarters at once with the first deleted lists, then one more."""
     db = tmp_path / "db.duckdb"
@@ -111,6 +112,7 @@ def test_a_replaced_quarter(series: Series, other: Series, tmp_path: Path) -> No
         _assert_equals_full(db, tmp_path)
 
 
+@pytest.mark.slow
 def test_a_changed_dedup_mode_or_tool_version_rebuilds_everything(
     series: Series, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

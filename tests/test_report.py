@@ -333,6 +333,7 @@ def _fit(n: np.ndarray, e: np.ndarray) -> stats.Prior:
     )
 
 
+@pytest.mark.slow
 def test_an_earlier_quarters_report_has_one_prior(
     series_db, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

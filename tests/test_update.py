@@ -94,6 +94,7 @@ def test_update_fetches_loads_reports_then_is_a_no_op(tmp_path: Path, site: Site
     assert third.report == tmp_path / "reports" / "2019Q3"
 
 
+@pytest.mark.slow
 def test_update_refuses_to_run_beside_itself(tmp_path: Path, site: Site) -> None:
     site.publish(generate_quarter("2019Q1", tmp_path / "gen", n_cases=30, seed=3).zip_path)
     with update_lock(tmp_path / "db.duckdb"):
