@@ -22,7 +22,7 @@ import struct
 import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,11 @@ from markupsafe import Markup
 
 from . import __version__, stats
 from .asof import AsOfCounts, asof_counts, asof_signal_tables
+from .caers import caers_side_by_side
+from .caers import is_loaded as caers_is_loaded
 from .clean import REPORTER_TYPES, ensure_macros
+from .dechallenge import compact as dechallenge_compact
+from .dechallenge import dechallenge
 from .definitions import (
     AGE_GROUPS,
     AGE_UNKNOWN,
@@ -53,11 +57,15 @@ from .definitions import (
 from .errors import NoDataError
 from .extract import ensure_extracted, has_table, resolve
 from .faers_format import quarter_gaps, quarter_option
+from .onset import Onset
+from .onset import compact as onset_compact
+from .onset import onset as time_to_onset
 from .output import p_text, render
 from .pipeline import current_dedup
-from .polysubstance import OTHER_DRUGS, DrugClass, class_named
+from .polysubstance import OTHER_DRUGS, DrugClass, class_named, co_suspect_profile, subset_shares
 from .sensitivity import ANALYSES, Sensitivity, methods, sensitivity
 from .sensitivity import wide as sensitivity_wide
+from .sequential import sequential
 from .signals import (
     CAVEATS,
     OUTPUT_COLUMNS,
@@ -315,6 +323,8 @@ def _age_text(value: Any) -> str:
 
 
 def _full_cell(value: Any) -> str:
+    if value is None or value is pd.NA:
+        return "n/a"
     if isinstance(value, bool | np.bool_):
         return "true" if value else "false"
     if isinstance(value, int | np.integer):
@@ -832,6 +842,9 @@ def write_report(
     step("stratified results")
     mh, mh_note = _stratified(con, s, now, sens)
 
+    step("sequential alerts")
+    alerts, alerts_note = _alerts(con, s, counted_roles, quarter, loaded[-1])
+
     step("cases")
     frame = case_frame(con, s, counted_roles)
     through = frame[frame["initial_quarter"] <= quarter]
@@ -839,6 +852,9 @@ def write_report(
     counts_before = quarter_counts(frame, previous, len(older["new"]) if older else None)
     listing = line_listing(frame, quarter)
     descriptive = describe(through.reset_index(drop=True), opioids())
+
+    step("polysubstance, time to onset, dechallenge and CAERS")
+    extra = _case_summaries(con, s, counted_roles)
 
     step("trends")
     series = _trends(con, s, roles, prior, cumulative)
@@ -880,6 +896,9 @@ def write_report(
             frames["sensitivity"] = sens.table
         if mh is not None:
             frames["stratified"] = mh
+        if alerts is not None:
+            frames["sequential_alerts"] = alerts
+        frames.update({name: table for name, table in extra.tables.items()})
         if series is not None:
             frames.update(
                 {
@@ -898,6 +917,10 @@ def write_report(
             from .plots import plot_all
 
             figures = plot_all(series, work / "figures")
+        if extra.onset is not None:
+            from .plots import plot_onset
+
+            figures += plot_onset(extra.onset, work / "figures")
         (work / "metadata.json").write_text(
             json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8"
         )
@@ -946,6 +969,10 @@ def write_report(
                 "legend": mh_legend(),
                 "unknown_rule": UNKNOWN_RULE,
             },
+            "alerts": {**_table_context(alerts), "note": alerts_note},
+            "summaries": {name: _table_context(t) for name, t in extra.shown().items()},
+            "summary_notes": extra.notes,
+            "caers_loaded": extra.caers_loaded,
             "criteria": CRITERIA,
             "legend": criteria_legend(),
             "zero_mark": ZERO_MARK,
@@ -973,6 +1000,88 @@ def write_report(
         shutil.rmtree(work, ignore_errors=True)
         raise
     return out
+
+
+def _table_context(table: pd.DataFrame | None) -> dict[str, Any]:
+    """A table's columns and rows as the templates print a plain table (none: empty)."""
+    if table is None:
+        return {"columns": [], "rows": []}
+    return {
+        "columns": list(table.columns),
+        "rows": [list(r) for r in table.itertuples(index=False)],
+    }
+
+
+_ALERT_SHOWN = (
+    "term term_kind method alert_quarter new_this_quarter cum_observed cum_expected statistic "
+    "threshold"
+).split()
+
+
+def _alerts(
+    con: duckdb.DuckDBPyConnection, s: Substance, roles: str | None, quarter: str, latest: str
+) -> tuple[pd.DataFrame | None, str | None]:
+    """The sequential alerts over the loaded quarters (new this quarter first), or None and why
+    not: they look at every loaded quarter, so a report on an earlier quarter does not show
+    them."""
+    if quarter != latest:
+        return None, (
+            f"not shown: the sequential tests look at every loaded quarter, through {latest}"
+        )
+    try:
+        found = sequential(con, s, roles)
+    except NoDataError as e:
+        return None, str(e)
+    table = found.alerts[_ALERT_SHOWN].copy()
+    for column in ("cum_expected", "statistic", "threshold"):
+        table[column] = table[column].astype(float).round(3)
+    return table, None
+
+
+@dataclass(frozen=True)
+class _Summaries:
+    """The report's per-case summaries: tables by name, notes on those it could not make, the
+    onset result (for its figure) and whether a CAERS export is loaded."""
+
+    tables: dict[str, pd.DataFrame]
+    notes: dict[str, str]
+    onset: Onset | None
+    caers_loaded: bool
+
+    def shown(self) -> dict[str, pd.DataFrame]:
+        """The tables as the pages show them: onset and dechallenge in their compact columns
+        (every column is in the CSV)."""
+        compact = {"onset": onset_compact, "dechallenge": dechallenge_compact}
+        return {name: compact.get(name, lambda t: t)(t) for name, t in self.tables.items()}
+
+
+def _case_summaries(con: duckdb.DuckDBPyConnection, s: Substance, roles: str | None) -> _Summaries:
+    """Co-suspects by class, subsets by year, time to onset, dechallenge and, when a CAERS export
+    is loaded, FAERS and CAERS side by side: each as the library functions give it."""
+    tables: dict[str, pd.DataFrame] = {}
+    notes: dict[str, str] = {}
+    result: Onset | None = None
+    makers: dict[str, Callable[[], pd.DataFrame]] = {
+        "co_suspects": lambda: co_suspect_profile(con, s, roles),
+        "subset_shares": lambda: subset_shares(con, s, roles),
+        "dechallenge": lambda: dechallenge(con, s, roles=roles, groups=True),
+    }
+    for name, make in makers.items():
+        try:
+            tables[name] = make()
+        except NoDataError as e:
+            notes[name] = str(e)
+    try:
+        result = time_to_onset(con, s, roles=roles, groups=True)
+        tables["onset"] = result.table
+    except NoDataError as e:
+        notes["onset"] = str(e)
+    loaded = caers_is_loaded(con)
+    if loaded:
+        both = caers_side_by_side(con, s, roles)
+        tables["caers_by_year"] = both.by_year
+        tables["caers_top_terms"] = both.top_terms
+    return _Summaries(tables, notes, result, loaded)
 
 
 def _sensitivity(

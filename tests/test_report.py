@@ -390,3 +390,31 @@ def test_sensitivity_section_agrees_with_the_signal_tables(report: Path) -> None
     assert 'id="stratified-table"' in page and 'id="group-table"' in page
     md = (report / "report.md").read_text(encoding="utf-8")
     assert "## 4. Sensitivity analyses" in md and "### Event groups" in md
+
+
+def test_case_summaries_alerts_and_sources_are_in_the_report(report: Path, series_db) -> None:
+    """Sections 5, 7 and 8: the sequential alerts, co-suspects, subsets, time to onset and
+    dechallenge are the library's tables (as CSV), shown in the page; the onset figure is
+    written; without a CAERS export the page says so."""
+    from surveillance.extract import resolve
+    from surveillance.polysubstance import co_suspect_profile
+    from surveillance.sequential import sequential
+
+    with connect(series_db[1]) as con:
+        alerts = sequential(con, resolve("kratom")).alerts
+        profile = co_suspect_profile(con, resolve("kratom"))
+    shown = _csv(report, "sequential_alerts")
+    assert [(r["term"], r["method"], r["alert_quarter"]) for r in shown] == list(
+        zip(alerts["term"], alerts["method"], alerts["alert_quarter"], strict=True)
+    )
+    classes = _csv(report, "co_suspects")
+    assert [(r["class"], int(r["n_cases"])) for r in classes] == list(
+        zip(profile["class"], profile["n_cases"], strict=True)
+    )
+    for name in ("subset_shares", "onset", "dechallenge"):
+        assert _csv(report, name), name
+    page = (report / "index.html").read_text(encoding="utf-8")
+    for anchor in ("alerts-table", "co-suspects-table", "subsets-table", "onset-table"):
+        assert f'id="{anchor}"' in page, anchor
+    assert "No CAERS export is loaded" in page
+    assert (report / "figures" / "time_to_onset.png").stat().st_size > 0
