@@ -118,6 +118,7 @@ def test_unknown_case_and_empty_database_are_one_line_errors(series_db, tmp_path
     assert out.strip() == f"Error: {empty}: no quarters loaded; run 'surveillance load' first"
 
 
+@pytest.mark.slow
 def test_no_missing_value_markers_in_human_output(series_db) -> None:
     db = series_db[1]
     caseids = [

@@ -103,6 +103,7 @@ def _caseids(db: Path, sql: str) -> set[str]:
         return {r[0] for r in con.execute(sql).fetchall()}
 
 
+@pytest.mark.slow
 def test_a_replaced_quarter(series: Series, other: Series, tmp_path: Path) -> None:
     """The cases of the rows a reloaded quarter no longer has are re-derived too."""
     db = tmp_path / "db.duckdb"

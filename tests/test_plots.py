@@ -108,6 +108,7 @@ def test_no_watermark_for_fda_data(kratom_trends: Trends, tmp_path: Path) -> Non
     assert WATERMARK not in text and footer(published) in text
 
 
+@pytest.mark.slow
 def test_plots_without_terms_or_cases_still_write_figures(kratom_trends, tmp_path: Path) -> None:
     empty = dataclasses.replace(
         kratom_trends,
