@@ -884,10 +884,11 @@ def signals_command(
             _echo_err(warning)
         if run.engine != "duckdb":
             _echo_err(f"Counted by {run.engine} from the Parquet export.")
-        if run.design.exclusion is not None:
-            _echo_err(terminal_safe(run.design.exclusion.statement()))
+        # The comparator (and any exclusion or masking) on stderr: the rows on stdout stay data.
         if caers:
             _echo_err("CAERS reports, product level; never pooled with FAERS.")
+        else:
+            _echo_err(terminal_safe(background_statement(run.design)))
         click.echo(render(run.table if mh is None else mh, fmt), nl=False)
         return
     if warning:

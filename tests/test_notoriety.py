@@ -255,5 +255,6 @@ def test_cli_states_the_exclusion(window_db) -> None:
     assert table.exit_code == 0, table.output
     assert stated in " ".join(table.stdout.split())
     csv_out = runner.invoke(cli, [*args, "--format", "csv"])
-    assert csv_out.exit_code == 0 and csv_out.stderr.splitlines()[-1] == stated
+    assert csv_out.exit_code == 0 and csv_out.stderr.splitlines()[-1].endswith(" " + stated)
+    assert csv_out.stderr.splitlines()[-1].startswith("Background (c, d): all cases without")
     assert csv_out.stdout.splitlines()[0].endswith(",background")
