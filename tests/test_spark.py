@@ -106,7 +106,8 @@ def test_cli_prints_the_spark_run(series_db, export, session, monkeypatch) -> No
     args = ["--engine", "spark", "--parquet", str(export), "--min-cases", "2"]
     spark = runner.invoke(cli, ["signals", *args, "--format", "csv"])
     assert spark.exit_code == 0, spark.output
-    assert spark.stderr.endswith("\nCounted by spark from the Parquet export.\n")
+    assert "\nCounted by spark from the Parquet export.\n" in spark.stderr
+    assert spark.stderr.endswith("\nBackground (c, d): all cases without the substance.\n")
     got, want = (pd.read_csv(io.StringIO(r.stdout)) for r in (spark, duck))
     assert list(got.columns) == OUTPUT_COLUMNS and len(got) > 10
     pd.testing.assert_frame_equal(got, want, rtol=1e-7)
