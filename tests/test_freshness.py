@@ -77,6 +77,7 @@ def _kratom_cases(db: Path) -> list[str]:
     return [r[0] for r in rows]
 
 
+@pytest.mark.slow
 def test_kill_between_clean_commit_and_extraction_is_caught(tmp_path, two_quarters) -> None:
     q1, q2, reference = two_quarters
     db = _only_first(tmp_path, q1)

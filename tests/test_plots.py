@@ -273,6 +273,7 @@ def _with_ebgm(trends: Trends) -> Trends:
     return dataclasses.replace(trends, ebgm_available=True, latest_signals=table)
 
 
+@pytest.mark.slow
 def test_ebgm_is_shown_only_when_available(kratom_trends, tmp_path: Path) -> None:
     # The fixture's prior may not converge (EBGM NaN); "available" gets EBGM-like values.
     table = kratom_trends.latest_signals.copy()

@@ -101,6 +101,7 @@ def test_planted_signals_are_found(series_con) -> None:
         assert table.loc[term, "signal_ic"] and table.loc[term, "eb05"] > 1
 
 
+@pytest.mark.slow
 def test_as_of_equals_a_database_without_later_quarters(series_db, tmp_path: Path) -> None:
     series, _ = series_db
     through = "2019Q1"
