@@ -1106,11 +1106,9 @@ def _sensitivity_context(sens: Sensitivity | None, note: str | None) -> dict[str
     labels = {a.key: a.label for a in ANALYSES}
     if sens is None:
         return {"note": note, "columns": [], "rows": [], "skipped": [], "methods": methods()}
-    table = sensitivity_wide(sens)
     return {
         "note": None,
-        "columns": list(table.columns),
-        "rows": [list(r) for r in table.itertuples(index=False)],
+        **_table_context(sensitivity_wide(sens)),
         "skipped": [(labels[k], why) for k, why in sens.skipped.items()],
         "n_changed": len(sens.changes()),
         "methods": methods(),
@@ -1135,13 +1133,7 @@ def _stratified(
 
 def _stratified_rows(mh: pd.DataFrame | None) -> dict[str, Any]:
     """The stratified table's columns and rows as the report prints them (full term names)."""
-    if mh is None:
-        return {"columns": [], "rows": []}
-    table = compact_mh(mh).assign(term=mh["term"])
-    return {
-        "columns": list(table.columns),
-        "rows": [list(r) for r in table.itertuples(index=False)],
-    }
+    return _table_context(None if mh is None else compact_mh(mh).assign(term=mh["term"]))
 
 
 def _trends(
