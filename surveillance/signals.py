@@ -42,6 +42,7 @@ from .clean import ensure_macros
 from .db import ensure_derived_table
 from .definitions import parse_roles
 from .design import DEFAULT, TERM_KINDS, Design, involving_sql, make_design
+from .drug_term import sparse_pairs
 from .errors import NoDataError, UsageError
 from .extract import ensure_extracted
 from .faers_format import quarter_option
@@ -212,16 +213,20 @@ class Counts:
 
 
 def shared_counts(
-    register: Callable[[str, str], None], frame: Callable[[str], pd.DataFrame]
+    register: Callable[[str, str], None],
+    frame: Callable[[str], pd.DataFrame],
+    pairs: Callable[[], tuple[Any, Any]] | None = None,
 ) -> Counts:
     """The latest quarter's counts by the shared SQL files, on any engine.
 
     register(view, query) makes a query's rows readable under the view's name; frame(query)
-    returns a query's rows. Both bind the query's parameters (`signal_values`) themselves."""
+    returns a query's rows. Both bind the query's parameters (`signal_values`) themselves.
+    `pairs` counts the drug-by-term table another way than `pairs.sql` (DuckDB's sparse one)."""
     for view, query in SIGNAL_VIEWS:
         register(view, query)
 
-    def pairs() -> tuple[Any, Any]:
+    def by_sql() -> tuple[Any, Any]:
+        register("signal_drugs", "drugs")
         found = frame("pairs")
         return found["n"].to_numpy(dtype=float), found["e"].to_numpy(dtype=float)
 
@@ -231,7 +236,7 @@ def shared_counts(
         frame("cells"),
         frozenset(frame("exposed")["caseid"].tolist()),
         dict(zip(terms["pt_key"], terms["pt"], strict=True)),
-        pairs,
+        pairs or by_sql,
     )
 
 
@@ -254,7 +259,10 @@ def _duckdb_counts(
         sql = signal_sql(query)
         return con.execute(sql, bound(sql)).fetchdf()
 
-    return shared_counts(register, frame)
+    def pairs() -> tuple[Any, Any]:
+        return sparse_pairs(con, signal_sql, bound(signal_sql("drugs")))
+
+    return shared_counts(register, frame, pairs)
 
 
 def _term_names(con: duckdb.DuckDBPyConnection) -> dict[str, str]:

@@ -432,7 +432,7 @@ def test_shared_sql_role_rule_is_clean_role_counts() -> None:
         ]
         spelled[path.name] = sum(text.count(r) for r in inline)
         assert text.count("$roles") == 2 * spelled[path.name], path.name
-    assert {name for name, n in spelled.items() if n} == {"exposed.sql", "pairs.sql"}
+    assert {name for name, n in spelled.items() if n} == {"exposed.sql", "drugs.sql"}
     exposed = signals_module.signal_sql("exposed")
     where = exposed[exposed.index("($roles IS NULL") :]
     con = duckdb.connect()
@@ -470,3 +470,41 @@ def test_reaction_rows_repeat_only_by_drug_rec_act() -> None:
     ]
     assert "JOIN pt_terms t ON t.pt_key = upper(trim(r.pt))" in step.select
     assert "drug_rec_act IS NOT NULL" in signals_module.signal_sql("reactions")
+
+
+@pytest.mark.parametrize("roles", [None, "PS,SS"])
+def test_sparse_pairs_equal_the_shared_sql(series_con, roles) -> None:
+    """DuckDB's sparse product counts the drug-by-term table that pairs.sql (Spark's form)
+    counts: the same n and e for every pair."""
+    kratom = resolve("kratom")
+    signals(series_con, kratom, prior=CONVERGED)
+    sparse_counts = signals_module._duckdb_counts(series_con, kratom, roles)
+    values = signals_module.signal_values(kratom, roles)
+    series_con.execute(
+        f"CREATE OR REPLACE TEMP TABLE signal_drugs AS {signals_module.signal_sql('drugs')}",
+        values,
+    )
+    by_sql = series_con.execute(signals_module.signal_sql("pairs")).fetchnumpy()
+    got = _sorted_pairs(sparse_counts.pairs())
+    assert len(got) > 100
+    np.testing.assert_array_equal(got, _sorted_pairs((by_sql["n"], by_sql["e"])))
+
+
+def test_pair_table_counts_cases_once() -> None:
+    """A drug listed twice in a case counts the case once; a case without terms adds to the
+    drug's cases only; e = drug's cases * term's cases / all cases."""
+    from surveillance.drug_term import pair_table
+
+    # cases 0..3; drug 0 twice in case 0; drug 1 in cases 0, 1, 2; case 2 has no term
+    n, e = pair_table(
+        drug_case=np.array([0, 0, 0, 1, 2]),
+        drug=np.array([0, 0, 1, 1, 1]),
+        term_case=np.array([0, 0, 1, 3]),
+        term=np.array([0, 1, 0, 1]),
+        n_cases=4,
+        n_terms=3,
+    )
+    got = sorted(zip(n.tolist(), e.tolist(), strict=True))
+    # drug 0 (1 case) x term 0 (2 cases): n 1, e 0.5; x term 1 (2 cases): n 1, e 0.5
+    # drug 1 (3 cases) x term 0: n 2 (cases 0, 1), e 1.5; x term 1: n 1 (case 0), e 1.5
+    assert got == [(1.0, 0.5), (1.0, 0.5), (1.0, 1.5), (2.0, 1.5)]

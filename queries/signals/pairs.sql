@@ -1,29 +1,16 @@
 -- Signals, shared by the DuckDB and Spark engines: the drug-by-term table the EBGM prior is
 -- fitted on: per drug-term pair with n >= 1 the cases with both (n) and the count expected
 -- under independence (e = cases with the drug * cases with the term / all cases).
--- param: substance VARCHAR  -- the substance's name in substance_strings
--- param: label VARCHAR  -- the drug name the substance's own rows count under, '[kratom]'
--- param: roles VARCHAR = NULL  -- the drug roles that count, e.g. 'PS,SS' (NULL = any role)
--- reads: cases, case_drugs, substance_strings, pt_terms, signal_reactions (reactions.sql)
--- counts: deduplicated cases; a drug is its active ingredient (prod_ai, else drugname,
--- upper-cased), a row matching the substance is the substance itself
-WITH drug_rows AS (
-    SELECT g.caseid,
-        CASE WHEN sn.string IS NOT NULL OR sa.string IS NOT NULL THEN $label
-             ELSE upper(trim(coalesce(g.prod_ai, g.drugname))) END AS drug
-    FROM case_drugs g
-    LEFT JOIN substance_strings sn
-      ON sn.substance = $substance AND sn.field = 'drugname' AND sn.string = g.drugname
-    LEFT JOIN substance_strings sa
-      ON sa.substance = $substance AND sa.field = 'prod_ai' AND sa.string = g.prod_ai
-    WHERE ($roles IS NULL OR list_contains(string_split(upper(replace($roles, ' ', '')), ','), upper(trim(g.role_cod))))
-      AND coalesce(g.prod_ai, g.drugname) IS NOT NULL),
+-- reads: cases, pt_terms, signal_drugs (drugs.sql), signal_reactions (reactions.sql)
+-- counts: deduplicated cases. Spark runs this query; DuckDB's engine counts the same table as a
+-- sparse product (signals.sparse_pairs, over pair_drugs.sql and pair_terms.sql), and
+-- tests/test_signals.py checks that the two agree.
 -- Drugs and terms numbered, so that the big DISTINCT, join and count go over integers.
-drug_ids AS (
+WITH drug_ids AS (
     SELECT drug, row_number() OVER (ORDER BY drug) AS drug_id
-    FROM (SELECT DISTINCT drug FROM drug_rows) d),
+    FROM (SELECT DISTINCT drug FROM signal_drugs) d),
 term_ids AS (SELECT pt_key, row_number() OVER (ORDER BY pt_key) AS term_id FROM pt_terms),
-drugs AS (SELECT DISTINCT r.caseid, i.drug_id FROM drug_rows r JOIN drug_ids i ON i.drug = r.drug),
+drugs AS (SELECT DISTINCT r.caseid, i.drug_id FROM signal_drugs r JOIN drug_ids i ON i.drug = r.drug),
 reac AS (SELECT r.caseid, t.term_id FROM signal_reactions r JOIN term_ids t ON t.pt_key = r.pt_key),
 pairs AS (
     SELECT d.drug_id, r.term_id, count(*) AS n
