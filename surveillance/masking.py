@@ -34,24 +34,29 @@ import pandas as pd
 MASKER_SEPARATOR = "; "
 """Between the drug names of a row's `maskers` column."""
 
-# Each background case is a case of _sig_cases not involving the substance.
-_PAIRS = """WITH bg AS (
-    SELECT caseid FROM _sig_cases WHERE caseid NOT IN (SELECT caseid FROM _sig_exposed)),
-terms AS (
+# Each background case is a case of _sig_cases not involving the substance. _sig_drugs and
+# _sig_events hold cases of _sig_cases only, once per drug or event: the background's rows are
+# theirs less the substance's few cases (an anti-join with a small build side, no DISTINCT),
+# read twice rather than kept (the drug rows are the whole background's).
+_PAIRS = """WITH terms AS (
     SELECT DISTINCT pt_key FROM _sig_events WHERE caseid IN (SELECT caseid FROM _sig_exposed)),
 events AS (
     SELECT caseid, pt_key FROM _sig_events
-    WHERE caseid IN (SELECT caseid FROM bg) AND pt_key IN (SELECT pt_key FROM terms)),
-drugs AS (
-    SELECT DISTINCT caseid, drug FROM _sig_drugs
-    WHERE caseid IN (SELECT caseid FROM bg) AND drug <> $label),
+    WHERE caseid NOT IN (SELECT caseid FROM _sig_exposed)
+      AND pt_key IN (SELECT pt_key FROM terms)),
+drugs AS NOT MATERIALIZED (
+    SELECT caseid, drug FROM _sig_drugs
+    WHERE caseid NOT IN (SELECT caseid FROM _sig_exposed) AND drug <> $label),
 per_drug AS (SELECT drug, count(*) AS n_m FROM drugs GROUP BY drug),
 per_term AS (SELECT pt_key, count(*) AS c FROM events GROUP BY pt_key),
 pairs AS (
     SELECT e.pt_key, g.drug, count(*) AS c_m FROM events e JOIN drugs g USING (caseid)
-    GROUP BY ALL)
-SELECT p.pt_key, p.drug, p.c_m, d.n_m, t.c, (SELECT count(*) FROM bg) AS n_background
-FROM pairs p JOIN per_drug d USING (drug) JOIN per_term t USING (pt_key)"""
+    GROUP BY ALL),
+background AS (
+    SELECT count(*) AS n_background FROM _sig_cases
+    WHERE caseid NOT IN (SELECT caseid FROM _sig_exposed))
+SELECT p.pt_key, p.drug, p.c_m, d.n_m, t.c, b.n_background
+FROM pairs p JOIN per_drug d USING (drug) JOIN per_term t USING (pt_key) CROSS JOIN background b"""
 # The background cases that a term's maskers take off its c and d, by stratum: n_removed in
 # all, c_removed with the term. Each background case with a masker drug (of any term) is
 # reduced to its signature, the sorted list of those drugs; cases are counted once per
