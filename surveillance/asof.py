@@ -25,15 +25,19 @@ from .signals import OUTPUT_COLUMNS
 from .substances import Substance
 
 # Every report version that report_versions(q) can pick for some q: per (source, primaryid) and
-# quarter the last line; it is that primaryid's version until the primaryid's next quarter.
+# quarter the last line; it is that primaryid's version until the primaryid's next quarter. One
+# window finds both: in line order, a line whose next line has another quarter (or none) is the
+# last of its quarter, and that next quarter is its valid_to.
 _ROWS = f"""CREATE OR REPLACE TEMP TABLE _asof_rows AS
-WITH lines AS (
-    SELECT caseid, source, primaryid, quarter, caseversion, fda_dt FROM raw_demo
-    WHERE caseid IS NOT NULL
-    QUALIFY row_number() OVER (
-        PARTITION BY source, primaryid, quarter ORDER BY source_line DESC) = 1)
-SELECT *, lead(quarter) OVER (PARTITION BY source, primaryid ORDER BY quarter) AS valid_to,
-    row_number() OVER (PARTITION BY caseid ORDER BY {VERSION_ORDER}) AS case_rank
+WITH ordered AS (
+    SELECT caseid, source, primaryid, quarter, caseversion, fda_dt,
+        lead(quarter) OVER (PARTITION BY source, primaryid ORDER BY quarter, source_line) AS next_q
+    FROM raw_demo
+    WHERE caseid IS NOT NULL),
+lines AS (
+    SELECT caseid, source, primaryid, quarter, caseversion, fda_dt, next_q AS valid_to
+    FROM ordered WHERE next_q IS DISTINCT FROM quarter)
+SELECT *, row_number() OVER (PARTITION BY caseid ORDER BY {VERSION_ORDER}) AS case_rank
 FROM lines"""  # noqa: S608 (VERSION_ORDER: clean's constant)
 # The report versions naming the substance in a counted role (signals' as-of exposure rule).
 _EXPOSED = """CREATE OR REPLACE TEMP TABLE _asof_exposed AS
@@ -49,19 +53,28 @@ WHERE (g.drugname IN (SELECT string FROM substance_strings
 # current versions changes its surviving version is the current one ranked first. The case
 # keeps it until its next such quarter or the first deleted list naming it. One row per span: a
 # version current for its case from from_q until to_q (open: still current), and its exposure.
+# Most cases have one version, never republished: their one span starts at its quarter, and
+# only the cases with several rows (or a republished primaryid) go through the picking.
 _SPANS = """CREATE OR REPLACE TEMP TABLE _asof_spans AS
-WITH points AS (
-    SELECT caseid, quarter AS as_of FROM _asof_rows
-    UNION SELECT caseid, valid_to FROM _asof_rows WHERE valid_to IS NOT NULL),
+WITH several AS (
+    SELECT caseid FROM _asof_rows GROUP BY caseid
+    HAVING count(*) > 1 OR bool_or(valid_to IS NOT NULL)),
+rows AS (SELECT * FROM _asof_rows WHERE caseid IN (SELECT caseid FROM several)),
+points AS (
+    SELECT caseid, quarter AS as_of FROM rows
+    UNION SELECT caseid, valid_to FROM rows WHERE valid_to IS NOT NULL),
 spans AS (
     SELECT caseid, as_of, lead(as_of) OVER (PARTITION BY caseid ORDER BY as_of) AS next_at
     FROM points),
 picked AS (
     SELECT s.caseid, s.as_of, s.next_at, r.source, r.primaryid, r.quarter
-    FROM spans s JOIN _asof_rows r
+    FROM spans s JOIN rows r
       ON r.caseid = s.caseid AND r.quarter <= s.as_of
      AND (r.valid_to IS NULL OR r.valid_to > s.as_of)
-    QUALIFY row_number() OVER (PARTITION BY s.caseid, s.as_of ORDER BY r.case_rank) = 1),
+    QUALIFY row_number() OVER (PARTITION BY s.caseid, s.as_of ORDER BY r.case_rank) = 1
+    UNION ALL
+    SELECT caseid, quarter, NULL, source, primaryid, quarter FROM _asof_rows
+    WHERE caseid NOT IN (SELECT caseid FROM several)),
 deleted AS (SELECT caseid, min(quarter) AS deleted_in FROM raw_deleted GROUP BY caseid)
 SELECT row_number() OVER () AS span_id, p.source, p.primaryid, p.quarter, p.as_of AS from_q,
     CASE WHEN d.deleted_in IS NULL THEN p.next_at
@@ -82,12 +95,11 @@ _TERM_SPANS = """WITH terms AS (
       ON e.source = r.source AND e.primaryid = r.primaryid AND e.quarter = r.quarter
     WHERE trim(r.pt) <> ''),
 pairs AS (
-    SELECT DISTINCT v.span_id, upper(trim(r.pt)) AS pt_key
+    SELECT DISTINCT v.span_id, v.from_q, v.to_q, v.exposed, upper(trim(r.pt)) AS pt_key
     FROM raw_reac r JOIN _asof_spans v
       ON v.source = r.source AND v.primaryid = r.primaryid AND v.quarter = r.quarter
     WHERE upper(trim(r.pt)) IN (SELECT pt_key FROM terms))
-SELECT p.pt_key, v.from_q, v.to_q, v.exposed, count(*) AS n_cases
-FROM pairs p JOIN _asof_spans v USING (span_id) GROUP BY ALL"""
+SELECT pt_key, from_q, to_q, exposed, count(*) AS n_cases FROM pairs GROUP BY ALL"""
 # Event groups (`_asof_groups`: event_key, pt_key), counted like terms: a span once per group
 # it reports any PT of, for the groups some exposed version reports.
 _GROUP_SPANS = """WITH pairs AS (
