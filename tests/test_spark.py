@@ -158,7 +158,9 @@ def test_spark_refuses_what_it_does_not_count(export, session, tmp_path, monkeyp
 
 def test_the_shared_sql_files_are_the_only_copy() -> None:
     """The Spark module runs the queries of queries/signals/ transpiled: it has no SQL of its
-    own, and the DuckDB engine's latest-quarter path none either."""
+    own, and the DuckDB engine's latest-quarter path none either. Every file is read by the
+    shared path, or (pair_*.sql, numbering for DuckDB's sparse drug-by-term product, which
+    tests/test_signals.py checks against pairs.sql) by `drug_term`."""
     source = (ROOT / "surveillance" / "spark.py").read_text(encoding="utf-8")
     assert not re.search(r"\b(SELECT|FROM|JOIN|GROUP BY)\b", source)
     shared = (ROOT / "surveillance" / "signals.py").read_text(encoding="utf-8")
@@ -166,8 +168,12 @@ def test_the_shared_sql_files_are_the_only_copy() -> None:
     latest_path = shared[start : shared.index("def _term_names(")]
     assert not re.search(r"\b(SELECT|GROUP BY)\b", latest_path)
     files = {p.stem for p in (ROOT / "queries" / "signals").glob("*.sql")}
-    used = {q for _, q in signals_module.SIGNAL_VIEWS} | set(
-        re.findall(r'frame\("(\w+)"\)', latest_path)
+    sparse = (ROOT / "surveillance" / "drug_term.py").read_text(encoding="utf-8")
+    used = (
+        {q for _, q in signals_module.SIGNAL_VIEWS}
+        | set(re.findall(r'frame\("(\w+)"\)', latest_path))
+        | set(re.findall(r'register\("\w+", "(\w+)"\)', latest_path))
+        | set(re.findall(r"""sql\(["'](\w+)["']\)""", sparse))
     )
     assert used == files
     for name in sorted(files):
