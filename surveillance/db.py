@@ -29,8 +29,8 @@ SCHEMA_VERSION = LATEST
 DEFAULT_DB = Path("data") / "surveillance.duckdb"
 MEMORY_LIMIT_ENV = "SURVEILLANCE_MEMORY_LIMIT"
 # DuckDB's own default is 80% of RAM. At most 4 GiB ran every step of the whole archive (91
-# quarters, 17.9 M cases) with peak RSS under 4.8 GB, 6.0 GiB for a first signals run's prior
-# fit (`make bench-archive`, 2026-11-30); work beyond the limit spills to the temp folder.
+# quarters, 17.9 M cases) with peak RSS under 4.8 GB, the first signals run's prior fit
+# included (`make bench-archive`, 2026-11-30); work beyond the limit spills to the temp folder.
 _RAM_SHARE = 0.5
 _RAM_CAP_MIB = 4 * 1024
 _MEMORY_LIMIT = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
