@@ -32,7 +32,7 @@ import pandas as pd
 from . import __version__, stats
 from .clean import ensure_macros
 from .db import ensure_derived_table
-from .definitions import parse_roles
+from .definitions import parse_roles, roles_option
 from .errors import DatabaseError, InputError, NoDataError, SurveillanceError, UsageError
 from .extract import builtin_names, ensure_extracted, has_table
 from .faers_format import quarter_option
@@ -593,10 +593,7 @@ def ensure_matched(con: duckdb.DuckDBPyConnection, substance: Substance) -> None
 def caers_roles(roles: str | None) -> list[str] | None:
     """A FAERS role filter as CAERS product roles (PS, SS -> SUSPECT; C -> CONCOMITANT); None
     means any role. Interacting (I) alone has no CAERS counterpart and is refused."""
-    try:
-        parsed = parse_roles(roles)
-    except ValueError as e:
-        raise UsageError(f"--roles: {e}") from e
+    parsed = roles_option(roles)
     if parsed is None:
         return None
     mapped = sorted({ROLE_MAP[r] for r in parsed.split(",") if r in ROLE_MAP})

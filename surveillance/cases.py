@@ -15,8 +15,8 @@ import duckdb
 import pandas as pd
 
 from .clean import OUTCOME_FLAGS
-from .definitions import CHALLENGE_CODES, ROLES, parse_roles
-from .errors import NoDataError, UsageError
+from .definitions import CHALLENGE_CODES, ROLES, roles_option
+from .errors import NoDataError
 from .extract import ensure_extracted, has_table
 from .faers_format import quarter_option
 from .output import terminal_safe
@@ -35,10 +35,7 @@ def cases(
     """One row per surviving case that involves the substance (any role unless `roles`)."""
     if not has_table(con, "cases"):
         raise NoDataError("the clean layer is empty; run 'surveillance load' first")
-    try:
-        roles = parse_roles(roles)
-    except ValueError as e:
-        raise UsageError(f"--roles: {e}") from e
+    roles = roles_option(roles)
     ensure_extracted(con, substance)
     return run_query(
         con,

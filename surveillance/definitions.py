@@ -13,6 +13,7 @@ from itertools import pairwise
 from typing import Any
 
 from . import stats
+from .errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -171,3 +172,11 @@ def parse_roles(roles: str | None) -> str | None:
     if bad or not parsed:
         raise ValueError(f"unknown role(s) {', '.join(bad) or repr(roles)}; use PS,SS,C,I")
     return ",".join(r for r in ROLES if r in parsed)
+
+
+def roles_option(roles: str | None) -> str | None:
+    """`parse_roles` of a user's --roles: an unknown role is a UsageError naming the option."""
+    try:
+        return parse_roles(roles)
+    except ValueError as e:
+        raise UsageError(f"--roles: {e}") from e

@@ -221,15 +221,12 @@ def _substance_cases(
 ) -> list[tuple[str, str, list[str]]]:
     """The substance's cases (clean layer, in the roles): caseid, year of initial FDA receipt
     and the co-suspect ingredients, each once."""
-    from .definitions import parse_roles
+    from .definitions import roles_option
     from .extract import ensure_extracted, has_table
 
     if not has_table(con, "cases"):
         raise NoDataError("the clean layer is empty; run 'surveillance load' first")
-    try:
-        roles = parse_roles(roles)
-    except ValueError as e:
-        raise UsageError(f"--roles: {e}") from e
+    roles = roles_option(roles)
     ensure_extracted(con, substance)
     cases = """SELECT caseid, left(initial_quarter, 4) AS year FROM cases
         WHERE caseid IN (SELECT caseid FROM involved_cases($substance, $roles))"""

@@ -58,7 +58,7 @@ from . import __version__
 from .asof import asof_counts
 from .clean import ensure_macros
 from .db import ensure_derived_table
-from .definitions import parse_roles
+from .definitions import roles_option
 from .design import make_design
 from .errors import NoDataError, UsageError
 from .extract import ensure_extracted
@@ -474,10 +474,7 @@ def sequential(
     the loaded quarters; stored, and reused while the data and options are unchanged."""
     _check(alpha, min_cases)
     cusum_k(cusum_rr)
-    try:
-        roles = parse_roles(roles)
-    except ValueError as e:
-        raise UsageError(f"--roles: {e}") from e
+    roles = roles_option(roles)
     ensure_tables(con)
     ensure_extracted(con, substance)
     ensure_macros(con)

@@ -40,7 +40,7 @@ import pandas as pd
 from . import __version__, masking, stats
 from .clean import ensure_macros
 from .db import ensure_derived_table
-from .definitions import parse_roles
+from .definitions import roles_option
 from .design import DEFAULT, TERM_KINDS, Design, involving_sql, make_design
 from .drug_term import sparse_pairs
 from .errors import NoDataError, UsageError
@@ -141,13 +141,6 @@ def sort_key(sort: str | None, ebgm_available: bool) -> str:
         raise UsageError(f"--sort: one of {', '.join(SORT_KEYS)}")
     chosen = sort or "eb05"
     return "ic025" if chosen in EBGM_COLUMNS and not ebgm_available else chosen
-
-
-def _roles(roles: str | None) -> str | None:
-    try:
-        return parse_roles(roles)
-    except ValueError as e:
-        raise UsageError(f"--roles: {e}") from e
 
 
 def _stratify(stratify: Sequence[str] | str | None) -> tuple[str, ...]:
@@ -581,7 +574,7 @@ def signals(
     ensure_macros(con)
     ensure_extracted(con, substance)
     design.prepare(con, substance)
-    roles = _roles(roles)
+    roles = roles_option(roles)
     strata_keys = _stratify(stratify)
     through, latest = resolve_through(con, through)
     keys = None

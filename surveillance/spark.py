@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from . import stats
+from .definitions import roles_option
 from .design import BACKGROUND_ALL
 from .errors import InputError, NoDataError, SurveillanceError, UsageError
 from .faers_format import quarter_option
@@ -35,7 +36,6 @@ from .signals import (
     signal_sql,
     signal_values,
 )
-from .signals import _roles as parse_signal_roles
 from .substances import Substance
 
 MASTER_ENV = "SURVEILLANCE_SPARK_MASTER"
@@ -165,7 +165,7 @@ def spark_signals(
         )
     if subset is not None:
         raise UsageError("--subset is not supported with --engine spark; use --engine duckdb")
-    roles = parse_signal_roles(roles)
+    roles = roles_option(roles)
     asked = quarter_option(through, "--through")
     with spark_session(master) if session is None else nullcontext(session) as running:
         try:

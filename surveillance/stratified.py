@@ -26,7 +26,7 @@ import pandas as pd
 from . import stats
 from .clean import ensure_macros
 from .db import ensure_derived_table
-from .definitions import AGE_GROUPS, AGE_UNKNOWN, SEXES, YEAR_BOUNDS, YEAR_GROUPS, parse_roles
+from .definitions import AGE_GROUPS, AGE_UNKNOWN, SEXES, YEAR_BOUNDS, YEAR_GROUPS, roles_option
 from .design import EventGroup
 from .errors import NoDataError, UsageError
 from .extract import ensure_extracted
@@ -283,10 +283,7 @@ def _mh_rows(
 ) -> pd.DataFrame:
     """Rows of `mh_table` for the `counted` stratifications (default: each chosen factor), with
     the kind of each row (term_kind: pt or group) last."""
-    try:
-        roles = parse_roles(roles)
-    except ValueError as e:
-        raise UsageError(f"--roles: {e}") from e
+    roles = roles_option(roles)
     ensure_macros(con)
     ensure_extracted(con, substance)
     try:

@@ -44,9 +44,9 @@ from .definitions import (
     OUTCOMES,
     SEXES,
     country_group,
-    parse_roles,
+    roles_option,
 )
-from .errors import NoDataError, UsageError
+from .errors import NoDataError
 from .extract import ensure_extracted
 from .faers_format import quarter_gaps
 from .query import run_query
@@ -240,10 +240,7 @@ def trends(
         run = signals(con, substance, roles=roles, min_cases=1)
         prior, roles, latest_table = run.prior, run.roles, run.table
     else:
-        try:
-            roles = parse_roles(roles)
-        except ValueError as e:
-            raise UsageError(f"--roles: {e}") from e
+        roles = roles_option(roles)
     if counts is None:
         say("trends: cumulative counts as of every loaded quarter")
         counts = asof_counts(con, substance, roles)
