@@ -14,6 +14,7 @@ import duckdb
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from test_background import hand_counted
 
 from surveillance import signals as signals_module
 from surveillance import stats
@@ -126,18 +127,7 @@ def _truth(
     exposed = poly_db["suspect"] if roles else poly_db["every"]
     kept = {c for c in exposed if _in(subset, poly_db["classes"][c])}
     everyone = {r[0] for r in con.execute("SELECT caseid FROM cases").fetchall()}
-    background = everyone - exposed
-    terms: dict[str, set[str]] = {}
-    rows = con.execute("SELECT r.caseid, t.pt FROM case_reactions r JOIN pt_terms t USING (pt_key)")
-    for caseid, pt in rows.fetchall():
-        terms.setdefault(pt, set()).add(caseid)
-    tables = {}
-    for pt, cases in terms.items():
-        a = len(cases & kept)
-        c = len(cases & background)
-        if a:
-            tables[pt] = (a, len(kept) - a, c, len(background) - c)
-    return tables
+    return hand_counted(con, kept, everyone - exposed)
 
 
 def test_class_rule_on_real_spellings() -> None:
