@@ -77,9 +77,7 @@ def pair_table(
     t = _incidence(term_case, term, (n_cases, n_terms))
     n_drug = np.diff(d.indptr).astype(np.int64)
     n_term = np.bincount(t.indices, minlength=n_terms).astype(np.int64)
+    # A sparse product stores no zero sums: every entry is a pair with n >= 1.
     product = (d @ t).tocoo()
     del d, t
-    n = product.data.astype(float)
-    e = n_drug[product.row] * n_term[product.col] / n_cases
-    keep = n > 0
-    return n[keep], e[keep]
+    return product.data.astype(float), n_drug[product.row] * n_term[product.col] / n_cases
