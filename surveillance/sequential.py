@@ -310,63 +310,99 @@ def cusum_path(observed: ArrayLike, expected: ArrayLike, k: float) -> np.ndarray
 def cusum_false_alarm(expected: ArrayLike, k: float, h: float) -> float:
     """The exact probability that the CUSUM reaches h at some look when the counts are
     Poisson(E_t) (H0). The state after a look is (look of the last reset, cases since), a finite
-    chain since S >= h is absorbing and S <= 0 resets: rows are reset looks, columns cases."""
-    steps = np.asarray(expected, dtype=float)
-    return _cusum_alarm(steps, k, h, _kernels(steps, math.ceil(h + k * steps.sum()) + 2))
+    chain since S >= h is absorbing and S <= 0 resets (`_cusum_alarms`)."""
+    steps = np.asarray(expected, dtype=float)[None, :]
+    return float(_cusum_alarms(steps, k, np.array([float(h)]))[0])
 
 
-def _kernels(steps: np.ndarray, width: int) -> list[np.ndarray | None]:
-    """Per look, the matrix that adds a Poisson(step) count to a distribution of counts
-    (upper-triangular Toeplitz of the pmf), `width` counts wide; None for a step of 0."""
+def _cusum_alarms(steps: np.ndarray, k: float, h: np.ndarray) -> np.ndarray:
+    """`cusum_false_alarm` for several series at once (rows of `steps`, each with its own h).
+
+    Rows of the state are reset looks r; a row's live counts c have 0 < c - k (mu_t - mu_r) < h,
+    fewer than h + 1 consecutive counts, so each row keeps only that window, from count
+    `first` = floor(drift). A look moves a row's window up by `shift` counts and adds a
+    Poisson count: one small matrix product per distinct shift, whose last column is the mass
+    falling below the window (it resets, to the look's own row at count 0); mass above alarms."""
+    n, looks = steps.shape
+    mu = np.concatenate([np.zeros((n, 1)), np.cumsum(steps, axis=1)], axis=1)
+    width = math.ceil(float(h.max())) + 2
     counts = np.arange(width)
-    lags = counts[None, :] - counts[:, None]
-    out: list[np.ndarray | None] = []
-    for step in steps.tolist():
-        out.append(np.where(lags >= 0, _pmf(np.maximum(lags, 0), step), 0.0) if step > 0 else None)
-    return out
-
-
-def _cusum_alarm(steps: np.ndarray, k: float, h: float, kernels: list[np.ndarray | None]) -> float:
-    mu = np.concatenate([[0.0], np.cumsum(steps)])
-    width = math.ceil(h + k * mu[-1]) + 2  # past every look's alarm count
-    counts = np.arange(width)
-    alive = np.zeros((len(mu), width))
-    alive[0, 0] = 1.0
-    alarm = 0.0
-    for t in range(1, len(mu)):
-        rows = np.flatnonzero(alive[:t].any(axis=1))
-        drift = k * (mu[t] - mu[rows])[:, None]
-        before = alive[rows]
-        kernel = kernels[t - 1]
-        after = before @ kernel[:width, :width] if kernel is not None else before.copy()
-        # S = cases - drift: S >= h alarms (with the mass past the last column), S <= 0 resets.
-        keep = counts[None, :] - drift < h
-        after = np.where(keep, after, 0.0)
-        alarm += float(before.sum() - after.sum())
-        low = counts[None, :] - drift <= 0
-        alive[rows] = np.where(low, 0.0, after)
-        alive[t, 0] = float(np.where(low, after, 0.0).sum())
+    cols = counts.astype(float)
+    lag = counts[None, None, :] - counts[None, :, None] + 1
+    # Per look, the increment's pmf and cdf at -1, 0, 1, ...: column 0 is 0 (a negative count).
+    reach = width + math.floor(k * float(steps.max(initial=0))) + 3
+    pmf = np.zeros((n, looks, reach + 1))
+    pmf[..., 1:] = _pmf(np.arange(reach)[None, None, :], steps[..., None])
+    cdf = np.cumsum(pmf, axis=2)
+    terms = np.arange(n)[:, None, None]
+    alive = np.zeros((n, looks + 1, width))
+    alive[:, 0, 0] = 1.0
+    first = np.zeros((n, looks + 1), dtype=np.int64)
+    alarm = np.zeros(n)
+    for t in range(1, looks + 1):
+        before = alive[:, :t]
+        drift = k * (mu[:, t, None] - mu[:, :t])
+        moved = np.floor(drift).astype(np.int64)
+        shift = moved - first[:, :t]
+        base = shift.min(axis=1)
+        moves = np.zeros((n, t, width + 1))
+        for extra in range(int((shift - base[:, None]).max()) + 1):
+            offset = (base + extra)[:, None, None]
+            kernel = np.empty((n, width, width + 1))
+            kernel[..., :width] = pmf[:, t - 1][terms, np.maximum(lag + offset, 0)]
+            kernel[..., width] = cdf[:, t - 1][
+                terms[..., 0], np.maximum(offset[..., 0] - counts, 0)
+            ]
+            moves = np.where((shift == base[:, None] + extra)[..., None], before @ kernel, moves)
+        below = moves[..., width].sum(axis=1)
+        s = cols - (drift - moved)[..., None]
+        after = np.where(s < h[:, None, None], moves[..., :width], 0.0)
+        low = s <= 0
+        alarm += before.sum(axis=(1, 2)) - after.sum(axis=(1, 2)) - below
+        alive[:, t, 0] = below + np.where(low, after, 0.0).sum(axis=(1, 2))
+        alive[:, :t] = np.where(low, 0.0, after)
+        first[:, :t] = moved
     return alarm
 
 
 def cusum_threshold(expected: ArrayLike, alpha: float = ALPHA, rr: float = CUSUM_RR) -> float:
     """The smallest h (to 1e-4) whose CUSUM has a false-alarm probability <= alpha over these
     looks; infinite when nothing is expected."""
+    return float(cusum_thresholds(np.asarray(expected, dtype=float)[None, :], alpha, rr)[0])
+
+
+def cusum_thresholds(
+    expected: np.ndarray, alpha: float = ALPHA, rr: float = CUSUM_RR, batch: int = 128
+) -> np.ndarray:
+    """`cusum_threshold` for every row of `expected` (series x looks): the same doubling and
+    bisection per row, run on `batch` rows of similar size at once."""
     _check(alpha, 1)
     k = cusum_k(rr)
     steps = np.asarray(expected, dtype=float)
-    if steps.sum() <= 0:
-        return math.inf
-    hi = 1.0
-    while True:
-        kernels = _kernels(steps, math.ceil(hi + k * steps.sum()) + 2)
-        if _cusum_alarm(steps, k, hi, kernels) <= alpha:
-            break
-        hi *= 2
-    lo = hi / 2 if hi > 1 else 0.0
-    while hi - lo > _H_PRECISION:
-        middle = (lo + hi) / 2
-        lo, hi = (lo, middle) if _cusum_alarm(steps, k, middle, kernels) <= alpha else (middle, hi)
+    out = np.full(len(steps), math.inf)
+    totals = steps.sum(axis=1)
+    tested = np.flatnonzero(totals > 0)
+    tested = tested[np.argsort(totals[tested], kind="stable")]
+    for rows in np.array_split(tested, max(1, math.ceil(len(tested) / batch))):
+        if len(rows):
+            out[rows] = _bisected(steps[rows], k, alpha)
+    return out
+
+
+def _bisected(steps: np.ndarray, k: float, alpha: float) -> np.ndarray:
+    """Per row: double h from 1 until the false-alarm probability is <= alpha, then bisect to
+    _H_PRECISION (rows that have converged wait for the others)."""
+    hi = np.ones(len(steps))
+    rows = np.arange(len(steps))
+    while rows.size:
+        rows = rows[_cusum_alarms(steps[rows], k, hi[rows]) > alpha]
+        hi[rows] *= 2
+    lo = np.where(hi > 1, hi / 2, 0.0)
+    while (rows := np.flatnonzero(hi - lo > _H_PRECISION)).size:
+        middle = (lo[rows] + hi[rows]) / 2
+        passes = _cusum_alarms(steps[rows], k, middle) <= alpha
+        hi[rows[passes]] = middle[passes]
+        lo[rows[~passes]] = middle[~passes]
     return hi
 
 
@@ -395,10 +431,12 @@ def term_path(
     alpha: float = ALPHA,
     min_cases: int = MIN_CASES,
     rr: float = CUSUM_RR,
+    cusum_h: float | None = None,
 ) -> TermPath:
     """Both methods on one term's per-look observed and expected counts. Neither tests a look
     before the first expected case (cases there are impossible under H0, so the size is
-    unchanged): the MaxSPRT's LLR and the CUSUM are NaN there and their cases carry over."""
+    unchanged): the MaxSPRT's LLR and the CUSUM are NaN there and their cases carry over.
+    `cusum_h`: the CUSUM threshold when already calibrated (`cusum_thresholds`, many terms)."""
     observed_ = np.asarray(observed, dtype=np.int64)
     expected_ = np.asarray(expected, dtype=float)
     cum_o, cum_e = np.cumsum(observed_), np.cumsum(expected_)
@@ -406,7 +444,7 @@ def term_path(
     needed = cases_to_alert(cum_e, cv.cv, min_cases)
     statistic = llr(cum_o, cum_e)
     k = cusum_k(rr)
-    h = cusum_threshold(expected_, alpha, rr)
+    h = cusum_threshold(expected_, alpha, rr) if cusum_h is None else cusum_h
     s = cusum_path(observed_, expected_, k)
     path = pd.DataFrame(
         {
@@ -499,8 +537,13 @@ def sequential(
     created = _now()
     alerts: list[dict[str, Any]] = []
     paths: list[pd.DataFrame] = []
-    for (name, kind), (observed, rate) in terms.items():
-        one = term_path(quarters, observed, n_new * rate, alpha, min_cases, cusum_rr)
+    thresholds = cusum_thresholds(
+        np.array([n_new * rate for _, rate in terms.values()]).reshape(len(terms), -1),
+        alpha,
+        cusum_rr,
+    )
+    for ((name, kind), (observed, rate)), h in zip(terms.items(), thresholds, strict=True):
+        one = term_path(quarters, observed, n_new * rate, alpha, min_cases, cusum_rr, float(h))
         path = one.path.assign(term=name, term_kind=kind, n_substance_cases=n_new)
         path["background_rate"] = rate
         paths.append(path[PATH_COLUMNS])

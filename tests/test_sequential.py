@@ -145,6 +145,35 @@ def test_cusum_false_alarm_equals_enumeration(h: float) -> None:
     assert sq.cusum_false_alarm(expected, k, h) == pytest.approx(enumerated, abs=1e-12)
 
 
+@pytest.mark.parametrize("h", [0.5, 2.7])
+def test_cusum_false_alarm_equals_enumeration_when_the_drift_outruns_h(h: float) -> None:
+    # k E per look (about 4) is wider than the kept window (h + 1 counts), and a look expects
+    # nothing: the windows move by several counts at once, by different amounts per reset look.
+    expected = [3.0, 0.0, 2.6, 0.4]
+    k = sq.cusum_k(2.0)
+    enumerated = _enumerated(expected, lambda c: (_clipped_sums(c, expected, k) >= h).any(axis=1))
+    assert sq.cusum_false_alarm(expected, k, h) == pytest.approx(enumerated, abs=1e-12)
+
+
+def test_cusum_thresholds_of_many_series_are_each_the_smallest_within_alpha() -> None:
+    series = np.array(
+        [
+            [0.0] * 6,
+            [0.02] * 6,
+            [0.8, 1.2, 0.5, 2.0, 1.0, 1.5],
+            [0, 0, 9.0, 12.0, 0, 7.5],
+            [3.0] * 6,
+        ]
+    )
+    k = sq.cusum_k(2.0)
+    found = sq.cusum_thresholds(series, batch=2)  # batches that converge at different passes
+    assert found[0] == np.inf
+    for h, expected in zip(found[1:], series[1:], strict=True):
+        assert h == sq.cusum_threshold(expected)
+        assert sq.cusum_false_alarm(expected, k, h) <= 0.05
+        assert sq.cusum_false_alarm(expected, k, h - 1e-4) > 0.05
+
+
 def test_cusum_path_is_the_clipped_recursion() -> None:
     observed, expected, k = [3, 0, 0, 5, 1], [1.0, 2.0, 0.5, 1.0, 1.0], 1.4
     recursion = _clipped_sums(np.array([observed]), expected, k)[0]
