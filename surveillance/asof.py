@@ -13,7 +13,7 @@ is a cumulative sum of +1/-1 at those interval ends, instead of one rebuild per 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import duckdb
 import numpy as np
@@ -134,6 +134,18 @@ class AsOfCounts:
     """(terms x quarters) cases reporting the term (a + c)."""
     a: np.ndarray
     """(terms x quarters) cases with the substance and the term."""
+    groups: frozenset[str] = frozenset()
+    """The event-group keys asked for: those among `terms` are groups, not PTs."""
+
+    def pts(self) -> AsOfCounts:
+        """The same counts with the event-group rows left out (single PTs only)."""
+        if not self.groups:
+            return self
+        keep = np.array([t not in self.groups for t in self.terms], dtype=bool)
+        terms = tuple(t for t in self.terms if t not in self.groups)
+        return replace(
+            self, terms=terms, n_term=self.n_term[keep], a=self.a[keep], groups=frozenset()
+        )
 
     def cells(
         self, index: int
@@ -217,6 +229,7 @@ def asof_counts(
         terms=terms,
         n_term=_current(term_spans, quarters, rows, len(terms)),
         a=_current(term_spans, quarters, rows, len(terms), only="exposed"),
+        groups=frozenset(groups or ()),
     )
 
 

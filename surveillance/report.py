@@ -65,7 +65,7 @@ from .pipeline import current_dedup
 from .polysubstance import OTHER_DRUGS, DrugClass, class_named, co_suspect_profile, subset_shares
 from .sensitivity import ANALYSES, Sensitivity, methods, sensitivity
 from .sensitivity import wide as sensitivity_wide
-from .sequential import sequential
+from .sequential import event_groups, sequential
 from .signals import (
     CAVEATS,
     OUTPUT_COLUMNS,
@@ -824,7 +824,13 @@ def write_report(
     suspect, _ = _run(con, s, quarter, roles=SUSPECT_ROLES, min_cases=min_cases, prior=prior)
     counted_roles = now.roles if now else parse_roles(roles)
     step("signals of the earlier quarters")
-    cumulative = asof_counts(con, s, counted_roles)
+    # One pass of as-of counts for the comparisons, the trends and (with the event groups) the
+    # sequential alerts, which only a report on the latest quarter shows.
+    alerts_shown = quarter == loaded[-1]
+    with_groups = asof_counts(
+        con, s, counted_roles, groups=event_groups() if alerts_shown else None
+    )
+    cumulative = with_groups.pts()
     ebgm = bool(now.ebgm_available) if now else False
     table = usable_table(now) if now else None
     earlier = _earlier_tables(con, cumulative, now, (previous, before_previous))
@@ -843,7 +849,7 @@ def write_report(
     mh, mh_note = _stratified(con, s, now, sens)
 
     step("sequential alerts")
-    alerts, alerts_note = _alerts(con, s, counted_roles, quarter, loaded[-1])
+    alerts, alerts_note = _alerts(con, s, counted_roles, quarter, loaded[-1], with_groups)
 
     step("cases")
     frame = case_frame(con, s, counted_roles)
@@ -1019,17 +1025,22 @@ _ALERT_SHOWN = (
 
 
 def _alerts(
-    con: duckdb.DuckDBPyConnection, s: Substance, roles: str | None, quarter: str, latest: str
+    con: duckdb.DuckDBPyConnection,
+    s: Substance,
+    roles: str | None,
+    quarter: str,
+    latest: str,
+    counts: AsOfCounts,
 ) -> tuple[pd.DataFrame | None, str | None]:
     """The sequential alerts over the loaded quarters (new this quarter first), or None and why
     not: they look at every loaded quarter, so a report on an earlier quarter does not show
-    them."""
+    them. `counts`: the report's as-of counts, with the event groups."""
     if quarter != latest:
         return None, (
             f"not shown: the sequential tests look at every loaded quarter, through {latest}"
         )
     try:
-        found = sequential(con, s, roles)
+        found = sequential(con, s, roles, counts=counts)
     except NoDataError as e:
         return None, str(e)
     table = found.alerts[_ALERT_SHOWN].copy()

@@ -55,7 +55,7 @@ from scipy import special
 from scipy.stats import poisson
 
 from . import __version__
-from .asof import asof_counts
+from .asof import AsOfCounts, asof_counts
 from .clean import ensure_macros
 from .db import ensure_derived_table
 from .definitions import roles_option
@@ -133,7 +133,7 @@ def llr(observed: np.ndarray | float, expected: np.ndarray | float) -> np.ndarra
 
 # scipy.special's ufuncs rather than scipy.stats.poisson: the recursions call them per look and
 # per iteration, where the distribution objects' argument checks would cost the most.
-def _pmf(counts: np.ndarray, mean: float) -> np.ndarray:
+def _pmf(counts: np.ndarray, mean: float | np.ndarray) -> np.ndarray:
     return np.exp(special.xlogy(counts, mean) - mean - special.gammaln(counts + 1))
 
 
@@ -507,9 +507,12 @@ def sequential(
     alpha: float = ALPHA,
     min_cases: int = MIN_CASES,
     cusum_rr: float = CUSUM_RR,
+    counts: AsOfCounts | None = None,
 ) -> Sequential:
     """Both methods for every PT and shipped event group the substance's new cases report, over
-    the loaded quarters; stored, and reused while the data and options are unchanged."""
+    the loaded quarters; stored, and reused while the data and options are unchanged. `counts`:
+    the substance's `asof_counts` in these roles with `event_groups()`, when the caller already
+    has them (the report)."""
     _check(alpha, min_cases)
     cusum_k(cusum_rr)
     roles = roles_option(roles)
@@ -532,7 +535,15 @@ def sequential(
     stored = _stored(con, run_id, fingerprint, roles, parameters)
     if stored is not None:
         return stored
-    quarters, n_new, terms, not_loaded = _counts(con, substance, roles, design)
+    if counts is None:
+        counts = asof_counts(con, substance, roles, groups=event_groups())
+    elif (counts.substance, counts.roles, counts.groups) != (
+        substance.name,
+        roles,
+        frozenset(event_groups()),
+    ):
+        raise ValueError("counts of another substance, other roles or without the event groups")
+    quarters, n_new, terms, not_loaded = _counts(con, substance, roles, design, counts)
     last = quarters[-1] if quarters else None
     created = _now()
     alerts: list[dict[str, Any]] = []
@@ -618,13 +629,21 @@ def _ordered(alerts: pd.DataFrame) -> pd.DataFrame:
     return alerts.reset_index(drop=True)
 
 
+def event_groups() -> dict[str, tuple[str, ...]]:
+    """The shipped event groups the alerts test besides single PTs: key -> PT names."""
+    return {g.key: g.pts for g in make_design(groups=True).groups}
+
+
 def _counts(
-    con: duckdb.DuckDBPyConnection, substance: Substance, roles: str | None, design: Any
+    con: duckdb.DuckDBPyConnection,
+    substance: Substance,
+    roles: str | None,
+    design: Any,
+    asof: AsOfCounts,
 ) -> tuple[list[str], np.ndarray, dict[tuple[str, str], tuple[np.ndarray, np.ndarray]], int]:
     """Loaded quarters, new substance cases per quarter, and per event (name, kind) its
     observed counts and background rates per quarter; cases first received outside them."""
     groups = {g.key: g.pts for g in design.groups}
-    asof = asof_counts(con, substance, roles, groups=groups)
     quarters = list(asof.quarters)
     if not quarters:
         raise NoDataError("no quarters loaded; run 'surveillance load' first")

@@ -12,6 +12,7 @@ import pytest
 from surveillance.asof import AsOfCounts, asof_counts, asof_signal_tables
 from surveillance.errors import NoDataError
 from surveillance.extract import resolve
+from surveillance.sequential import event_groups
 from surveillance.signals import OUTPUT_COLUMNS, SignalRun, signals
 
 
@@ -47,6 +48,17 @@ def test_counts_equal_signals_as_of_every_quarter(series_con, roles: str | None)
         pd.testing.assert_frame_equal(_by_term(tables[quarter]), _by_term(run.table))
         compared += len(run.table)
     assert compared > 0
+
+
+def test_event_group_rows_leave_the_pt_rows_as_they_are(series_con) -> None:
+    kratom = resolve("kratom")
+    alone = asof_counts(series_con, kratom, None)
+    both = asof_counts(series_con, kratom, None, groups=event_groups())
+    assert set(both.terms) - set(alone.terms) and both.groups == set(event_groups())
+    pts = both.pts()
+    assert (pts.terms, pts.quarters) == (alone.terms, alone.quarters)
+    for field in ("n_cases", "n_exposed", "n_term", "a"):
+        assert (getattr(pts, field) == getattr(alone, field)).all(), field
 
 
 def _versions(con: duckdb.DuckDBPyConnection, quarter: str, roles: str | None) -> pd.DataFrame:

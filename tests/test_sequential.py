@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from scipy.stats import poisson
 
 from surveillance import sequential as sq
+from surveillance.asof import asof_counts
 from surveillance.cli import cli
 from surveillance.extract import resolve
 from surveillance.signals import signals
@@ -276,6 +277,23 @@ def test_stored_run_is_reused_only_with_its_data(series_con: duckdb.DuckDBPyConn
     assert (
         not fresh.alerts.empty and (fresh.alerts["created_at"] > first.alerts["created_at"]).all()
     )
+
+
+@pytest.mark.slow
+def test_the_report_s_counts_give_the_same_run(series_con: duckdb.DuckDBPyConnection) -> None:
+    kratom = resolve("kratom", None)
+    counts = asof_counts(series_con, kratom, None, groups=sq.event_groups())
+    given = sq.sequential(series_con, kratom, alpha=0.03, counts=counts)
+    series_con.execute("DELETE FROM sequential_runs WHERE parameters LIKE '%\"alpha\": 0.03,%'")
+    own = sq.sequential(series_con, kratom, alpha=0.03)
+    assert not own.alerts.empty
+    assert (own.alerts["created_at"] > given.alerts["created_at"].max()).all()  # computed again
+    pd.testing.assert_frame_equal(own.paths, given.paths)
+    pd.testing.assert_frame_equal(
+        own.alerts.drop(columns="created_at"), given.alerts.drop(columns="created_at")
+    )
+    with pytest.raises(ValueError, match="event groups"):
+        sq.sequential(series_con, kratom, alpha=0.02, counts=counts.pts())
 
 
 @pytest.mark.slow
