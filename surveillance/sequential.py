@@ -137,7 +137,7 @@ def _pmf(counts: np.ndarray, mean: float | np.ndarray) -> np.ndarray:
     return np.exp(special.xlogy(counts, mean) - mean - special.gammaln(counts + 1))
 
 
-def _sf(counts: np.ndarray, mean: float) -> np.ndarray:
+def _sf(counts: np.ndarray, mean: float | np.ndarray) -> np.ndarray:
     """P(X > count) for Poisson(mean); 1 for a negative count."""
     return np.where(counts < 0, 1.0, special.pdtrc(np.maximum(counts, 0), mean))
 
@@ -147,23 +147,33 @@ def _reach(mean: float) -> int:
     return int(mean + 12 * math.sqrt(mean) + 40)
 
 
+NEVER = np.iinfo(np.int64).max // 4
+"""`cases_to_alert` at a look without a test (nothing expected yet)."""
+
+
 def cases_to_alert(cumulative_expected: ArrayLike, cv: float, min_cases: int) -> np.ndarray:
     """Per look, the fewest cumulative cases whose LLR reaches `cv` (at least `min_cases`);
-    a very large number where the cumulative expected count is 0 (no test there)."""
-    mu = np.asarray(cumulative_expected, dtype=float)
-    out = np.full(len(mu), np.iinfo(np.int64).max // 4, dtype=np.int64)
-    test = mu > 0
-    if not math.isfinite(cv) or not test.any():
+    NEVER where the cumulative expected count is 0 (no test there)."""
+    mu = np.asarray(cumulative_expected, dtype=float)[None, :]
+    return _needed(mu, np.array([float(cv)]), min_cases)[0]
+
+
+def _needed(mu: np.ndarray, cv: np.ndarray, min_cases: int) -> np.ndarray:
+    """`cases_to_alert` for several series (rows of `mu`, each with its own cv)."""
+    out = np.full(mu.shape, NEVER, dtype=np.int64)
+    test = (mu > 0) & np.isfinite(cv)[:, None]
+    if not test.any():
         return out
     m = mu[test]
+    c = np.broadcast_to(cv[:, None], mu.shape)[test]
     # The root of (mu - x) + x ln(x/mu) = cv above mu (Lambert W, principal branch), then the
     # integer checked against the very LLR the alerts use.
-    x = m * math.e * np.exp(special.lambertw((cv / m - 1) / math.e).real)
+    x = m * math.e * np.exp(special.lambertw((c / m - 1) / math.e).real)
     floor = np.maximum(min_cases, np.floor(m) + 1)
     k = np.maximum(np.ceil(x), floor)
-    while (lower := (k - 1 >= floor) & (llr(k - 1, m) >= cv)).any():
+    while (lower := (k - 1 >= floor) & (llr(k - 1, m) >= c)).any():
         k = k - lower
-    while (higher := llr(k, m) < cv).any():
+    while (higher := llr(k, m) < c).any():
         k = k + higher
     out[test] = k.astype(np.int64)
     return out
@@ -177,27 +187,42 @@ def rejection_probabilities(
 
     The recursion of `Sequential::CV.Poisson` (group branch) and `Performance.Poisson`: the
     probabilities of the counts not yet absorbed, carried look to look."""
-    steps = np.asarray(increments, dtype=float)
-    limits = np.asarray(thresholds, dtype=np.int64)
-    alive = np.array([1.0])
-    absorbed = np.zeros(len(steps))
-    for i, (step, threshold) in enumerate(zip(steps.tolist(), limits.tolist(), strict=True)):
-        mean = rr * step
-        limit = min(threshold, len(alive) + _reach(mean))
-        if len(alive) > limit:
-            absorbed[i] += alive[limit:].sum()
-            alive = alive[:limit]
-        counts = np.arange(limit)
-        if mean > 0:
-            # From count m, absorbed when the increment reaches limit - m.
-            absorbed[i] += float(np.dot(alive, _sf(limit - 1 - counts[: len(alive)], mean)))
-            alive = np.convolve(alive, _pmf(counts, mean))[:limit]
+    means = rr * np.asarray(increments, dtype=float)[None, :]
+    return _absorbed(means, np.asarray(thresholds, dtype=np.int64)[None, :])[0]
+
+
+def _absorbed(means: np.ndarray, limits: np.ndarray) -> np.ndarray:
+    """`rejection_probabilities` for several series at once (rows), from their looks' Poisson
+    means and thresholds: the alive counts of a row are those below its current threshold."""
+    n, looks = means.shape
+    tested = limits[limits < NEVER]
+    width = int(tested.max()) if tested.size else 1
+    counts = np.arange(width)
+    alive = np.zeros((n, width))
+    alive[:, 0] = 1.0
+    absorbed = np.zeros((n, looks))
+    for i in range(looks):
+        limit = limits[:, i, None]
+        over = counts >= limit
+        absorbed[:, i] = np.where(over, alive, 0.0).sum(axis=1)
+        alive = np.where(over, 0.0, alive)
+        mean = means[:, i, None]
+        if not (mean > 0).any():
+            continue
+        # From count m, absorbed when the increment reaches limit - m.
+        absorbed[:, i] += (alive * _sf(limit - 1 - counts, mean)).sum(axis=1)
+        band = min(width, _reach(float(mean.max())))
+        pmf = _pmf(np.arange(band), mean)
+        moved = alive * pmf[:, :1]
+        for lag in range(1, band):
+            moved[:, lag:] += alive[:, :-lag] * pmf[:, lag, None]
+        alive = np.where(over, 0.0, moved)
     return absorbed
 
 
-def _size(increments: np.ndarray, cv: float, min_cases: int) -> float:
-    thresholds = cases_to_alert(np.cumsum(increments), cv, min_cases)
-    return float(rejection_probabilities(increments, thresholds).sum())
+def _sizes(increments: np.ndarray, cv: np.ndarray, min_cases: int) -> np.ndarray:
+    thresholds = _needed(np.cumsum(increments, axis=1), cv, min_cases)
+    return _absorbed(increments, thresholds).sum(axis=1)
 
 
 @dataclass(frozen=True)
@@ -215,33 +240,72 @@ def critical_value(
     under H0 (per look, not cumulative; 0 allowed), alpha and M (`Sequential::CV.Poisson` with
     `GroupSizes`): the smallest attainable LLR whose test has size <= alpha. cv is infinite
     when the total expected count is 0 (nothing to test)."""
+    return critical_values(np.asarray(expected, dtype=float)[None, :], alpha, min_cases)[0]
+
+
+def critical_values(
+    expected: np.ndarray, alpha: float = ALPHA, min_cases: int = MIN_CASES, cells: int = 8192
+) -> list[CriticalValue]:
+    """`critical_value` for every row of `expected` (series x looks): the same bisection over
+    each row's attainable LLR values, run on rows of similar width together (at most `cells`
+    alive counts at once)."""
     _check(alpha, min_cases)
     increments = np.asarray(expected, dtype=float)
     if np.any(increments < 0) or not np.all(np.isfinite(increments)):
         raise UsageError("expected counts must be finite and >= 0")
+    out = [CriticalValue(math.inf, 0.0)] * len(increments)
+    found = {
+        row: _candidates(increments[row], alpha, min_cases)
+        for row in np.flatnonzero((increments > 0).any(axis=1)).tolist()
+    }
+    chunks: list[list[int]] = [[]]
+    for row in sorted(found, key=lambda r: found[r][1]):
+        if chunks[-1] and (len(chunks[-1]) + 1) * found[row][1] > cells:
+            chunks.append([])
+        chunks[-1].append(row)
+    for chunk in chunks:
+        if chunk:
+            values = [found[row][0] for row in chunk]
+            solved = _bisected_cv(increments[chunk], values, alpha, min_cases)
+            for row, value in zip(chunk, solved, strict=True):
+                out[row] = value
+    return out
+
+
+def _candidates(increments: np.ndarray, alpha: float, min_cases: int) -> tuple[np.ndarray, int]:
+    """A series' attainable LLR values up to a CV whose size is surely <= alpha, sorted, and
+    the most cases any of them needs at a look."""
     mu = np.cumsum(increments)
     looks = np.flatnonzero(increments > 0)
-    if len(looks) == 0:
-        return CriticalValue(math.inf, 0.0)
     # Bonferroni over the looks bounds the CV from above: at it every look's threshold is past
     # its alpha / G quantile, so the size is <= alpha.
     quantiles = poisson.isf(alpha / len(looks), mu[looks]).astype(np.int64) + 1
     upper = float(np.max(llr(np.maximum(quantiles, min_cases), mu[looks])))
-    candidates = {upper}
-    limits = cases_to_alert(mu, upper, min_cases)
-    for i in looks:
-        low = max(min_cases, math.floor(mu[i]) + 1)
-        values = llr(np.arange(low, limits[i] + 1), mu[i])
-        candidates.update(float(v) for v in values if 0 < v <= upper)
-    ordered = sorted(candidates)
-    lo, hi = 0, len(ordered) - 1  # the answer's index is in [lo, hi]; ordered[hi] passes
-    while lo < hi:
-        middle = (lo + hi) // 2
-        if _size(increments, ordered[middle], min_cases) <= alpha:
-            hi = middle
-        else:
-            lo = middle + 1
-    return CriticalValue(ordered[hi], _size(increments, ordered[hi], min_cases))
+    limits = cases_to_alert(mu, upper, min_cases)[looks]
+    low = np.maximum(min_cases, np.floor(mu[looks]).astype(np.int64) + 1)
+    sizes = np.maximum(limits - low + 1, 0)
+    starts = np.repeat(low - np.cumsum(sizes) + sizes, sizes)
+    values = llr(starts + np.arange(sizes.sum()), np.repeat(mu[looks], sizes))
+    values = values[(values > 0) & (values <= upper)]
+    return np.unique(np.append(values, upper)), int(limits.max())
+
+
+def _bisected_cv(
+    steps: np.ndarray, values: list[np.ndarray], alpha: float, min_cases: int
+) -> list[CriticalValue]:
+    """Per row, the smallest of its candidate values whose size is <= alpha (the answer's index
+    stays in [lo, hi], and its hi candidate passes), all rows' bisections stepping together."""
+    lo = np.zeros(len(values), dtype=np.int64)
+    hi = np.array([len(v) - 1 for v in values], dtype=np.int64)
+    while (rows := np.flatnonzero(lo < hi)).size:
+        middle = (lo[rows] + hi[rows]) // 2
+        cv = np.array([values[j][m] for j, m in zip(rows, middle, strict=True)])
+        passes = _sizes(steps[rows], cv, min_cases) <= alpha
+        hi[rows[passes]] = middle[passes]
+        lo[rows[~passes]] = middle[~passes] + 1
+    cv = np.array([v[m] for v, m in zip(values, hi, strict=True)])
+    sizes = _sizes(steps, cv, min_cases)
+    return [CriticalValue(float(c), float(z)) for c, z in zip(cv, sizes, strict=True)]
 
 
 def continuous_boundary(cv: float, length: float, min_cases: int) -> tuple[np.ndarray, np.ndarray]:
@@ -296,15 +360,25 @@ def cusum_k(rr: float) -> float:
 def cusum_path(observed: ArrayLike, expected: ArrayLike, k: float) -> np.ndarray:
     """S_t = max(0, S_{t-1} + O_t - k E_t), kept as (cases since the last reset) minus k x
     (expected since it), the same arithmetic as `cusum_false_alarm`."""
-    mu = np.concatenate([[0.0], np.cumsum(np.asarray(expected, dtype=float))])
-    reset, since, out = 0, 0, []
-    for t, count in enumerate(np.asarray(observed, dtype=np.int64).tolist(), start=1):
-        since += count
-        value = since - k * (mu[t] - mu[reset])
-        if value <= 0:
-            reset, since, value = t, 0, 0.0
-        out.append(value)
-    return np.array(out, dtype=float)
+    counts = np.asarray(observed, dtype=np.int64)[None, :]
+    return _cusum_paths(counts, np.asarray(expected, dtype=float)[None, :], k)[0]
+
+
+def _cusum_paths(observed: np.ndarray, expected: np.ndarray, k: float) -> np.ndarray:
+    """`cusum_path` for several series at once (rows)."""
+    n, looks = observed.shape
+    mu = np.concatenate([np.zeros((n, 1)), np.cumsum(expected, axis=1)], axis=1)
+    rows = np.arange(n)
+    reset = np.zeros(n, dtype=np.int64)
+    since = np.zeros(n, dtype=np.int64)
+    out = np.empty((n, looks))
+    for t in range(1, looks + 1):
+        since += observed[:, t - 1]
+        value = since - k * (mu[:, t] - mu[rows, reset])
+        low = value <= 0
+        reset[low], since[low], value[low] = t, 0, 0.0
+        out[:, t - 1] = value
+    return out
 
 
 def cusum_false_alarm(expected: ArrayLike, k: float, h: float) -> float:
@@ -418,10 +492,21 @@ class TermPath:
     """One term's looks: counts, MaxSPRT and CUSUM statistics, and where each alerted."""
 
     path: pd.DataFrame
-    """PATH_COLUMNS but term and term_kind, one row per look."""
+    """PATH_COLUMNS but term, term_kind, n_substance_cases and background_rate; a row per look."""
     maxsprt: CriticalValue
     cusum_h: float
     cusum_size: float
+
+
+@dataclass(frozen=True)
+class TermPaths:
+    """`TermPath` of several terms (rows of the inputs): per term, its CV, h and CUSUM size."""
+
+    path: pd.DataFrame
+    """As TermPath's, plus `series` (the term's row of the inputs); by series, then look."""
+    maxsprt: list[CriticalValue]
+    cusum_h: np.ndarray
+    cusum_size: np.ndarray
 
 
 def term_path(
@@ -431,43 +516,64 @@ def term_path(
     alpha: float = ALPHA,
     min_cases: int = MIN_CASES,
     rr: float = CUSUM_RR,
-    cusum_h: float | None = None,
 ) -> TermPath:
     """Both methods on one term's per-look observed and expected counts. Neither tests a look
     before the first expected case (cases there are impossible under H0, so the size is
-    unchanged): the MaxSPRT's LLR and the CUSUM are NaN there and their cases carry over.
-    `cusum_h`: the CUSUM threshold when already calibrated (`cusum_thresholds`, many terms)."""
+    unchanged): the MaxSPRT's LLR and the CUSUM are NaN there and their cases carry over."""
+    counts = np.asarray(observed, dtype=np.int64)[None, :]
+    many = term_paths(
+        quarters, counts, np.asarray(expected, dtype=float)[None, :], alpha, min_cases, rr
+    )
+    path = many.path.drop(columns="series")
+    return TermPath(path, many.maxsprt[0], float(many.cusum_h[0]), float(many.cusum_size[0]))
+
+
+def term_paths(
+    quarters: Sequence[str],
+    observed: np.ndarray,
+    expected: np.ndarray,
+    alpha: float = ALPHA,
+    min_cases: int = MIN_CASES,
+    rr: float = CUSUM_RR,
+) -> TermPaths:
+    """`term_path` for every row of `observed` and `expected` (terms x looks), calibrated and
+    computed together."""
     observed_ = np.asarray(observed, dtype=np.int64)
     expected_ = np.asarray(expected, dtype=float)
-    cum_o, cum_e = np.cumsum(observed_), np.cumsum(expected_)
-    cv = critical_value(expected_, alpha, min_cases)
-    needed = cases_to_alert(cum_e, cv.cv, min_cases)
-    statistic = llr(cum_o, cum_e)
+    n, looks = expected_.shape
+    cum_o, cum_e = np.cumsum(observed_, axis=1), np.cumsum(expected_, axis=1)
+    cv = critical_values(expected_, alpha, min_cases)
+    cvs = np.array([c.cv for c in cv], dtype=float)
+    needed = _needed(cum_e, cvs, min_cases)
     k = cusum_k(rr)
-    h = cusum_threshold(expected_, alpha, rr) if cusum_h is None else cusum_h
-    s = cusum_path(observed_, expected_, k)
+    h = cusum_thresholds(expected_, alpha, rr)
+    s = _cusum_paths(observed_, expected_, k)
+    tested = cum_e > 0
     path = pd.DataFrame(
         {
-            "quarter": list(quarters),
-            "look": np.arange(1, len(quarters) + 1),
-            "observed": observed_,
-            "expected": expected_,
-            "cum_observed": cum_o,
-            "cum_expected": cum_e,
-            "llr": statistic,
-            "cv": cv.cv if math.isfinite(cv.cv) else np.nan,
-            "cases_to_alert": pd.array(
-                [int(n) if e > 0 else None for n, e in zip(needed, cum_e, strict=True)],
-                dtype="Int64",
+            "series": np.repeat(np.arange(n), looks),
+            "quarter": np.tile(np.asarray(list(quarters), dtype=object), n),
+            "look": np.tile(np.arange(1, looks + 1), n),
+            "observed": observed_.ravel(),
+            "expected": expected_.ravel(),
+            "cum_observed": cum_o.ravel(),
+            "cum_expected": cum_e.ravel(),
+            "llr": llr(cum_o, cum_e).ravel(),
+            "cv": np.repeat(np.where(np.isfinite(cvs), cvs, np.nan), looks),
+            "cases_to_alert": pd.arrays.IntegerArray(
+                np.where(tested, needed, 0).ravel(), ~tested.ravel()
             ),
-            "maxsprt_alert": (cum_e > 0) & (cum_o >= needed),
-            "cusum": np.where(cum_e > 0, s, np.nan),
-            "cusum_h": h if math.isfinite(h) else np.nan,
-            "cusum_alert": (cum_e > 0) & (s >= h),
+            "maxsprt_alert": (tested & (cum_o >= needed)).ravel(),
+            "cusum": np.where(tested, s, np.nan).ravel(),
+            "cusum_h": np.repeat(np.where(np.isfinite(h), h, np.nan), looks),
+            "cusum_alert": (tested & (s >= h[:, None])).ravel(),
         }
     )
-    size = cusum_false_alarm(expected_, k, h) if math.isfinite(h) else 0.0
-    return TermPath(path, cv, h, size)
+    size = np.zeros(n)
+    calibrated = np.isfinite(h)
+    if calibrated.any():
+        size[calibrated] = _cusum_alarms(expected_[calibrated], k, h[calibrated])
+    return TermPaths(path, cv, h, size)
 
 
 # --- the database ---------------------------------------------------------------------------
@@ -546,56 +652,50 @@ def sequential(
     quarters, n_new, terms, not_loaded = _counts(con, substance, roles, design, counts)
     last = quarters[-1] if quarters else None
     created = _now()
-    alerts: list[dict[str, Any]] = []
-    paths: list[pd.DataFrame] = []
-    thresholds = cusum_thresholds(
-        np.array([n_new * rate for _, rate in terms.values()]).reshape(len(terms), -1),
-        alpha,
-        cusum_rr,
+    looks = len(quarters)
+    observed = np.array([o for o, _ in terms.values()], dtype=np.int64).reshape(-1, looks)
+    rates = np.array([r for _, r in terms.values()], dtype=float).reshape(-1, looks)
+    many = term_paths(quarters, observed, n_new * rates, alpha, min_cases, cusum_rr)
+    paths = many.path.assign(
+        term=np.repeat([name for name, _ in terms], looks),
+        term_kind=np.repeat([kind for _, kind in terms], looks),
+        n_substance_cases=np.tile(n_new, len(terms)),
+        background_rate=rates.ravel(),
     )
-    for ((name, kind), (observed, rate)), h in zip(terms.items(), thresholds, strict=True):
-        one = term_path(quarters, observed, n_new * rate, alpha, min_cases, cusum_rr, float(h))
-        path = one.path.assign(term=name, term_kind=kind, n_substance_cases=n_new)
-        path["background_rate"] = rate
-        paths.append(path[PATH_COLUMNS])
-        methods = {
-            "maxsprt": (
-                "maxsprt_alert",
-                "llr",
-                "cv",
-                {"cv": one.maxsprt.cv, "size": one.maxsprt.size, "min_cases": min_cases},
-            ),
-            "cusum": (
-                "cusum_alert",
-                "cusum",
-                "cusum_h",
-                {"k": cusum_k(cusum_rr), "h": one.cusum_h, "rr": cusum_rr, "size": one.cusum_size},
-            ),
-        }
-        for method, (flag, stat, limit, own) in methods.items():
-            fired = path[path[flag]]
-            if fired.empty:
-                continue
-            row = fired.iloc[0]
+    length = np.cumsum(n_new * rates, axis=1)[:, -1]
+    k = cusum_k(cusum_rr)
+    methods = {
+        "maxsprt": ("maxsprt_alert", "llr", "cv"),
+        "cusum": ("cusum_alert", "cusum", "cusum_h"),
+    }
+    alerts: list[dict[str, Any]] = []
+    for method, (flag, stat, limit) in methods.items():
+        for row in paths[paths[flag]].groupby("series", sort=False).head(1).itertuples():
+            j = row.series
+            own = (
+                {"cv": many.maxsprt[j].cv, "size": many.maxsprt[j].size, "min_cases": min_cases}
+                if method == "maxsprt"
+                else {
+                    "k": k,
+                    "h": float(many.cusum_h[j]),
+                    "rr": cusum_rr,
+                    "size": float(many.cusum_size[j]),
+                }
+            )
             alerts.append(
                 {
                     "substance": substance.name,
-                    "term": name,
-                    "term_kind": kind,
+                    "term": row.term,
+                    "term_kind": row.term_kind,
                     "method": method,
-                    "alert_quarter": row["quarter"],
-                    "new_this_quarter": row["quarter"] == last,
-                    "cum_observed": int(row["cum_observed"]),
-                    "cum_expected": float(row["cum_expected"]),
-                    "statistic": float(row[stat]),
-                    "threshold": float(row[limit]),
+                    "alert_quarter": row.quarter,
+                    "new_this_quarter": row.quarter == last,
+                    "cum_observed": int(row.cum_observed),
+                    "cum_expected": float(row.cum_expected),
+                    "statistic": float(getattr(row, stat)),
+                    "threshold": float(getattr(row, limit)),
                     "parameters": json.dumps(
-                        {
-                            "alpha": alpha,
-                            "looks": len(quarters),
-                            **own,
-                            "length": float(path["cum_expected"].iloc[-1]),
-                        }
+                        {"alpha": alpha, "looks": looks, **own, "length": float(length[j])}
                     ),
                     "data_fingerprint": fingerprint,
                     "created_at": created,
@@ -607,7 +707,7 @@ def sequential(
         tuple(quarters),
         parameters,
         _ordered(pd.DataFrame(alerts, columns=ALERT_COLUMNS)),
-        pd.concat(paths, ignore_index=True) if paths else pd.DataFrame(columns=PATH_COLUMNS),
+        paths[PATH_COLUMNS],
         fingerprint,
         not_loaded,
     )
