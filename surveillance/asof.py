@@ -1,7 +1,8 @@
 """Cumulative 2x2 counts of one substance as of the end of every loaded quarter, in one pass.
 
 Reads `raw_demo`, `raw_deleted`, `raw_drug`, `raw_reac`, `substance_strings` and `quarters`;
-writes only temp tables (`_asof_*`, dropped at the end). The numbers are those of
+`asof_counts` writes only temp tables (`_asof_*`, dropped at the end), `stored_asof_counts`
+keeps its result in `asof_runs` and `asof_terms` under the data vintage. The numbers are those of
 `signals.signals(through=q, min_cases=1)` for every loaded quarter q: the as-of cases of
 `clean.surviving_reports(q)`, exposure and terms from each surviving version's own drug and
 reaction rows. A case's surviving version changes only in a quarter where one of its report
@@ -12,15 +13,21 @@ is a cumulative sum of +1/-1 at those interval ends, instead of one rebuild per 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 import duckdb
 import numpy as np
 import pandas as pd
 
-from . import stats
+from . import __version__, stats
 from .clean import VERSION_ORDER, ensure_macros
+from .db import ensure_derived_table
+from .design import event_groups
+from .freshness import data_fingerprint, has_table
 from .signals import OUTPUT_COLUMNS
 from .substances import Substance
 
@@ -231,6 +238,106 @@ def asof_counts(
         a=_current(term_spans, quarters, rows, len(terms), only="exposed"),
         groups=frozenset(groups or ()),
     )
+
+
+_STORE = (
+    """CREATE TABLE IF NOT EXISTS asof_runs (
+        run_id VARCHAR, substance VARCHAR, substance_version VARCHAR, roles VARCHAR,
+        groups VARCHAR, quarters VARCHAR[], n_cases BIGINT[], n_exposed BIGINT[],
+        data_fingerprint VARCHAR, tool_version VARCHAR, created_at TIMESTAMP)""",
+    """CREATE TABLE IF NOT EXISTS asof_terms (
+        run_id VARCHAR, pt_key VARCHAR, n_term BIGINT[], a BIGINT[])""",
+)
+
+
+def stored_asof_counts(
+    con: duckdb.DuckDBPyConnection, substance: Substance, roles: str | None
+) -> AsOfCounts:
+    """`asof_counts` with the shipped event groups (`pts()` leaves them out), stored with the
+    data vintage: the trends, the report and the sequential alerts of one data vintage share
+    one computation, and counts of other data are never reused."""
+    groups = event_groups()
+    identity = [substance.name, substance.version, roles, sorted(groups.items()), __version__]
+    run_id = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
+    fingerprint = data_fingerprint(con)
+    if has_table(con, "asof_runs"):
+        row = con.execute(
+            "SELECT quarters, n_cases, n_exposed FROM asof_runs "
+            "WHERE run_id = $r AND data_fingerprint = $f",
+            {"r": run_id, "f": fingerprint},
+        ).fetchone()
+        if row is not None:
+            terms = con.execute(
+                "SELECT pt_key, n_term, a FROM asof_terms WHERE run_id = $r ORDER BY pt_key",
+                {"r": run_id},
+            ).fetchall()
+            n_quarters = len(row[0])
+            return AsOfCounts(
+                substance=substance.name,
+                roles=roles,
+                quarters=tuple(row[0]),
+                n_cases=np.array(row[1], dtype=np.int64),
+                n_exposed=np.array(row[2], dtype=np.int64),
+                terms=tuple(t[0] for t in terms),
+                n_term=np.array([t[1] for t in terms], dtype=np.int64).reshape(-1, n_quarters),
+                a=np.array([t[2] for t in terms], dtype=np.int64).reshape(-1, n_quarters),
+                groups=frozenset(groups),
+            )
+    counts = asof_counts(con, substance, roles, groups=groups)
+    _store(con, run_id, fingerprint, substance, counts)
+    return counts
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create `asof_runs` and `asof_terms` (safe to repeat)."""
+    for ddl in _STORE:
+        ensure_derived_table(con, ddl)
+
+
+def _store(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    fingerprint: str,
+    substance: Substance,
+    counts: AsOfCounts,
+) -> None:
+    """Replace the stored counts of this identity by these, in one transaction."""
+    ensure_tables(con)
+    terms = pd.DataFrame(
+        {"pt_key": list(counts.terms), "n_term": list(counts.n_term), "a": list(counts.a)}
+    )
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("DELETE FROM asof_runs WHERE run_id = $r", {"r": run_id})
+        con.execute("DELETE FROM asof_terms WHERE run_id = $r", {"r": run_id})
+        con.execute(
+            "INSERT INTO asof_runs VALUES ($r, $s, $v, $roles, $g, $q, $n, $e, $f, $tool, $now)",
+            {
+                "r": run_id,
+                "s": substance.name,
+                "v": substance.version,
+                "roles": counts.roles,
+                "g": json.dumps(sorted(counts.groups)),
+                "q": list(counts.quarters),
+                "n": counts.n_cases.tolist(),
+                "e": counts.n_exposed.tolist(),
+                "f": fingerprint,
+                "tool": __version__,
+                "now": datetime.now(UTC).replace(tzinfo=None),
+            },
+        )
+        con.register("_asof_store", terms)
+        try:
+            con.execute(
+                "INSERT INTO asof_terms SELECT $r, pt_key, n_term, a FROM _asof_store",
+                {"r": run_id},
+            )
+        finally:
+            con.unregister("_asof_store")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 def asof_signal_tables(

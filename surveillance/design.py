@@ -453,3 +453,9 @@ def make_design(
         masking=masking,
         subset=subset,
     )
+
+
+def event_groups() -> dict[str, tuple[str, ...]]:
+    """The shipped event groups the as-of counts and sequential alerts carry besides single
+    PTs: event key -> PT names."""
+    return {g.key: g.pts for g in make_design(groups=True).groups}

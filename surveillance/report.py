@@ -34,7 +34,7 @@ from jinja2 import Environment, PackageLoader
 from markupsafe import Markup
 
 from . import __version__, stats
-from .asof import AsOfCounts, asof_counts, asof_signal_tables
+from .asof import AsOfCounts, asof_signal_tables, stored_asof_counts
 from .caers import caers_side_by_side
 from .caers import is_loaded as caers_is_loaded
 from .clean import REPORTER_TYPES, ensure_macros
@@ -65,7 +65,7 @@ from .pipeline import current_dedup
 from .polysubstance import OTHER_DRUGS, DrugClass, class_named, co_suspect_profile, subset_shares
 from .sensitivity import ANALYSES, Sensitivity, methods, sensitivity
 from .sensitivity import wide as sensitivity_wide
-from .sequential import event_groups, sequential
+from .sequential import sequential
 from .signals import (
     CAVEATS,
     OUTPUT_COLUMNS,
@@ -824,12 +824,9 @@ def write_report(
     suspect, _ = _run(con, s, quarter, roles=SUSPECT_ROLES, min_cases=min_cases, prior=prior)
     counted_roles = now.roles if now else parse_roles(roles)
     step("signals of the earlier quarters")
-    # One pass of as-of counts for the comparisons, the trends and (with the event groups) the
-    # sequential alerts, which only a report on the latest quarter shows.
-    alerts_shown = quarter == loaded[-1]
-    with_groups = asof_counts(
-        con, s, counted_roles, groups=event_groups() if alerts_shown else None
-    )
+    # One set of as-of counts (stored per data vintage) for the comparisons, the trends and,
+    # with the event groups, the sequential alerts.
+    with_groups = stored_asof_counts(con, s, counted_roles)
     cumulative = with_groups.pts()
     ebgm = bool(now.ebgm_available) if now else False
     table = usable_table(now) if now else None

@@ -1,7 +1,7 @@
 """Sequential alerts: a Poisson MaxSPRT and a Poisson CUSUM on a substance's quarterly counts.
 
 Reads the clean layer (`cases`, `case_reactions`, the `involved_cases` macro) for the observed
-counts and, through `asof.asof_counts`, the raw layer as of each loaded quarter for the
+counts and, through `asof.stored_asof_counts`, the raw layer as of each loaded quarter for the
 background rates; writes `sequential_runs`, `sequential_alerts` and `sequential_paths`.
 
 Each loaded quarter is one look. For a term (a MedDRA PT, or a shipped event group: a case counts
@@ -55,11 +55,11 @@ from scipy import special
 from scipy.stats import poisson
 
 from . import __version__
-from .asof import AsOfCounts, asof_counts
+from .asof import AsOfCounts, stored_asof_counts
 from .clean import ensure_macros
 from .db import ensure_derived_table
 from .definitions import roles_option
-from .design import make_design
+from .design import event_groups, make_design
 from .errors import NoDataError, UsageError
 from .extract import ensure_extracted
 from .freshness import data_fingerprint, has_table
@@ -617,8 +617,8 @@ def sequential(
 ) -> Sequential:
     """Both methods for every PT and shipped event group the substance's new cases report, over
     the loaded quarters; stored, and reused while the data and options are unchanged. `counts`:
-    the substance's `asof_counts` in these roles with `event_groups()`, when the caller already
-    has them (the report)."""
+    the substance's as-of counts in these roles with `event_groups()`, when the caller already
+    has them (default: `stored_asof_counts`)."""
     _check(alpha, min_cases)
     cusum_k(cusum_rr)
     roles = roles_option(roles)
@@ -642,7 +642,7 @@ def sequential(
     if stored is not None:
         return stored
     if counts is None:
-        counts = asof_counts(con, substance, roles, groups=event_groups())
+        counts = stored_asof_counts(con, substance, roles)
     elif (counts.substance, counts.roles, counts.groups) != (
         substance.name,
         roles,
@@ -727,11 +727,6 @@ def _ordered(alerts: pd.DataFrame) -> pd.DataFrame:
     keys = ["new_this_quarter", "alert_quarter", "term", "term_kind", "method"]
     alerts = alerts.sort_values(keys, ascending=[False, False, True, True, True], kind="mergesort")
     return alerts.reset_index(drop=True)
-
-
-def event_groups() -> dict[str, tuple[str, ...]]:
-    """The shipped event groups the alerts test besides single PTs: key -> PT names."""
-    return {g.key: g.pts for g in make_design(groups=True).groups}
 
 
 def _counts(

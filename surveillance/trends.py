@@ -1,9 +1,9 @@
 """Per-quarter series for one substance, and its signal statistics quarter by quarter.
 
 Reads the clean layer (`cases`, `case_drugs`), `substance_hits`, `quarters` and, through
-`asof.asof_counts`, the raw layer as of each loaded quarter (one pass for all quarters). Writes
-nothing of its own; the one signals run it makes (the last quarter's, for its prior; none when
-given a prior) is stored by `signals`.
+`asof.stored_asof_counts`, the raw layer as of each loaded quarter (one pass for all quarters,
+kept in `asof_runs` and `asof_terms` for this data vintage). The one signals run it makes (the
+last quarter's, for its prior; none when given a prior) is stored by `signals`.
 
 The unit is the deduplicated case. A case is new, and counts once, in the quarter of its initial
 FDA receipt (`cases.initial_quarter`, definitions.NEW_CASE): a follow-up of an older case is a
@@ -35,7 +35,7 @@ import duckdb
 import pandas as pd
 
 from . import __version__, definitions, stats
-from .asof import AsOfCounts, asof_counts, asof_signal_tables
+from .asof import AsOfCounts, asof_signal_tables, stored_asof_counts
 from .clean import REPORTER_TYPES, ensure_macros
 from .definitions import (
     AGE_GROUPS,
@@ -229,8 +229,8 @@ def trends(
     `top_terms` terms with the highest EB05 (IC025 when EBGM is unavailable; at least
     TOP_TERM_MIN_CASES cases) at the end. `progress` is told each step. `prior`: the one EBGM
     prior of every quarter (default: that of a signals run through the last quarter, which is
-    then made and stored); `counts`: the substance's `asof_counts` in these roles when the
-    caller already has them (the report)."""
+    then made and stored); `counts`: the substance's as-of counts in these roles, without the
+    event groups, when the caller already has them (default: `stored_asof_counts`)."""
     say = progress or (lambda message: None)
     ensure_extracted(con, substance)
     ensure_macros(con)
@@ -243,7 +243,7 @@ def trends(
         roles = roles_option(roles)
     if counts is None:
         say("trends: cumulative counts as of every loaded quarter")
-        counts = asof_counts(con, substance, roles)
+        counts = stored_asof_counts(con, substance, roles).pts()
     elif (counts.substance, counts.roles) != (substance.name, roles):
         raise ValueError("counts of another substance or other roles")
     tables = asof_signal_tables(con, counts, prior)

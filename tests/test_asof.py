@@ -61,6 +61,36 @@ def test_event_group_rows_leave_the_pt_rows_as_they_are(series_con) -> None:
         assert (getattr(pts, field) == getattr(alone, field)).all(), field
 
 
+def test_stored_counts_are_reused_only_with_their_data(series_con, monkeypatch) -> None:
+    from surveillance import asof
+
+    kratom = resolve("kratom")
+    fresh = asof_counts(series_con, kratom, None, groups=event_groups())
+    computed: list[bool] = []
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        computed.append(True)
+        return asof_counts(*args, **kwargs)
+
+    monkeypatch.setattr(asof, "asof_counts", counting)
+    series_con.execute("DROP TABLE IF EXISTS asof_runs")
+    for expected_computations in (1, 1):  # computed and stored, then read back
+        found = asof.stored_asof_counts(series_con, kratom, None)
+        assert len(computed) == expected_computations
+        assert (found.terms, found.quarters, found.groups) == (
+            fresh.terms,
+            fresh.quarters,
+            fresh.groups,
+        )
+        for field in ("n_cases", "n_exposed", "n_term", "a"):
+            assert (getattr(found, field) == getattr(fresh, field)).all(), field
+    series_con.execute("UPDATE asof_runs SET data_fingerprint = 'older data'")
+    asof.stored_asof_counts(series_con, kratom, None)
+    assert len(computed) == 2  # other data: counted again, never reused
+    asof.stored_asof_counts(series_con, kratom, "PS,SS")
+    assert len(computed) == 3  # other roles: their own counts
+
+
 def _versions(con: duckdb.DuckDBPyConnection, quarter: str, roles: str | None) -> pd.DataFrame:
     """Each as-of case's surviving version and whether it names kratom (signals' own rule)."""
     run = signals(con, resolve("kratom"), through=quarter, roles=roles, min_cases=1)

@@ -21,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from surveillance import schema_docs
+from surveillance.asof import ensure_tables as ensure_asof_tables
 from surveillance.cli import cli
 from surveillance.db import connect, temp_directory
 from surveillance.errors import DatabaseError, LimitError, UsageError
@@ -285,6 +286,7 @@ def test_every_table_and_column_is_documented(series_con) -> None:
     run = signals(series_con, resolve("kratom"))  # creates the signal tables of a database
     signal_mh(series_con, run, resolve("kratom"), "sex")  # and signal_mh
     ensure_sequential_tables(series_con)  # and the sequential alerts' tables
+    ensure_asof_tables(series_con)  # and the stored as-of counts
     frame = schema(series_con)
     undocumented = frame[frame["description"] == ""]
     assert undocumented.empty, f"add to schema_docs.py: {undocumented[['table', 'column']]}"
