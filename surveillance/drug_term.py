@@ -50,7 +50,7 @@ def sparse_pairs(
     )
 
 
-def _incidence(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sparse.csr_matrix:
+def incidence(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sparse.csr_matrix:
     """The 0/1 matrix with a one at each (row, col) given, repeats counted once."""
     matrix = sparse.csr_matrix(
         (np.ones(rows.size, dtype=np.int32), (rows, cols)), shape=shape, dtype=np.int32
@@ -73,8 +73,8 @@ def pair_table(
     if drug.size == 0 or term.size == 0 or n_cases == 0:
         return np.zeros(0), np.zeros(0)
     n_drugs = int(drug.max()) + 1
-    d = _incidence(drug, drug_case, (n_drugs, n_cases))
-    t = _incidence(term_case, term, (n_cases, n_terms))
+    d = incidence(drug, drug_case, (n_drugs, n_cases))
+    t = incidence(term_case, term, (n_cases, n_terms))
     n_drug = np.diff(d.indptr).astype(np.int64)
     n_term = np.bincount(t.indices, minlength=n_terms).astype(np.int64)
     # A sparse product stores no zero sums: every entry is a pair with n >= 1.

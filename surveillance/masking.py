@@ -15,12 +15,12 @@ the ranking of maskers is the same for every substance. Only MR > 1 masks (remov
 the PRR); MR is infinite when every background case with E involves M.
 
 Reads the signals temp tables (`_sig_cases`, `_sig_exposed`, `_sig_events` and the prior's drug
-table `_sig_drugs`: each case's drugs as ingredients, in the counted roles, the substance as
-its label) after the design has narrowed them. Writes nothing: it returns, per term and stratum,
-the cases to take off c and d. The maskers are chosen on the term's crude table (all strata
-together) and their cases (the union over the K, none of them a substance case) come off c and
-d of that term in every stratum, so stratified cells stay exact. a and b never change; neither
-does the EBGM prior.
+table `_sig_drugs`: each case's drugs as ingredients, in the counted roles, the substance as its
+label) after the design has narrowed them. Writes only temp tables (`_mask_*`, dropped at the
+end): it returns, per term and stratum, the cases to take off c and d. The maskers are chosen on
+the term's crude table (all strata together) and their cases (the union over the K, none of them
+a substance case) come off c and d of that term in every stratum, so stratified cells stay
+exact. a and b never change; neither does the EBGM prior.
 """
 
 from __future__ import annotations
@@ -31,60 +31,36 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from .drug_term import incidence
+
 MASKER_SEPARATOR = "; "
 """Between the drug names of a row's `maskers` column."""
 
-# Each background case is a case of _sig_cases not involving the substance. _sig_drugs and
-# _sig_events hold cases of _sig_cases only, once per drug or event: the background's rows are
-# theirs less the substance's few cases (an anti-join with a small build side, no DISTINCT),
-# read twice rather than kept (the drug rows are the whole background's).
-_PAIRS = """WITH terms AS (
-    SELECT DISTINCT pt_key FROM _sig_events WHERE caseid IN (SELECT caseid FROM _sig_exposed)),
-events AS (
-    SELECT caseid, pt_key FROM _sig_events
-    WHERE caseid NOT IN (SELECT caseid FROM _sig_exposed)
-      AND pt_key IN (SELECT pt_key FROM terms)),
-drugs AS NOT MATERIALIZED (
-    SELECT caseid, drug FROM _sig_drugs
-    WHERE caseid NOT IN (SELECT caseid FROM _sig_exposed) AND drug <> $label),
-per_drug AS (SELECT drug, count(*) AS n_m FROM drugs GROUP BY drug),
-per_term AS (SELECT pt_key, count(*) AS c FROM events GROUP BY pt_key),
-pairs AS (
-    SELECT e.pt_key, g.drug, count(*) AS c_m FROM events e JOIN drugs g USING (caseid)
-    GROUP BY ALL),
-background AS (
-    SELECT count(*) AS n_background FROM _sig_cases
-    WHERE caseid NOT IN (SELECT caseid FROM _sig_exposed))
-SELECT p.pt_key, p.drug, p.c_m, d.n_m, t.c, b.n_background
-FROM pairs p JOIN per_drug d USING (drug) JOIN per_term t USING (pt_key) CROSS JOIN background b"""
-# The background cases that a term's maskers take off its c and d, by stratum: n_removed in
-# all, c_removed with the term. Each background case with a masker drug (of any term) is
-# reduced to its signature, the sorted list of those drugs; cases are counted once per
-# signature, and a term removes the signatures sharing a drug with its maskers (equi-joins
-# only: no case set is built per term, no list compared with every other).
-_REMOVED = """WITH signature AS (
-    SELECT caseid, list_sort(list(drug)) AS drugs FROM _sig_drugs
-    WHERE drug IN (SELECT drug FROM _mask_frame)
-      AND caseid NOT IN (SELECT caseid FROM _sig_exposed)
-    GROUP BY caseid),
-ids AS (SELECT drugs, row_number() OVER () AS sig_id FROM (SELECT DISTINCT drugs FROM signature)),
-case_sig AS (SELECT s.caseid, i.sig_id FROM signature s JOIN ids i USING (drugs)),
-hit AS (
-    SELECT DISTINCT f.pt_key, u.sig_id
-    FROM (SELECT sig_id, unnest(drugs) AS drug FROM ids) u JOIN _mask_frame f USING (drug)),
-per_sig AS (
-    SELECT k.sig_id, c.stratum, count(*) AS n_cases
-    FROM case_sig k JOIN _sig_cases c USING (caseid) GROUP BY ALL),
-all_removed AS (
-    SELECT h.pt_key, p.stratum, sum(p.n_cases) AS n_removed
-    FROM hit h JOIN per_sig p USING (sig_id) GROUP BY ALL),
-with_term AS (
-    SELECT e.pt_key, e.stratum, count(*) AS c_removed
-    FROM _sig_events e JOIN case_sig k USING (caseid)
-    JOIN hit h ON h.pt_key = e.pt_key AND h.sig_id = k.sig_id
-    GROUP BY ALL)
-SELECT a.pt_key, a.stratum, a.n_removed, coalesce(w.c_removed, 0) AS c_removed
-FROM all_removed a LEFT JOIN with_term w USING (pt_key, stratum)"""
+# The background (the cases of _sig_cases not involving the substance) numbered 0.. with its
+# strata numbered, its drugs (_sig_drugs, once per case and drug, the substance's label left
+# out) and the events of the substance's terms (_sig_events) as integer rows: the counts below
+# are sums over sparse 0/1 matrices, not joins of text case ids.
+_CASES = """CREATE OR REPLACE TEMP TABLE _mask_cases AS
+WITH background AS (
+    SELECT caseid, stratum FROM _sig_cases
+    WHERE caseid NOT IN (SELECT caseid FROM _sig_exposed)),
+strata AS (
+    SELECT stratum, CAST(row_number() OVER (ORDER BY stratum) - 1 AS INTEGER) AS stratum_id
+    FROM (SELECT DISTINCT stratum FROM background))
+SELECT b.caseid, s.stratum, s.stratum_id, CAST(row_number() OVER () - 1 AS INTEGER) AS ci
+FROM background b JOIN strata s USING (stratum)"""
+_DRUG_IDS = """CREATE OR REPLACE TEMP TABLE _mask_drug_ids AS
+SELECT drug, CAST(row_number() OVER (ORDER BY drug) - 1 AS INTEGER) AS drug_id
+FROM (SELECT DISTINCT drug FROM _sig_drugs WHERE drug <> $label)"""
+_DRUG_ROWS = """SELECT m.ci, i.drug_id FROM _sig_drugs d
+JOIN _mask_cases m USING (caseid) JOIN _mask_drug_ids i USING (drug)"""
+_TERM_IDS = """CREATE OR REPLACE TEMP TABLE _mask_term_ids AS
+SELECT pt_key, CAST(row_number() OVER (ORDER BY pt_key) - 1 AS INTEGER) AS term_id
+FROM (SELECT DISTINCT pt_key FROM _sig_events WHERE caseid IN (SELECT caseid FROM _sig_exposed))"""
+_TERM_ROWS = """SELECT m.ci, t.term_id FROM _sig_events e
+JOIN _mask_cases m USING (caseid) JOIN _mask_term_ids t USING (pt_key)"""
+_STRATA = "SELECT stratum FROM _mask_cases GROUP BY stratum, stratum_id ORDER BY stratum_id"
+_TEMP = ("_mask_cases", "_mask_drug_ids", "_mask_term_ids")
 
 
 def masking_ratio(c: Any, d: Any, c_m: Any, n_m: Any) -> np.ndarray:
@@ -117,18 +93,75 @@ def removals(
     """Per term and stratum the cases its top-k maskers take off c and d (pt_key, stratum,
     c_removed, d_removed), and each term's maskers, highest ratio first, '; '-joined.
 
-    `label` is the substance's name in `_sig_drugs`, never a masker; `_sig_drugs` must be built."""
+    `label` is the substance's name in `_sig_drugs`, never a masker; `_sig_drugs` must be built.
+    The background's drugs x cases (D) and cases x terms (T) 0/1 matrices give every pair's c_M
+    (D T), each drug's n_M and each term's c; a term's maskers' cases are the union of their
+    rows of D."""
     empty = pd.DataFrame({"pt_key": [], "stratum": [], "c_removed": [], "d_removed": []})
     if k == 0:
         return empty, {}
-    chosen = top_maskers(con.execute(_PAIRS, {"label": label}).fetchdf(), k)
+    try:
+        con.execute(_CASES)
+        con.execute(_DRUG_IDS, {"label": label})
+        n_background = int(con.execute("SELECT count(*) FROM _mask_cases").fetchone()[0])  # type: ignore[index]
+        stratum_of = con.execute("SELECT stratum_id FROM _mask_cases ORDER BY ci").fetchnumpy()
+        strata = [r[0] for r in con.execute(_STRATA).fetchall()]
+        drug_names = [
+            r[0] for r in con.execute("SELECT drug FROM _mask_drug_ids ORDER BY drug_id").fetchall()
+        ]
+        drug_rows = con.execute(_DRUG_ROWS).fetchnumpy()
+        con.execute(_TERM_IDS)
+        terms = [
+            r[0]
+            for r in con.execute("SELECT pt_key FROM _mask_term_ids ORDER BY term_id").fetchall()
+        ]
+        term_rows = con.execute(_TERM_ROWS).fetchnumpy()
+    finally:
+        for table in _TEMP:
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+    if not terms or not drug_names or n_background == 0:
+        return empty, {}
+    drugs = incidence(
+        np.asarray(drug_rows["drug_id"]),
+        np.asarray(drug_rows["ci"]),
+        (len(drug_names), n_background),
+    )
+    events = incidence(
+        np.asarray(term_rows["ci"]),
+        np.asarray(term_rows["term_id"]),
+        (n_background, len(terms)),
+    ).tocsc()
+    both = (drugs @ events).tocoo()
+    n_m = np.diff(drugs.indptr)
+    c = np.diff(events.indptr)
+    names = np.asarray(drug_names, dtype=object)
+    pairs = pd.DataFrame(
+        {
+            "pt_key": np.asarray(terms, dtype=object)[both.col],
+            "drug": names[both.row],
+            "c_m": both.data.astype(np.int64),
+            "n_m": n_m[both.row],
+            "c": c[both.col],
+            "n_background": n_background,
+        }
+    )
+    chosen = top_maskers(pairs, k)
     if chosen.empty:
         return empty, {}
-    con.register("_mask_frame", chosen[["pt_key", "drug"]])
-    try:
-        removed = con.execute(_REMOVED).fetchdf()
-    finally:
-        con.unregister("_mask_frame")
-    removed["d_removed"] = removed["n_removed"] - removed["c_removed"]
-    names = chosen.groupby("pt_key", sort=False)["drug"].agg(MASKER_SEPARATOR.join)
-    return removed[["pt_key", "stratum", "c_removed", "d_removed"]], names.to_dict()
+    stratum = np.asarray(stratum_of["stratum_id"], dtype=np.int64)
+    drug_id = {d: i for i, d in enumerate(drug_names)}
+    term_id = {t: i for i, t in enumerate(terms)}
+    rows = []
+    for pt_key, own in chosen.groupby("pt_key", sort=True):
+        masked = np.zeros(n_background, dtype=bool)
+        for i in own["drug"].map(drug_id):
+            masked[drugs.indices[drugs.indptr[i] : drugs.indptr[i + 1]]] = True
+        j = term_id[pt_key]
+        with_term = events.indices[events.indptr[j] : events.indptr[j + 1]]
+        n_removed = np.bincount(stratum[masked], minlength=len(strata))
+        c_removed = np.bincount(stratum[with_term[masked[with_term]]], minlength=len(strata))
+        for s in np.flatnonzero(n_removed):
+            rows.append((pt_key, strata[s], int(c_removed[s]), int(n_removed[s] - c_removed[s])))
+    removed = pd.DataFrame(rows, columns=["pt_key", "stratum", "c_removed", "d_removed"])
+    names_by_term = chosen.groupby("pt_key", sort=False)["drug"].agg(MASKER_SEPARATOR.join)
+    return removed, names_by_term.to_dict()
