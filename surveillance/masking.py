@@ -52,15 +52,21 @@ FROM background b JOIN strata s USING (stratum)"""
 _DRUG_IDS = """CREATE OR REPLACE TEMP TABLE _mask_drug_ids AS
 SELECT drug, CAST(row_number() OVER (ORDER BY drug) - 1 AS INTEGER) AS drug_id
 FROM (SELECT DISTINCT drug FROM _sig_drugs WHERE drug <> $label)"""
-_DRUG_ROWS = """SELECT m.ci, i.drug_id FROM _sig_drugs d
+_DRUGS = """CREATE OR REPLACE TEMP TABLE _mask_drugs AS
+SELECT m.ci, i.drug_id FROM _sig_drugs d
 JOIN _mask_cases m USING (caseid) JOIN _mask_drug_ids i USING (drug)"""
 _TERM_IDS = """CREATE OR REPLACE TEMP TABLE _mask_term_ids AS
 SELECT pt_key, CAST(row_number() OVER (ORDER BY pt_key) - 1 AS INTEGER) AS term_id
 FROM (SELECT DISTINCT pt_key FROM _sig_events WHERE caseid IN (SELECT caseid FROM _sig_exposed))"""
-_TERM_ROWS = """SELECT m.ci, t.term_id FROM _sig_events e
+_EVENTS = """CREATE OR REPLACE TEMP TABLE _mask_events AS
+SELECT m.ci, t.term_id FROM _sig_events e
 JOIN _mask_cases m USING (caseid) JOIN _mask_term_ids t USING (pt_key)"""
+_N_M = "SELECT drug_id, count(*) AS n_m FROM _mask_drugs GROUP BY drug_id"
+# Only the cases with one of the terms add to a pair's c_M.
+_PAIR_DRUGS = "SELECT ci, drug_id FROM _mask_drugs SEMI JOIN _mask_events USING (ci)"
+_MASKER_CASES = "SELECT ci, drug_id FROM _mask_drugs WHERE list_contains($ids, drug_id)"
 _STRATA = "SELECT stratum FROM _mask_cases GROUP BY stratum, stratum_id ORDER BY stratum_id"
-_TEMP = ("_mask_cases", "_mask_drug_ids", "_mask_term_ids")
+_TEMP = ("_mask_cases", "_mask_drug_ids", "_mask_drugs", "_mask_term_ids", "_mask_events")
 
 
 def masking_ratio(c: Any, d: Any, c_m: Any, n_m: Any) -> np.ndarray:
@@ -94,51 +100,54 @@ def removals(
     c_removed, d_removed), and each term's maskers, highest ratio first, '; '-joined.
 
     `label` is the substance's name in `_sig_drugs`, never a masker; `_sig_drugs` must be built.
-    The background's drugs x cases (D) and cases x terms (T) 0/1 matrices give every pair's c_M
-    (D T), each drug's n_M and each term's c; a term's maskers' cases are the union of their
-    rows of D."""
-    empty = pd.DataFrame({"pt_key": [], "stratum": [], "c_removed": [], "d_removed": []})
+    With D the background's drugs x cases and T its cases x terms 0/1 matrices, every pair's
+    c_M is D T (D over the cases with a term only), a term's c the column counts of T; n_M is
+    counted in SQL; a term's maskers' cases are the union of their rows of D."""
     if k == 0:
-        return empty, {}
+        return _nothing(), {}
     try:
-        con.execute(_CASES)
-        con.execute(_DRUG_IDS, {"label": label})
-        n_background = int(con.execute("SELECT count(*) FROM _mask_cases").fetchone()[0])  # type: ignore[index]
-        stratum_of = con.execute("SELECT stratum_id FROM _mask_cases ORDER BY ci").fetchnumpy()
-        strata = [r[0] for r in con.execute(_STRATA).fetchall()]
-        drug_names = [
-            r[0] for r in con.execute("SELECT drug FROM _mask_drug_ids ORDER BY drug_id").fetchall()
-        ]
-        drug_rows = con.execute(_DRUG_ROWS).fetchnumpy()
-        con.execute(_TERM_IDS)
-        terms = [
-            r[0]
-            for r in con.execute("SELECT pt_key FROM _mask_term_ids ORDER BY term_id").fetchall()
-        ]
-        term_rows = con.execute(_TERM_ROWS).fetchnumpy()
+        for statement in (_CASES, _DRUG_IDS, _DRUGS, _TERM_IDS, _EVENTS):
+            con.execute(statement, {"label": label} if statement is _DRUG_IDS else {})
+        return _removals(con, k)
     finally:
         for table in _TEMP:
             con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def _nothing() -> pd.DataFrame:
+    """No term loses a case."""
+    return pd.DataFrame({"pt_key": [], "stratum": [], "c_removed": [], "d_removed": []})
+
+
+def _column(con: duckdb.DuckDBPyConnection, sql: str) -> list[Any]:
+    return [r[0] for r in con.execute(sql).fetchall()]
+
+
+def _removals(con: duckdb.DuckDBPyConnection, k: int) -> tuple[pd.DataFrame, dict[str, str]]:
+    """`removals` from the `_mask_*` temp tables."""
+    n_background = int(_column(con, "SELECT count(*) FROM _mask_cases")[0])
+    drug_names = _column(con, "SELECT drug FROM _mask_drug_ids ORDER BY drug_id")
+    terms = _column(con, "SELECT pt_key FROM _mask_term_ids ORDER BY term_id")
     if not terms or not drug_names or n_background == 0:
-        return empty, {}
-    drugs = incidence(
-        np.asarray(drug_rows["drug_id"]),
-        np.asarray(drug_rows["ci"]),
-        (len(drug_names), n_background),
-    )
+        return _nothing(), {}
+    found = con.execute("SELECT ci, term_id FROM _mask_events").fetchnumpy()
     events = incidence(
-        np.asarray(term_rows["ci"]),
-        np.asarray(term_rows["term_id"]),
-        (n_background, len(terms)),
-    ).tocsc()
+        np.asarray(found["ci"]), np.asarray(found["term_id"]), (n_background, len(terms))
+    )
+    found = con.execute(_PAIR_DRUGS).fetchnumpy()
+    drugs = incidence(
+        np.asarray(found["drug_id"]), np.asarray(found["ci"]), (len(drug_names), n_background)
+    )
     both = (drugs @ events).tocoo()
-    n_m = np.diff(drugs.indptr)
+    n_m = np.zeros(len(drug_names), dtype=np.int64)
+    found = con.execute(_N_M).fetchnumpy()
+    n_m[np.asarray(found["drug_id"])] = np.asarray(found["n_m"])
+    events = events.tocsc()
     c = np.diff(events.indptr)
-    names = np.asarray(drug_names, dtype=object)
     pairs = pd.DataFrame(
         {
             "pt_key": np.asarray(terms, dtype=object)[both.col],
-            "drug": names[both.row],
+            "drug": np.asarray(drug_names, dtype=object)[both.row],
             "c_m": both.data.astype(np.int64),
             "n_m": n_m[both.row],
             "c": c[both.col],
@@ -147,15 +156,23 @@ def removals(
     )
     chosen = top_maskers(pairs, k)
     if chosen.empty:
-        return empty, {}
-    stratum = np.asarray(stratum_of["stratum_id"], dtype=np.int64)
+        return _nothing(), {}
     drug_id = {d: i for i, d in enumerate(drug_names)}
+    ids = sorted({drug_id[d] for d in chosen["drug"]})
+    found = con.execute(_MASKER_CASES, {"ids": ids}).fetchnumpy()
+    masker_cases = pd.Series(np.asarray(found["ci"])).groupby(np.asarray(found["drug_id"]))
+    cases_of = {int(i): group.to_numpy() for i, group in masker_cases}
+    strata = _column(con, _STRATA)
+    stratum = np.asarray(
+        con.execute("SELECT stratum_id FROM _mask_cases ORDER BY ci").fetchnumpy()["stratum_id"],
+        dtype=np.int64,
+    )
     term_id = {t: i for i, t in enumerate(terms)}
     rows = []
     for pt_key, own in chosen.groupby("pt_key", sort=True):
         masked = np.zeros(n_background, dtype=bool)
         for i in own["drug"].map(drug_id):
-            masked[drugs.indices[drugs.indptr[i] : drugs.indptr[i + 1]]] = True
+            masked[cases_of[int(i)]] = True
         j = term_id[pt_key]
         with_term = events.indices[events.indptr[j] : events.indptr[j + 1]]
         n_removed = np.bincount(stratum[masked], minlength=len(strata))
