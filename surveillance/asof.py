@@ -257,7 +257,7 @@ def stored_asof_counts(
     data vintage: the trends, the report and the sequential alerts of one data vintage share
     one computation, and counts of other data are never reused."""
     groups = event_groups()
-    identity = [substance.name, substance.version, roles, sorted(groups.items()), __version__]
+    identity = [substance.identity, roles, sorted(groups.items()), __version__]
     run_id = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
     fingerprint = data_fingerprint(con)
     if has_table(con, "asof_runs"):

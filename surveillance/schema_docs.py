@@ -520,7 +520,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "extracted_at": "when the hits were made (UTC)",
     },
     "asof_runs": {
-        "run_id": "id of the counts (hash of substance, term file, roles, groups, tool version)",
+        "run_id": "id of the counts (hash of the substance's definition, roles, groups, version)",
         "substance": "substance name",
         "substance_version": "version of the substance's term file",
         "roles": "drug roles counted (NULL: any)",

@@ -635,7 +635,7 @@ def sequential(
         "looks": "each loaded quarter",
         "expected": "new substance cases x background rate c/(c+d) as of the look",
     }
-    identity = [substance.name, substance.version, roles, parameters, __version__]
+    identity = [substance.identity, roles, parameters, __version__]
     run_id = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
     fingerprint = data_fingerprint(con)
     stored = _stored(con, run_id, fingerprint, roles, parameters)

@@ -3,6 +3,7 @@ every term, on the shared multi-era series (follow-ups, deleted cases, LAERS -> 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import duckdb
@@ -89,6 +90,9 @@ def test_stored_counts_are_reused_only_with_their_data(series_con, monkeypatch) 
     assert len(computed) == 2  # other data: counted again, never reused
     asof.stored_asof_counts(series_con, kratom, "PS,SS")
     assert len(computed) == 3  # other roles: their own counts
+    edited = dataclasses.replace(kratom, patterns=(*kratom.patterns, "zz edited"))
+    asof.stored_asof_counts(series_con, edited, None)
+    assert len(computed) == 4  # the same name and version with another rule: counted again
 
 
 def _versions(con: duckdb.DuckDBPyConnection, quarter: str, roles: str | None) -> pd.DataFrame:

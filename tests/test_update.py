@@ -148,7 +148,7 @@ def _digest(db: Path) -> dict[str, str]:
         tables = [
             r[0]
             for r in con.execute("SELECT table_name FROM duckdb_tables() ORDER BY 1").fetchall()
-            if not r[0].startswith(("signal", "sequential"))
+            if not r[0].startswith(("signal", "sequential", "asof"))
         ]
         out = {}
         for t in tables:

@@ -35,6 +35,7 @@ beginning of a word ("mitragyn" in "mitragynine"), a blocker as a whole word.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
 import unicodedata
@@ -182,6 +183,12 @@ class Substance:
     ambiguous: tuple[str, ...] = ()
     context: tuple[str, ...] = ()
     blockers: tuple[str, ...] = ()
+
+    @property
+    def identity(self) -> str:
+        """sha256 of the whole definition (name, version, file and every rule): results counted
+        from its matches are reused only while it is the same."""
+        return hashlib.sha256(repr(self).encode()).hexdigest()
 
     @cached_property
     def _token_re(self) -> re.Pattern[str] | None:
