@@ -47,6 +47,7 @@ def test_case_detail(db) -> None:
     assert detail["caseid"] == caseid and len(detail["case"]) == 1
 
 
+@pytest.mark.slow
 def test_signals_table_is_the_run_table(db) -> None:
     run = db.signals_run(min_cases=1)
     table = db.signals(min_cases=1)

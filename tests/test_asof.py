@@ -25,7 +25,7 @@ def _quarters(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [r[0] for r in con.execute("SELECT quarter FROM quarters ORDER BY quarter").fetchall()]
 
 
-@pytest.mark.parametrize("roles", [None, "PS,SS"])
+@pytest.mark.parametrize("roles", [None, pytest.param("PS,SS", marks=pytest.mark.slow)])
 def test_counts_equal_signals_as_of_every_quarter(series_con, roles: str | None) -> None:
     kratom = resolve("kratom")
     latest = signals(series_con, kratom, roles=roles, min_cases=1)

@@ -139,6 +139,7 @@ def test_regulatory_events_file_is_dated_and_sourced() -> None:
     assert pd.Series([e.date.year for e in events]).between(2014, 2025).all()
 
 
+@pytest.mark.slow
 def test_importable_without_a_display() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "MPLBACKEND")}
     code = (

@@ -7,6 +7,7 @@ import io
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from surveillance.cli import cli
@@ -42,6 +43,7 @@ def test_no_progress_when_piped_or_quiet() -> None:
     assert piped.getvalue() == ""
 
 
+@pytest.mark.slow
 def test_load_and_rebuild_print_no_progress_when_piped(tmp_path: Path) -> None:
     generate_series(["2024Q1"], tmp_path / "zips", n_cases=30, seed=2, damage=False)
     db = str(tmp_path / "db.duckdb")

@@ -230,6 +230,7 @@ def test_progress_is_told_each_step(planted: dict[str, Any]) -> None:
     assert {"cases", "trends", "tables", "figures"} <= set(steps)
 
 
+@pytest.mark.slow
 def test_ebgm_unavailable_is_shown_and_not_counted(
     planted: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -184,6 +184,7 @@ def test_verdicts_follow_the_rule() -> None:
     assert "ROR" in ROBUSTNESS_RULE
 
 
+@pytest.mark.slow
 def test_cli_prints_the_matrix_the_changes_and_the_verdicts(planted_db: Path) -> None:
     runner = CliRunner()
     shown = runner.invoke(
