@@ -26,7 +26,7 @@ import pandas as pd
 from . import __version__, stats
 from .clean import VERSION_ORDER, ensure_macros
 from .db import ensure_derived_table
-from .design import event_groups
+from .design import event_groups, group_members
 from .freshness import data_fingerprint, has_table
 from .signals import OUTPUT_COLUMNS
 from .substances import Substance
@@ -211,11 +211,7 @@ def asof_counts(
         case_spans = con.execute(_CASE_SPANS).fetchdf()
         term_spans = con.execute(_TERM_SPANS).fetchdf()
         if groups:
-            members = pd.DataFrame(
-                [(key, pt.strip().upper()) for key, pts in groups.items() for pt in pts],
-                columns=["event_key", "pt_key"],
-            )
-            con.register("_asof_groups", members)
+            con.register("_asof_groups", group_members(groups))
             try:
                 group_spans = con.execute(_GROUP_SPANS).fetchdf()
             finally:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -223,11 +223,7 @@ class Design:
                 "SELECT caseid, stratum, pt_key FROM _sig_reac"
             )
             return
-        members = pd.DataFrame(
-            [(g.key, pt.strip().upper()) for g in self.groups for pt in g.pts],
-            columns=["event_key", "pt_key"],
-        )
-        con.register("_sig_group_frame", members)
+        con.register("_sig_group_frame", group_members(event_groups(self)))
         try:
             con.execute(
                 """CREATE OR REPLACE TEMP TABLE _sig_group_events AS
@@ -455,7 +451,16 @@ def make_design(
     )
 
 
-def event_groups() -> dict[str, tuple[str, ...]]:
-    """The shipped event groups the as-of counts and sequential alerts carry besides single
-    PTs: event key -> PT names."""
-    return {g.key: g.pts for g in make_design(groups=True).groups}
+def event_groups(design: Design | None = None) -> dict[str, tuple[str, ...]]:
+    """A design's event groups (default: the shipped ones, which the as-of counts and
+    sequential alerts carry besides single PTs): event key -> PT names."""
+    return {g.key: g.pts for g in (design or make_design(groups=True)).groups}
+
+
+def group_members(groups: Mapping[str, Iterable[str]]) -> pd.DataFrame:
+    """One row per PT of each event group (event_key, pt_key: the PT as case_reactions keys
+    it), to register beside a query that counts the groups."""
+    return pd.DataFrame(
+        [(key, pt.strip().upper()) for key, pts in groups.items() for pt in pts],
+        columns=["event_key", "pt_key"],
+    )

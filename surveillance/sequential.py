@@ -59,7 +59,7 @@ from .asof import AsOfCounts, stored_asof_counts
 from .clean import ensure_macros
 from .db import ensure_derived_table
 from .definitions import roles_option
-from .design import event_groups, make_design
+from .design import event_groups, group_members, make_design
 from .errors import NoDataError, UsageError
 from .extract import ensure_extracted
 from .freshness import data_fingerprint, has_table
@@ -646,7 +646,7 @@ def sequential(
     elif (counts.substance, counts.roles, counts.groups) != (
         substance.name,
         roles,
-        frozenset(event_groups()),
+        frozenset(event_groups(design)),
     ):
         raise ValueError("counts of another substance, other roles or without the event groups")
     quarters, n_new, terms, not_loaded = _counts(con, substance, roles, design, counts)
@@ -738,7 +738,6 @@ def _counts(
 ) -> tuple[list[str], np.ndarray, dict[tuple[str, str], tuple[np.ndarray, np.ndarray]], int]:
     """Loaded quarters, new substance cases per quarter, and per event (name, kind) its
     observed counts and background rates per quarter; cases first received outside them."""
-    groups = {g.key: g.pts for g in design.groups}
     quarters = list(asof.quarters)
     if not quarters:
         raise NoDataError("no quarters loaded; run 'surveillance load' first")
@@ -749,11 +748,7 @@ def _counts(
         raise NoDataError(f"no {substance.name} cases{in_roles} in the loaded quarters")
     n_new = np.array([per_quarter.get(q, 0) for q in quarters], dtype=np.int64)
     not_loaded = sum(n for q, n in per_quarter.items() if q not in quarters)
-    members = pd.DataFrame(
-        [(key, pt.strip().upper()) for key, pts in groups.items() for pt in pts],
-        columns=["event_key", "pt_key"],
-    )
-    con.register("_seq_groups", members)
+    con.register("_seq_groups", group_members(event_groups(design)))
     try:
         events = con.execute(_NEW_EVENTS, params).fetchdf()
     finally:

@@ -27,7 +27,7 @@ from . import stats
 from .clean import ensure_macros
 from .db import ensure_derived_table
 from .definitions import AGE_GROUPS, AGE_UNKNOWN, SEXES, YEAR_BOUNDS, YEAR_GROUPS, roles_option
-from .design import EventGroup
+from .design import EventGroup, group_members
 from .errors import NoDataError, UsageError
 from .extract import ensure_extracted
 from .freshness import data_fingerprint
@@ -142,11 +142,7 @@ def _build_tables(
         {"all_terms": terms is None, "terms": list(terms or [])},
     )
     if groups:
-        members = pd.DataFrame(
-            [(g.key, pt.strip().upper()) for g in groups for pt in g.pts],
-            columns=["event_key", "pt_key"],
-        )
-        con.register("_mh_group_frame", members)
+        con.register("_mh_group_frame", group_members({g.key: g.pts for g in groups}))
         try:
             con.execute(
                 f"""INSERT INTO _mh_reac SELECT DISTINCT r.caseid, g.event_key FROM (
