@@ -662,7 +662,7 @@ def sequential(
         n_substance_cases=np.tile(n_new, len(terms)),
         background_rate=rates.ravel(),
     )
-    length = np.cumsum(n_new * rates, axis=1)[:, -1]
+    length = paths["cum_expected"].to_numpy().reshape(-1, looks)[:, -1]
     k = cusum_k(cusum_rr)
     methods = {
         "maxsprt": ("maxsprt_alert", "llr", "cv"),
