@@ -398,11 +398,9 @@ def test_trickling_server_cannot_hang_a_download(server: Server, tmp_path: Path)
     """1 byte per 0.2 s never trips a read timeout; the per-file deadline stops it, the partial
     file stays, and the next run resumes from it."""
     name = "faers_ascii_2018q4.zip"
-    server.trickle[name] = 4000
-    start = time.monotonic()
+    server.trickle[name] = 4000  # 800 s at full length: only the deadline ends it
     with pytest.raises(FetchError) as e:
         _fetch(server, ["2018Q4"], tmp_path, timeouts=FAST)
-    assert time.monotonic() - start < 8
     part = tmp_path / ".partial" / f"{name}.part"
     assert str(e.value).startswith(f"{server.exports}{name}: not complete within the 1.5 s")
     assert f"bytes kept in {part} to resume" in str(e.value)
@@ -419,10 +417,9 @@ def test_trickling_server_cannot_hang_a_download(server: Server, tmp_path: Path)
 
 def test_trickled_index_headers_cannot_hang(server: Server) -> None:
     server.trickle_index_headers = True
-    start = time.monotonic()
+    # The deadline's own message, not a timing: the headers never complete without it.
     with pytest.raises(FetchError, match=r"FPD-QDE-FAERS\.html: no complete answer within 1\.5 s"):
         list_published(server.index, timeouts=FAST, backoff=0)
-    assert time.monotonic() - start < 8
 
 
 def test_index_page_is_retried(server: Server) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -147,9 +146,9 @@ def test_database_locked_by_another_writer(loaded_db: Path, tmp_path: Path) -> N
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
         path = write_zip(tmp_path / "faers_ascii_2024q1.zip", FB)
-        start = time.monotonic()
+        # The holder keeps the lock for 30 s: a load that waited for it would succeed, not
+        # report the lock.
         assert_one_line_error(*run_load(loaded_db, path), "locked by another process")
-        assert time.monotonic() - start < 20
     finally:
         holder.kill()
         holder.wait()
