@@ -841,7 +841,7 @@ def write_report(
     )
 
     step("sensitivity analyses")
-    sens, sens_note = _sensitivity(con, s, quarter, roles, min_cases) if now else (None, None)
+    sens, sens_note = _sensitivity(con, s, now, roles, min_cases) if now else (None, None)
     step("stratified results")
     mh, mh_note = _stratified(con, s, now, sens)
 
@@ -1093,11 +1093,11 @@ def _case_summaries(con: duckdb.DuckDBPyConnection, s: Substance, roles: str | N
 
 
 def _sensitivity(
-    con: duckdb.DuckDBPyConnection, s: Substance, quarter: str, roles: str | None, min_cases: int
+    con: duckdb.DuckDBPyConnection, s: Substance, now: SignalRun, roles: str | None, min_cases: int
 ) -> tuple[Sensitivity | None, str | None]:
-    """The sensitivity analyses through the report's quarter, or None and why not."""
+    """The sensitivity analyses of the report's signals run, or None and why not."""
     try:
-        return sensitivity(con, s, quarter, roles, min_cases), None
+        return sensitivity(con, s, now.through, roles, min_cases, plain=now), None
     except NoDataError as e:
         return None, str(e)
 

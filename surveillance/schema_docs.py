@@ -8,7 +8,7 @@ the FDA's ASCII README (faers-format.md).
 
 from __future__ import annotations
 
-from .definitions import CRITERIA
+from .definitions import CRITERIA, SENSITIVITY_CRITERION
 from .stats import EFFECT_MODIFICATION_P, MH_CONFOUNDING_CHANGE
 
 TABLES: dict[str, str] = {
@@ -43,6 +43,8 @@ TABLES: dict[str, str] = {
     "signals": "one row per reaction term and signals run: 2x2 cells and statistics",
     "signal_priors": "fitted EBGM two-gamma priors, reused while data and options are unchanged",
     "signal_mh": "crude and Mantel-Haenszel ROR per term and factor of a signals run (--mh-by)",
+    "signal_sensitivity": "per sensitivity analysis and compared term of a main signals run",
+    "signal_sensitivity_runs": "one row per stored sensitivity run: options, skipped, vintage",
     "caers_raw": "CAERS export records as published (one per product per report), text as read",
     "caers_quarantine": "malformed CAERS records kept with raw text, line and reason",
     "caers_load_log": "one row per CAERS file loaded: rows read = rows loaded + rows quarantined",
@@ -419,6 +421,37 @@ COLUMNS: dict[str, dict[str, str]] = {
         " (neither zero-cell corrected)",
         "effect_modification": f"Breslow-Day p < {EFFECT_MODIFICATION_P:g}",
         "data_fingerprint": "sha256 naming the loaded data the rows were counted on",
+        "created_at": "when the rows were computed (UTC)",
+    },
+    "signal_sensitivity": {
+        "run_id": "the main run (signal_runs.run_id) the analyses compare against",
+        "substance": "substance name",
+        "through": "last quarter of data analysed",
+        "analysis": "the analysis: main, suspect_only, natural_products, substance_only, "
+        "without_notoriety, masking_adjusted, mh, before_2018, from_2018",
+        "term": "MedDRA preferred term or event group name",
+        "term_kind": "pt or the event group's kind (group)",
+        "a": "cases with the substance and the term in this analysis (0: none)",
+        "b": "cases with the substance without the term in this analysis",
+        "c": "cases without the substance with the term in this analysis",
+        "d": "cases with neither in this analysis",
+        "ror": "reporting odds ratio (mh: the Mantel-Haenszel ROR; NULL: no case)",
+        "ror_lower": "ROR, lower 95% limit",
+        "ror_upper": "ROR, upper 95% limit",
+        "marks": "the criteria the term meets in this analysis, as the signal tables mark them",
+        "signal": f"classed a signal: the {SENSITIVITY_CRITERION.name} criterion is met",
+        "changed": "classed otherwise than in the main analysis",
+        "data_fingerprint": "sha256 naming the loaded data the rows were counted on",
+        "created_at": "when the rows were computed (UTC)",
+    },
+    "signal_sensitivity_runs": {
+        "run_id": "the main run (signal_runs.run_id); its rows are in signal_sensitivity",
+        "substance": "substance name",
+        "through": "last quarter of data analysed",
+        "options": "JSON: the number of top PTs compared and each analysis's key, label, options",
+        "skipped": "JSON: analysis key -> why it could not be run on these data",
+        "data_fingerprint": "sha256 naming the loaded data the rows were counted on",
+        "tool_version": "version of this package",
         "created_at": "when the rows were computed (UTC)",
     },
     "caers_raw": {

@@ -10,11 +10,14 @@ table the analysis changes, not from a refitted prior. A term is classed by one 
 of them (`definitions.SENSITIVITY_CRITERION`); `verdict` says in one sentence whether its
 signal is robust (`definitions.ROBUSTNESS_RULE`). An analysis that cannot be run on these data
 (no comparator case, an earlier quarter for MH) is listed with the reason, never left blank.
-Results are stored in `signal_sensitivity` under the main run's run_id.
+Results are stored in `signal_sensitivity` under the main run's run_id, with the options and
+skipped analyses in `signal_sensitivity_runs`; a later call on the same data, options and tool
+version reads them back instead of running the analyses again.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -24,11 +27,17 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from . import stats
+from . import __version__, stats
 from .db import ensure_derived_table
-from .definitions import ROBUSTNESS_RULE, SENSITIVITY_CRITERION, SUSPECT_ROLES, marks
+from .definitions import (
+    ROBUSTNESS_RULE,
+    SENSITIVITY_CRITERION,
+    SUSPECT_ROLES,
+    marks,
+    roles_option,
+)
 from .errors import NoDataError, UsageError
-from .freshness import data_fingerprint
+from .freshness import data_fingerprint, has_table
 from .signals import SignalRun, resolve_through, signals
 from .stratified import mh_joint
 from .substances import Substance
@@ -118,6 +127,9 @@ _DDL = """CREATE TABLE IF NOT EXISTS signal_sensitivity (
     term_kind VARCHAR, a BIGINT, b BIGINT, c BIGINT, d BIGINT, ror DOUBLE, ror_lower DOUBLE,
     ror_upper DOUBLE, marks VARCHAR, signal BOOLEAN, changed BOOLEAN, data_fingerprint VARCHAR,
     created_at TIMESTAMP)"""
+_RUNS_DDL = """CREATE TABLE IF NOT EXISTS signal_sensitivity_runs (
+    run_id VARCHAR, substance VARCHAR, through VARCHAR, options VARCHAR, skipped VARCHAR,
+    data_fingerprint VARCHAR, tool_version VARCHAR, created_at TIMESTAMP)"""
 
 
 @dataclass(frozen=True)
@@ -154,11 +166,16 @@ def main_run(
     through: str | None,
     roles: str | None,
     min_cases: int,
+    plain: SignalRun | None = None,
 ) -> SignalRun:
     """The main analysis: the plain run (stored, its prior fitted or reused) with the shipped
     event groups' rows added. Groups change no PT row and are a family of their own for p_adj,
-    so this is `signals(groups=True)` without counting every PT a second time."""
-    plain = signals(con, substance, through, roles, min_cases)
+    so this is `signals(groups=True)` without counting every PT a second time. `plain`: that
+    run of these options when the caller has it already (the report)."""
+    if plain is None:
+        plain = signals(con, substance, through, roles, min_cases)
+    elif not _is_plain(plain, substance, through, roles, min_cases):
+        raise ValueError("the plain run given is not the run of these options")
     grouped = signals(
         con, substance, plain.through, roles, min_cases, prior=plain.prior, groups=True, terms=[]
     )
@@ -176,13 +193,20 @@ def sensitivity(
     min_cases: int = 3,
     top: int = TOP_TERMS,
     analyses: Sequence[Analysis] = ANALYSES,
+    plain: SignalRun | None = None,
 ) -> Sensitivity:
     """Run every analysis for the main run's top terms and event groups; store and return them.
 
-    The main run is `main_run` (its prior fitted or stored as usual); the others reuse its
-    prior. No case of the substance is a NoDataError."""
-    main = main_run(con, substance, through, roles, min_cases)
+    The main run is `main_run` (its prior fitted or stored as usual, or `plain`); the others
+    reuse its prior. The stored analyses of the same main run, options and tool version are
+    read back, not run again (the main run's id names the data vintage). No case of the
+    substance is a NoDataError."""
+    main = main_run(con, substance, through, roles, min_cases, plain)
     terms = compared_terms(main, top)
+    options = json.dumps([top, [[a.key, a.label, dict(a.options)] for a in analyses]], default=str)
+    stored = _stored(con, main, options, analyses, terms)
+    if stored is not None:
+        return stored
     frames = [_rows(analyses[0].key, main.table, terms)]
     skipped: dict[str, str] = {}
     for analysis in analyses[1:]:
@@ -197,10 +221,36 @@ def sensitivity(
         for t, k, s in zip(table["term"], table["term_kind"], table["signal"], strict=True)
     ]
     table = table[list(COLUMNS)]
+    _store(con, main, table, options, skipped)
+    return _result(main, terms, table, skipped, analyses)
+
+
+def _result(
+    main: SignalRun,
+    terms: list[tuple[str, str]],
+    table: pd.DataFrame,
+    skipped: dict[str, str],
+    analyses: Sequence[Analysis],
+) -> Sensitivity:
+    """The result of these rows, with each compared term's verdict over the analyses run."""
     run = [a for a in analyses if a.key not in skipped]
     verdicts = {term: verdict(table, term, run) for term in terms}
-    _store(con, main, table)
     return Sensitivity(main, terms, table, skipped, verdicts)
+
+
+def _is_plain(
+    run: SignalRun, substance: Substance, through: str | None, roles: str | None, min_cases: int
+) -> bool:
+    """Whether a run is the plain signals run of these options (default design, no strata)."""
+    return (
+        run.design.is_default
+        and not run.stratify
+        and run.substance == substance.name
+        and run.substance_version == substance.version
+        and through in (None, run.through)
+        and run.roles == roles_option(roles)
+        and run.min_cases == min_cases
+    )
 
 
 def _analysis(
@@ -379,19 +429,76 @@ def methods() -> list[str]:
     return lines
 
 
-def _store(con: duckdb.DuckDBPyConnection, main: SignalRun, table: pd.DataFrame) -> None:
-    """Replace the main run's stored sensitivity rows by these, in one transaction."""
+def _stored(
+    con: duckdb.DuckDBPyConnection,
+    main: SignalRun,
+    options: str,
+    analyses: Sequence[Analysis],
+    terms: list[tuple[str, str]],
+) -> Sensitivity | None:
+    """The stored analyses of this main run and options, made by this version on this data;
+    None when there are none."""
+    if not has_table(con, "signal_sensitivity_runs") or not has_table(con, "signal_sensitivity"):
+        return None
+    row = con.execute(
+        "SELECT skipped FROM signal_sensitivity_runs WHERE run_id = $r AND options = $o "
+        "AND tool_version = $v AND data_fingerprint = $f",
+        {"r": main.run_id, "o": options, "v": __version__, "f": data_fingerprint(con)},
+    ).fetchone()
+    if row is None:
+        return None
+    table = con.execute(
+        f"SELECT {', '.join(COLUMNS)} FROM signal_sensitivity WHERE run_id = $r",  # noqa: S608
+        {"r": main.run_id},
+    ).fetchdf()
+    order = {a.key: i for i, a in enumerate(analyses)}
+    place = {term: i for i, term in enumerate(terms)}
+    table["_order"] = [
+        order.get(a, len(order)) * (len(place) + 1) + place.get((t, k), len(place))
+        for a, t, k in zip(table["analysis"], table["term"], table["term_kind"], strict=True)
+    ]
+    table = table.sort_values("_order", kind="mergesort").drop(columns="_order")
+    table = table.reset_index(drop=True).astype({c: "int64" for c in "abcd"})
+    table["marks"] = table["marks"].fillna("")
+    return _result(main, terms, table, json.loads(row[0]), analyses)
+
+
+def _store(
+    con: duckdb.DuckDBPyConnection,
+    main: SignalRun,
+    table: pd.DataFrame,
+    options: str,
+    skipped: dict[str, str],
+) -> None:
+    """Replace the main run's stored sensitivity rows and options by these, in one transaction."""
     ensure_derived_table(con, _DDL)
+    ensure_derived_table(con, _RUNS_DDL)
+    fingerprint = data_fingerprint(con)
+    created = datetime.now(UTC).replace(tzinfo=None)
     frame = table.assign(
         run_id=main.run_id,
         substance=main.substance,
         through=main.through,
-        data_fingerprint=data_fingerprint(con),
-        created_at=datetime.now(UTC).replace(tzinfo=None),
+        data_fingerprint=fingerprint,
+        created_at=created,
     )
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute("DELETE FROM signal_sensitivity WHERE run_id = $r", {"r": main.run_id})
+        con.execute("DELETE FROM signal_sensitivity_runs WHERE run_id = $r", {"r": main.run_id})
+        con.execute(
+            "INSERT INTO signal_sensitivity_runs VALUES ($r, $s, $t, $o, $k, $f, $v, $c)",
+            {
+                "r": main.run_id,
+                "s": main.substance,
+                "t": main.through,
+                "o": options,
+                "k": json.dumps(skipped),
+                "f": fingerprint,
+                "v": __version__,
+                "c": created,
+            },
+        )
         con.register("_sensitivity_frame", frame)
         con.execute(
             "INSERT INTO signal_sensitivity SELECT run_id, substance, through, analysis, term, "

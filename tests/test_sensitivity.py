@@ -225,3 +225,45 @@ def test_the_main_run_is_the_grouped_signals_run(planted, result) -> None:
     got = result.main.table.sort_values(key).reset_index(drop=True)
     expected = full.table.sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(got, expected)
+
+
+def test_a_second_run_reads_the_stored_analyses_back(planted_db: Path, result, monkeypatch) -> None:
+    import surveillance.sensitivity as module
+
+    with connect(planted_db) as con:
+        sensitivity(con, resolve("kratom"))  # stored by this version, whatever ran before
+
+        def refuse(*_args, **_kwargs):
+            raise AssertionError("an analysis was run again")
+
+        monkeypatch.setattr(module, "_analysis", refuse)
+        plain = signals(con, resolve("kratom"))
+        again = sensitivity(con, resolve("kratom"), plain=plain)
+        pd.testing.assert_frame_equal(again.table, result.table)
+        assert (again.terms, again.skipped, again.verdicts) == (
+            result.terms,
+            result.skipped,
+            result.verdicts,
+        )
+        # Other options (here fewer compared terms) or another tool version run them again.
+        with pytest.raises(AssertionError, match="run again"):
+            sensitivity(con, resolve("kratom"), top=2)
+        monkeypatch.setattr(module, "__version__", "0.0.0-other")
+        with pytest.raises(AssertionError, match="run again"):
+            sensitivity(con, resolve("kratom"))
+
+
+def test_a_plain_run_of_other_options_is_refused(planted) -> None:
+    plain = signals(planted, resolve("kratom"), min_cases=2)
+    with pytest.raises(ValueError, match="not the run of these options"):
+        sensitivity(planted, resolve("kratom"), plain=plain)
+
+
+def test_the_stored_tables_are_documented(planted, result) -> None:
+    from surveillance.query import schema
+
+    frame = schema(planted)
+    frame = frame[frame["table"].isin(["signal_sensitivity", "signal_sensitivity_runs"])]
+    assert set(frame["table"]) == {"signal_sensitivity", "signal_sensitivity_runs"}
+    undocumented = frame[frame["description"] == ""]
+    assert undocumented.empty, f"add to schema_docs.py: {undocumented[['table', 'column']]}"
