@@ -14,10 +14,11 @@ involving M with E and in all. The masked product's own cells a, b cancel, so fo
 the ranking of maskers is the same for every substance. Only MR > 1 masks (removing M raises
 the PRR); MR is infinite when every background case with E involves M.
 
-Reads the signals temp tables (`_sig_cases`, `_sig_exposed`, `_sig_events` and the prior's drug
-table `_sig_drugs`: each case's drugs as ingredients, in the counted roles, the substance as its
-label) after the design has narrowed them. Writes only temp tables (`_mask_*`, dropped at the
-end): it returns, per term and stratum, the cases to take off c and d. The maskers are chosen on
+Reads the signals temp tables (`_sig_cases`, `_sig_exposed`, `_sig_events`) after the design has
+narrowed them, and the background cases' drugs as the prior counts them (as ingredients, in the
+counted roles, the substance as its label), which the caller writes into `DRUG_ROWS`. Writes only
+temp tables (`_mask_*`, dropped at the end): it returns, per term and stratum, the cases to take
+off c and d. The maskers are chosen on
 the term's crude table (all strata together) and their cases (the union over the K, none of them
 a substance case) come off c and d of that term in every stratum, so stratified cells stay
 exact. a and b never change; neither does the EBGM prior.
@@ -25,6 +26,7 @@ exact. a and b never change; neither does the EBGM prior.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import duckdb
@@ -36,25 +38,29 @@ from .drug_term import incidence
 MASKER_SEPARATOR = "; "
 """Between the drug names of a row's `maskers` column."""
 
+DRUG_ROWS = ("_mask_cases", "_mask_drug_rows", "ci")
+"""The caller's drug rows: over the cases of `_mask_cases`, into `_mask_drug_rows`, keyed by `ci`
+(each case's drugs, a drug listed twice may come twice)."""
+
 # The background (the cases of _sig_cases not involving the substance) numbered 0.. with its
-# strata numbered, its drugs (_sig_drugs, once per case and drug, the substance's label left
-# out) and the events of the substance's terms (_sig_events) as integer rows: the counts below
-# are sums over sparse 0/1 matrices, not joins of text case ids.
+# strata numbered, its drugs (once per case and drug, the substance's label left out) and the
+# events of the substance's terms (_sig_events) as integer rows: the counts below are sums over
+# sparse 0/1 matrices, and the one DISTINCT is over two integers, not text case ids and names.
 _CASES = """CREATE OR REPLACE TEMP TABLE _mask_cases AS
 WITH background AS (
-    SELECT caseid, stratum FROM _sig_cases
+    SELECT caseid, source, primaryid, quarter, stratum FROM _sig_cases
     WHERE caseid NOT IN (SELECT caseid FROM _sig_exposed)),
 strata AS (
     SELECT stratum, CAST(row_number() OVER (ORDER BY stratum) - 1 AS INTEGER) AS stratum_id
     FROM (SELECT DISTINCT stratum FROM background))
-SELECT b.caseid, s.stratum, s.stratum_id, CAST(row_number() OVER () - 1 AS INTEGER) AS ci
+SELECT b.caseid, b.source, b.primaryid, b.quarter, s.stratum, s.stratum_id,
+    CAST(row_number() OVER () - 1 AS INTEGER) AS ci
 FROM background b JOIN strata s USING (stratum)"""
 _DRUG_IDS = """CREATE OR REPLACE TEMP TABLE _mask_drug_ids AS
 SELECT drug, CAST(row_number() OVER (ORDER BY drug) - 1 AS INTEGER) AS drug_id
-FROM (SELECT DISTINCT drug FROM _sig_drugs WHERE drug <> $label)"""
+FROM (SELECT DISTINCT drug FROM _mask_drug_rows WHERE drug <> $label)"""
 _DRUGS = """CREATE OR REPLACE TEMP TABLE _mask_drugs AS
-SELECT m.ci, i.drug_id FROM _sig_drugs d
-JOIN _mask_cases m USING (caseid) JOIN _mask_drug_ids i USING (drug)"""
+SELECT DISTINCT r.ci, i.drug_id FROM _mask_drug_rows r JOIN _mask_drug_ids i USING (drug)"""
 _TERM_IDS = """CREATE OR REPLACE TEMP TABLE _mask_term_ids AS
 SELECT pt_key, CAST(row_number() OVER (ORDER BY pt_key) - 1 AS INTEGER) AS term_id
 FROM (SELECT DISTINCT pt_key FROM _sig_events WHERE caseid IN (SELECT caseid FROM _sig_exposed))"""
@@ -66,7 +72,14 @@ _N_M = "SELECT drug_id, count(*) AS n_m FROM _mask_drugs GROUP BY drug_id"
 _PAIR_DRUGS = "SELECT ci, drug_id FROM _mask_drugs SEMI JOIN _mask_events USING (ci)"
 _MASKER_CASES = "SELECT ci, drug_id FROM _mask_drugs WHERE list_contains($ids, drug_id)"
 _STRATA = "SELECT stratum FROM _mask_cases GROUP BY stratum, stratum_id ORDER BY stratum_id"
-_TEMP = ("_mask_cases", "_mask_drug_ids", "_mask_drugs", "_mask_term_ids", "_mask_events")
+_TEMP = (
+    "_mask_cases",
+    "_mask_drug_rows",
+    "_mask_drug_ids",
+    "_mask_drugs",
+    "_mask_term_ids",
+    "_mask_events",
+)
 
 
 def masking_ratio(c: Any, d: Any, c_m: Any, n_m: Any) -> np.ndarray:
@@ -94,19 +107,22 @@ def top_maskers(pairs: pd.DataFrame, k: int) -> pd.DataFrame:
 
 
 def removals(
-    con: duckdb.DuckDBPyConnection, k: int, label: str
+    con: duckdb.DuckDBPyConnection, k: int, label: str, drug_rows: Callable[[], None]
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Per term and stratum the cases its top-k maskers take off c and d (pt_key, stratum,
     c_removed, d_removed), and each term's maskers, highest ratio first, '; '-joined.
 
-    `label` is the substance's name in `_sig_drugs`, never a masker; `_sig_drugs` must be built.
+    `label` is the substance's name in the drug rows, never a masker; `drug_rows()` writes them
+    (`DRUG_ROWS`) once `_mask_cases` is built.
     With D the background's drugs x cases and T its cases x terms 0/1 matrices, every pair's
     c_M is D T (D over the cases with a term only), a term's c the column counts of T; n_M is
     counted in SQL; a term's maskers' cases are the union of their rows of D."""
     if k == 0:
         return _nothing(), {}
     try:
-        for statement in (_CASES, _DRUG_IDS, _DRUGS, _TERM_IDS, _EVENTS):
+        con.execute(_CASES)
+        drug_rows()
+        for statement in (_DRUG_IDS, _DRUGS, _TERM_IDS, _EVENTS):
             con.execute(statement, {"label": label} if statement is _DRUG_IDS else {})
         return _removals(con, k)
     finally:

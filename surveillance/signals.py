@@ -328,21 +328,31 @@ def _build_case_tables(
 
 
 def _build_drug_table(
-    con: duckdb.DuckDBPyConnection, substance: Substance, latest: bool, roles: str | None
+    con: duckdb.DuckDBPyConnection,
+    substance: Substance,
+    latest: bool,
+    roles: str | None,
+    cases: str = "_sig_cases",
+    into: str = "_sig_drugs",
+    key: str = "caseid",
+    distinct: bool = True,
 ) -> None:
-    """Temp table of each case's drugs as ingredients (the substance as itself), for the prior."""
+    """Temp table `into` of each case's drugs as ingredients (the substance as itself), for the
+    prior: the case's `key` column of `cases` and the drug. `distinct=False` keeps a drug the
+    case lists twice twice, for a reader that counts each pair once itself (masking)."""
     drugs = "case_drugs" if latest else "raw_drug"
     join = (
         "USING (caseid)"
         if latest
         else "ON g.source = c.source AND g.primaryid = c.primaryid AND g.quarter = c.quarter"
     )
+    # The table and column names are the callers' constants, never input.
     con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE _sig_drugs AS
-        SELECT DISTINCT c.caseid,
+        f"""CREATE OR REPLACE TEMP TABLE {into} AS
+        SELECT {"DISTINCT" if distinct else ""} c.{key},
             CASE WHEN sn.string IS NOT NULL OR sa.string IS NOT NULL THEN $label
                  ELSE upper(trim(coalesce(g.prod_ai, g.drugname))) END AS drug
-        FROM _sig_cases c
+        FROM {cases} c
         JOIN {drugs} g {join}
         LEFT JOIN substance_strings sn
           ON sn.substance = $substance AND sn.field = 'drugname' AND sn.string = g.drugname
@@ -386,8 +396,11 @@ def _asof_counts(
     exposed = frozenset(r[0] for r in con.execute("SELECT caseid FROM _sig_exposed").fetchall())
     removed, maskers = None, None
     if design.masking is not None:
-        _build_drug_table(con, substance, latest, roles)
-        removed, maskers = masking.removals(con, design.masking, f"[{substance.name}]")
+
+        def drug_rows() -> None:
+            _build_drug_table(con, substance, latest, roles, *masking.DRUG_ROWS, distinct=False)
+
+        removed, maskers = masking.removals(con, design.masking, f"[{substance.name}]", drug_rows)
 
     def pairs() -> tuple[Any, Any]:
         _build_drug_table(con, substance, latest, roles)

@@ -14,9 +14,9 @@ import pytest
 from surveillance.db import connect
 from surveillance.errors import UsageError
 from surveillance.extract import resolve
-from surveillance.masking import masking_ratio, removals
+from surveillance.masking import DRUG_ROWS, masking_ratio, removals
 from surveillance.pipeline import load, rebuild
-from surveillance.signals import OUTPUT_COLUMNS, background_statement, signals
+from surveillance.signals import OUTPUT_COLUMNS, _build_drug_table, background_statement, signals
 from surveillance.stats import Prior
 from surveillance.synthetic import generate_series
 
@@ -146,23 +146,34 @@ def test_removals_by_hand() -> None:
     cases = {"c1": "F", "c2": "F", "c3": "F", "c4": "F", "c5": "F"}
     cases |= {"c6": "M", "c7": "M", "c8": "M", "c9": "M"}
     events = {"c1": "TU", "c2": "T", "c3": "T", "c4": "U", "c5": "U", "c6": "TU", "c9": "T"}
-    drugs = {"c1": ["[kratom]", "A"], "c2": ["A"], "c3": ["A"], "c4": ["B"], "c5": ["B"]}
+    # c2 lists A twice: a case counts once per drug.
+    drugs = {"c1": ["[kratom]", "A"], "c2": ["A", "A"], "c3": ["A"], "c4": ["B"], "c5": ["B"]}
     drugs |= {"c6": ["A", "B"], "c7": ["A"], "c8": ["B"], "c9": ["B"]}
-    con.execute("CREATE TEMP TABLE _sig_cases (caseid VARCHAR, stratum VARCHAR)")
-    con.executemany("INSERT INTO _sig_cases VALUES (?, ?)", list(cases.items()))
+    con.execute(
+        "CREATE TEMP TABLE _sig_cases (caseid VARCHAR, source VARCHAR, primaryid VARCHAR, "
+        "quarter VARCHAR, stratum VARCHAR)"
+    )
+    con.executemany("INSERT INTO _sig_cases VALUES (?, NULL, NULL, NULL, ?)", list(cases.items()))
     con.execute("CREATE TEMP TABLE _sig_exposed AS SELECT 'c1' AS caseid")
     con.execute("CREATE TEMP TABLE _sig_events (caseid VARCHAR, stratum VARCHAR, pt_key VARCHAR)")
     rows = [(c, cases[c], t) for c, ts in events.items() for t in ts]
     con.executemany("INSERT INTO _sig_events VALUES (?, ?, ?)", rows)
-    con.execute("CREATE TEMP TABLE _sig_drugs (caseid VARCHAR, drug VARCHAR)")
+    con.execute("CREATE TEMP TABLE drug_list (caseid VARCHAR, drug VARCHAR)")
     con.executemany(
-        "INSERT INTO _sig_drugs VALUES (?, ?)", [(c, g) for c, gs in drugs.items() for g in gs]
+        "INSERT INTO drug_list VALUES (?, ?)", [(c, g) for c, gs in drugs.items() for g in gs]
     )
+
+    def drug_rows() -> None:
+        con.execute(
+            "CREATE TEMP TABLE _mask_drug_rows AS "
+            "SELECT m.ci, d.drug FROM drug_list d JOIN _mask_cases m USING (caseid)"
+        )
+
     # Background c2..c9 (N = 8). T: c = 4 (c2, c3, c6, c9); A has 3 of them in its 4 cases:
     # MR = (4/8) / (1/4) = 2; B has 2 in 5: (4/8) / (2/3) = 0.75, no masker. U: c = 3 (c4, c5,
     # c6), all B's: MR infinite; A has 1 in 4: (3/8) / (2/4) = 0.75.
     for k in (1, 2):
-        removed, maskers = removals(con, k, "[kratom]")
+        removed, maskers = removals(con, k, "[kratom]", drug_rows)
         assert maskers == {"T": "A", "U": "B"}
         got = {(r.pt_key, r.stratum): (r.c_removed, r.d_removed) for r in removed.itertuples()}
         # T loses A's background cases c2, c3 (F), c6 with T and c7 without (M); U loses B's
@@ -215,7 +226,12 @@ def test_two_maskers_and_strata(con) -> None:
     stratified = signals(con, kratom, min_cases=1, prior=PRIOR, remove_maskers=2, stratify="sex")
     assert _got(stratified) == _got(run)
     # Per stratum (the run's temp tables are still there): each sex loses its own cases.
-    removed, _ = removals(con, 2, "[kratom]")
+    removed, _ = removals(
+        con,
+        2,
+        "[kratom]",
+        lambda: _build_drug_table(con, kratom, True, None, *DRUG_ROWS, distinct=False),
+    )
     sex = dict(con.execute("SELECT caseid, sex FROM cases").fetchall())
     names = dict(con.execute("SELECT pt_key, pt FROM pt_terms").fetchall())
     drugs, terms, exposed = _drugs(con), _terms(con), _exposed(con)
