@@ -11,7 +11,10 @@ product does the same sums in compiled code over two integer columns per side.
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import duckdb
@@ -73,11 +76,47 @@ def pair_table(
     if drug.size == 0 or term.size == 0 or n_cases == 0:
         return np.zeros(0), np.zeros(0)
     n_drugs = int(drug.max()) + 1
-    d = incidence(drug, drug_case, (n_drugs, n_cases))
-    t = incidence(term_case, term, (n_cases, n_terms))
-    n_drug = np.diff(d.indptr).astype(np.int64)
-    n_term = np.bincount(t.indices, minlength=n_terms).astype(np.int64)
-    # A sparse product stores no zero sums: every entry is a pair with n >= 1.
-    product = (d @ t).tocoo()
+    # scipy's sparse routines release the GIL: the two matrices are built side by side and the
+    # product is taken in blocks of drugs on every core.
+    with ThreadPoolExecutor(_WORKERS) as pool:
+        building = pool.submit(incidence, drug, drug_case, (n_drugs, n_cases))
+        t = incidence(term_case, term, (n_cases, n_terms))
+        d = building.result()
+        n_drug = np.diff(d.indptr).astype(np.int64)
+        n_term = np.bincount(t.indices, minlength=n_terms).astype(np.int64)
+        rows, cols, n = _product(d, t, pool)
     del d, t
-    return product.data.astype(float), n_drug[product.row] * n_term[product.col] / n_cases
+    return n.astype(float), n_drug[rows] * n_term[cols] / n_cases
+
+
+_WORKERS = max(1, os.cpu_count() or 1)
+
+
+def _product(
+    d: sparse.csr_matrix, t: sparse.csr_matrix, pool: ThreadPoolExecutor
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The nonzero entries (row, column, value) of d @ t, computed in row blocks of d with about
+    equal numbers of entries, one per worker. A sparse product stores no zero sums."""
+    bounds = np.searchsorted(d.indptr, np.linspace(0, d.nnz, _WORKERS + 1)[1:-1])
+    edges = [0, *sorted({int(b) for b in bounds}), d.shape[0]]
+    blocks = [slice(a, b) for a, b in itertools.pairwise(edges) if b > a]
+    parts = list(pool.map(lambda rows: (_rows(d, rows) @ t).tocoo(), blocks))
+    return (
+        np.concatenate([p.row + b.start for p, b in zip(parts, blocks, strict=True)]),
+        np.concatenate([p.col for p in parts]),
+        np.concatenate([p.data for p in parts]),
+    )
+
+
+def _rows(matrix: sparse.csr_matrix, rows: slice) -> sparse.csr_matrix:
+    """A block of consecutive rows of a CSR matrix as a view of its entries, not a copy."""
+    first, last = matrix.indptr[rows.start], matrix.indptr[rows.stop]
+    return sparse.csr_matrix(
+        (
+            matrix.data[first:last],
+            matrix.indices[first:last],
+            matrix.indptr[rows.start : rows.stop + 1] - first,
+        ),
+        shape=(rows.stop - rows.start, matrix.shape[1]),
+        copy=False,
+    )
