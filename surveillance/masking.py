@@ -42,20 +42,17 @@ DRUG_ROWS = ("_mask_cases", "_mask_drug_rows", "ci")
 """The caller's drug rows: over the cases of `_mask_cases`, into `_mask_drug_rows`, keyed by `ci`
 (each case's drugs, a drug listed twice may come twice)."""
 
-# The background (the cases of _sig_cases not involving the substance) numbered 0.. with its
-# strata numbered, its drugs (once per case and drug, the substance's label left out) and the
-# events of the substance's terms (_sig_events) as integer rows: the counts below are sums over
-# sparse 0/1 matrices, and the one DISTINCT is over two integers, not text case ids and names.
-_CASES = """CREATE OR REPLACE TEMP TABLE _mask_cases AS
-WITH background AS (
-    SELECT caseid, source, primaryid, quarter, stratum FROM _sig_cases
-    WHERE caseid NOT IN (SELECT caseid FROM _sig_exposed)),
-strata AS (
-    SELECT stratum, CAST(row_number() OVER (ORDER BY stratum) - 1 AS INTEGER) AS stratum_id
-    FROM (SELECT DISTINCT stratum FROM background))
-SELECT b.caseid, b.source, b.primaryid, b.quarter, s.stratum, s.stratum_id,
-    CAST(row_number() OVER () - 1 AS INTEGER) AS ci
-FROM background b JOIN strata s USING (stratum)"""
+# The background (the cases of _sig_cases not involving the substance) numbered by their row in
+# _sig_cases (a view: no copy of the cases is written; the other rows' numbers stay unused),
+# its strata numbered, its drugs (once per case and drug, the substance's label left out) and
+# the events of the substance's terms (_sig_events) as integer rows: the counts below are sums
+# over sparse 0/1 matrices, and the one DISTINCT is over two integers, not text ids and names.
+_CASES = """CREATE OR REPLACE TEMP VIEW _mask_cases AS
+SELECT CAST(rowid AS INTEGER) AS ci, caseid, source, primaryid, quarter, stratum FROM _sig_cases
+WHERE caseid NOT IN (SELECT caseid FROM _sig_exposed)"""
+_STRATUM_IDS = """CREATE OR REPLACE TEMP TABLE _mask_strata AS
+SELECT stratum, CAST(row_number() OVER (ORDER BY stratum) - 1 AS INTEGER) AS stratum_id
+FROM (SELECT DISTINCT stratum FROM _mask_cases)"""
 _DRUG_IDS = """CREATE OR REPLACE TEMP TABLE _mask_drug_ids AS
 SELECT drug, CAST(row_number() OVER (ORDER BY drug) - 1 AS INTEGER) AS drug_id
 FROM (SELECT DISTINCT drug FROM _mask_drug_rows WHERE drug <> $label)"""
@@ -71,9 +68,10 @@ _N_M = "SELECT drug_id, count(*) AS n_m FROM _mask_drugs GROUP BY drug_id"
 # Only the cases with one of the terms add to a pair's c_M.
 _PAIR_DRUGS = "SELECT ci, drug_id FROM _mask_drugs SEMI JOIN _mask_events USING (ci)"
 _MASKER_CASES = "SELECT ci, drug_id FROM _mask_drugs WHERE list_contains($ids, drug_id)"
-_STRATA = "SELECT stratum FROM _mask_cases GROUP BY stratum, stratum_id ORDER BY stratum_id"
+_STRATA = "SELECT stratum FROM _mask_strata ORDER BY stratum_id"
+_CASE_STRATA = "SELECT m.ci, s.stratum_id FROM _mask_cases m JOIN _mask_strata s USING (stratum)"
 _TEMP = (
-    "_mask_cases",
+    "_mask_strata",
     "_mask_drug_rows",
     "_mask_drug_ids",
     "_mask_drugs",
@@ -121,6 +119,7 @@ def removals(
         return _nothing(), {}
     try:
         con.execute(_CASES)
+        con.execute(_STRATUM_IDS)
         drug_rows()
         for statement in (_DRUG_IDS, _DRUGS, _TERM_IDS, _EVENTS):
             con.execute(statement, {"label": label} if statement is _DRUG_IDS else {})
@@ -128,6 +127,7 @@ def removals(
     finally:
         for table in _TEMP:
             con.execute(f"DROP TABLE IF EXISTS {table}")
+        con.execute("DROP VIEW IF EXISTS _mask_cases")
 
 
 def _nothing() -> pd.DataFrame:
@@ -142,17 +142,16 @@ def _column(con: duckdb.DuckDBPyConnection, sql: str) -> list[Any]:
 def _removals(con: duckdb.DuckDBPyConnection, k: int) -> tuple[pd.DataFrame, dict[str, str]]:
     """`removals` from the `_mask_*` temp tables."""
     n_background = int(_column(con, "SELECT count(*) FROM _mask_cases")[0])
+    n_rows = int(_column(con, "SELECT coalesce(max(rowid), -1) + 1 FROM _sig_cases")[0])
     drug_names = _column(con, "SELECT drug FROM _mask_drug_ids ORDER BY drug_id")
     terms = _column(con, "SELECT pt_key FROM _mask_term_ids ORDER BY term_id")
     if not terms or not drug_names or n_background == 0:
         return _nothing(), {}
     found = con.execute("SELECT ci, term_id FROM _mask_events").fetchnumpy()
-    events = incidence(
-        np.asarray(found["ci"]), np.asarray(found["term_id"]), (n_background, len(terms))
-    )
+    events = incidence(np.asarray(found["ci"]), np.asarray(found["term_id"]), (n_rows, len(terms)))
     found = con.execute(_PAIR_DRUGS).fetchnumpy()
     drugs = incidence(
-        np.asarray(found["drug_id"]), np.asarray(found["ci"]), (len(drug_names), n_background)
+        np.asarray(found["drug_id"]), np.asarray(found["ci"]), (len(drug_names), n_rows)
     )
     both = (drugs @ events).tocoo()
     n_m = np.zeros(len(drug_names), dtype=np.int64)
@@ -179,14 +178,13 @@ def _removals(con: duckdb.DuckDBPyConnection, k: int) -> tuple[pd.DataFrame, dic
     masker_cases = pd.Series(np.asarray(found["ci"])).groupby(np.asarray(found["drug_id"]))
     cases_of = {int(i): group.to_numpy() for i, group in masker_cases}
     strata = _column(con, _STRATA)
-    stratum = np.asarray(
-        con.execute("SELECT stratum_id FROM _mask_cases ORDER BY ci").fetchnumpy()["stratum_id"],
-        dtype=np.int64,
-    )
+    found = con.execute(_CASE_STRATA).fetchnumpy()
+    stratum = np.full(n_rows, -1, dtype=np.int64)  # -1: not a background case, never masked
+    stratum[np.asarray(found["ci"])] = np.asarray(found["stratum_id"])
     term_id = {t: i for i, t in enumerate(terms)}
     rows = []
     for pt_key, own in chosen.groupby("pt_key", sort=True):
-        masked = np.zeros(n_background, dtype=bool)
+        masked = np.zeros(n_rows, dtype=bool)
         for i in own["drug"].map(drug_id):
             masked[cases_of[int(i)]] = True
         j = term_id[pt_key]
