@@ -5,7 +5,8 @@ quarter, in the cache folder's `zips/`; resumable), then for each growth point (
 32 quarters and the whole archive) times each step in a fresh child process: load (against
 DuckDB's read_csv floor of the same text), rebuild (strict, then fda), extraction, signals
 (first run with the prior fit, again with the stored prior), trends, the report (cold: its
-as-of counts and sequential alerts computed) and the report again (reusing them). A point's
+as-of counts, sensitivity analyses and sequential alerts computed) and the report again (reusing
+them). A point's
 database is cached in `db/` with its load measurement and reused until `--fresh`. Prints a table
 (steps by points; wall time and peak RSS) with the issue's targets checked on the whole archive,
 and writes bench/results/archive-<UTC time>.json; `--compare FILE` prints ratios to an earlier
@@ -85,9 +86,10 @@ _TAIL = """
 import json, resource
 print(json.dumps({**out, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
-# Cold (argv[3] "cold"): the as-of counts (stored by the trends step) and the alerts are
-# computed again. Otherwise as after `update` (which computes the alerts) or a second report
-# on the same data: the signals, as-of counts and alerts of this data vintage are reused.
+# Cold (argv[3] "cold"): the as-of counts (stored by the trends step), the sensitivity analyses
+# and the alerts are computed again. Otherwise as after `update` (which writes the report) or a
+# second report on the same data: the signals' prior, the as-of counts, the sensitivity analyses
+# and the alerts of this data vintage are reused.
 _REPORT = """
 import sys, tempfile, time
 from pathlib import Path
@@ -97,6 +99,7 @@ with connect(sys.argv[1]) as con, tempfile.TemporaryDirectory(dir=sys.argv[2]) a
     if sys.argv[3] == "cold":
         con.execute("DROP TABLE IF EXISTS asof_runs")
         con.execute("DROP TABLE IF EXISTS sequential_runs")
+        con.execute("DROP TABLE IF EXISTS signal_sensitivity_runs")
     t = time.perf_counter()
     write_report(con, out=Path(tmp) / "report")
     out = {"seconds": time.perf_counter() - t}
