@@ -429,6 +429,12 @@ def methods() -> list[str]:
     return lines
 
 
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create `signal_sensitivity` and `signal_sensitivity_runs` (safe to repeat)."""
+    ensure_derived_table(con, _DDL)
+    ensure_derived_table(con, _RUNS_DDL)
+
+
 def _stored(
     con: duckdb.DuckDBPyConnection,
     main: SignalRun,
@@ -471,8 +477,7 @@ def _store(
     skipped: dict[str, str],
 ) -> None:
     """Replace the main run's stored sensitivity rows and options by these, in one transaction."""
-    ensure_derived_table(con, _DDL)
-    ensure_derived_table(con, _RUNS_DDL)
+    ensure_tables(con)
     fingerprint = data_fingerprint(con)
     created = datetime.now(UTC).replace(tzinfo=None)
     frame = table.assign(

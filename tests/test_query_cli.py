@@ -28,6 +28,7 @@ from surveillance.errors import DatabaseError, LimitError, UsageError
 from surveillance.export import output_format, write_output
 from surveillance.extract import resolve
 from surveillance.query import describe_queries, params_from_pairs, run_query, run_sql, schema
+from surveillance.sensitivity import ensure_tables as ensure_sensitivity_tables
 from surveillance.sequential import ensure_tables as ensure_sequential_tables
 from surveillance.signals import signals
 from surveillance.stratified import signal_mh
@@ -287,6 +288,7 @@ def test_every_table_and_column_is_documented(series_con) -> None:
     signal_mh(series_con, run, resolve("kratom"), "sex")  # and signal_mh
     ensure_sequential_tables(series_con)  # and the sequential alerts' tables
     ensure_asof_tables(series_con)  # and the stored as-of counts
+    ensure_sensitivity_tables(series_con)  # and the stored sensitivity analyses
     frame = schema(series_con)
     undocumented = frame[frame["description"] == ""]
     assert undocumented.empty, f"add to schema_docs.py: {undocumented[['table', 'column']]}"

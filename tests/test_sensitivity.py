@@ -257,13 +257,3 @@ def test_a_plain_run_of_other_options_is_refused(planted) -> None:
     plain = signals(planted, resolve("kratom"), min_cases=2)
     with pytest.raises(ValueError, match="not the run of these options"):
         sensitivity(planted, resolve("kratom"), plain=plain)
-
-
-def test_the_stored_tables_are_documented(planted, result) -> None:
-    from surveillance.query import schema
-
-    frame = schema(planted)
-    frame = frame[frame["table"].isin(["signal_sensitivity", "signal_sensitivity_runs"])]
-    assert set(frame["table"]) == {"signal_sensitivity", "signal_sensitivity_runs"}
-    undocumented = frame[frame["description"] == ""]
-    assert undocumented.empty, f"add to schema_docs.py: {undocumented[['table', 'column']]}"
