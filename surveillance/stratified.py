@@ -172,18 +172,41 @@ def _rank(factor: str, stratum: str) -> tuple[bool, int, str]:
     return (stratum == AGE_UNKNOWN, place, stratum)
 
 
-def _factor_counts(con: duckdb.DuckDBPyConnection, factor: str, keys: list[str]) -> _FactorCounts:
-    """The per-stratum 2x2 cells of every term for one factor (or JOINT), from the temp tables."""
+def _term_cells(con: duckdb.DuckDBPyConnection, factors: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """Each factor's (or JOINT's) cells of every term by stratum (pt_key, stratum, n_term, a),
+    from one join of the terms' cases with their strata (grouping sets, one per factor)."""
+    # The factors are FACTORS (column names of _mh_cases) or JOINT, never input.
+    strata = [_JOINT_SQL if f == JOINT else f for f in factors]
+    columns = ", ".join(f"{column} AS s{i}" for i, column in enumerate(strata))
+    names = [f"s{i}" for i in range(len(strata))]
+    sets = ", ".join(f"(pt_key, {name})" for name in names)
+    found = con.execute(
+        f"""SELECT pt_key, {", ".join(names)}, grouping({", ".join(names)}) AS grouped,
+            count(*) AS n_term, count(*) FILTER (WHERE exposed) AS a
+        FROM (SELECT r.pt_key, c.exposed, {columns}
+              FROM _mh_reac r JOIN _mh_cases c USING (caseid))
+        GROUP BY GROUPING SETS ({sets})"""  # noqa: S608
+    ).fetchdf()
+    cells = {}
+    for i, factor in enumerate(factors):
+        # grouping() sets a bit for each column left out of the row's set, the first highest.
+        own = found["grouped"] == (1 << len(names)) - 1 - (1 << (len(names) - 1 - i))
+        cells[factor] = found.loc[own, ["pt_key", names[i], "n_term", "a"]].rename(
+            columns={names[i]: "stratum"}
+        )
+    return cells
+
+
+def _factor_counts(
+    con: duckdb.DuckDBPyConnection, factor: str, keys: list[str], cells: pd.DataFrame
+) -> _FactorCounts:
+    """The per-stratum 2x2 cells of every term for one factor (or JOINT): its strata from the
+    cases temp table, its term cells from `_term_cells`."""
     # factor is one of FACTORS (a column name of _mh_cases) or JOINT, never input.
     column = _JOINT_SQL if factor == JOINT else factor
     strata = con.execute(
         f"""SELECT {column} AS stratum, count(*) AS n, count(*) FILTER (WHERE exposed) AS n_exposed
         FROM _mh_cases GROUP BY ALL"""  # noqa: S608
-    ).fetchdf()
-    cells = con.execute(
-        f"""SELECT r.pt_key, {column} AS stratum, count(*) AS n_term,
-            count(*) FILTER (WHERE c.exposed) AS a
-        FROM _mh_reac r JOIN _mh_cases c USING (caseid) GROUP BY ALL"""  # noqa: S608
     ).fetchdf()
     strata = strata.iloc[
         sorted(range(len(strata)), key=lambda i: _rank(factor, strata["stratum"][i]))
@@ -299,7 +322,9 @@ def _mh_rows(
             return (0, order[names[k]] if order is not None else names[k], k)
 
         keys.sort(key=rank)
-        counts = {f: _factor_counts(con, f, keys) for f in counted or chosen if keys}
+        factors = list(counted or chosen) if keys else []
+        cells = _term_cells(con, factors) if factors else {}
+        counts = {f: _factor_counts(con, f, keys, cells[f]) for f in factors}
     finally:
         con.execute("DROP TABLE IF EXISTS _mh_cases")
         con.execute("DROP TABLE IF EXISTS _mh_reac")
