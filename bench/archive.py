@@ -4,13 +4,12 @@ Generates the archive once (`surveillance.synthetic.write_archive`, 2004Q1 to th
 quarter, in the cache folder's `zips/`; resumable), then for each growth point (the latest 1, 8,
 32 quarters and the whole archive) times each step in a fresh child process: load (against
 DuckDB's read_csv floor of the same text), rebuild (strict, then fda), extraction, signals
-(first run with the prior fit, again with the stored prior), trends, the report (cold: its
-as-of counts, sensitivity analyses and sequential alerts computed) and the report again (reusing
-them). A point's
-database is cached in `db/` with its load measurement and reused until `--fresh`. Prints a table
-(steps by points; wall time and peak RSS) with the issue's targets checked on the whole archive,
-and writes bench/results/archive-<UTC time>.json; `--compare FILE` prints ratios to an earlier
-results file.
+(first run with the prior fit, again with the stored prior), trends (its as-of counts computed),
+the report (cold: its as-of counts, sensitivity analyses and sequential alerts computed) and the
+report again (reusing them). A point's database is cached in `db/` with its load measurement and
+reused until `--fresh`. Prints a table (steps by points; wall time and peak RSS) with the issue's
+targets checked on the whole archive, and writes bench/results/archive-<UTC time>.json;
+`--compare FILE` prints ratios to an earlier results file.
 """
 
 from __future__ import annotations

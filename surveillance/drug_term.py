@@ -21,6 +21,9 @@ import duckdb
 import numpy as np
 from scipy import sparse
 
+_WORKERS = max(1, os.cpu_count() or 1)
+"""Threads of the sparse product: one per core."""
+
 
 def sparse_pairs(
     con: duckdb.DuckDBPyConnection, sql: Callable[[str], str], values: Mapping[str, Any]
@@ -87,9 +90,6 @@ def pair_table(
         rows, cols, n = _product(d, t, pool)
     del d, t
     return n.astype(float), n_drug[rows] * n_term[cols] / n_cases
-
-
-_WORKERS = max(1, os.cpu_count() or 1)
 
 
 def _product(

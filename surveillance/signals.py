@@ -364,6 +364,14 @@ def _build_drug_table(
     )
 
 
+def masking_drug_rows(
+    con: duckdb.DuckDBPyConnection, substance: Substance, latest: bool, roles: str | None
+) -> None:
+    """The background's drug rows that `masking.removals` reads (`masking.DRUG_ROWS`), by the
+    prior's drug definition; a drug a case lists twice may come twice."""
+    _build_drug_table(con, substance, latest, roles, *masking.DRUG_ROWS, distinct=False)
+
+
 def _asof_counts(
     con: duckdb.DuckDBPyConnection,
     substance: Substance,
@@ -396,11 +404,12 @@ def _asof_counts(
     exposed = frozenset(r[0] for r in con.execute("SELECT caseid FROM _sig_exposed").fetchall())
     removed, maskers = None, None
     if design.masking is not None:
-
-        def drug_rows() -> None:
-            _build_drug_table(con, substance, latest, roles, *masking.DRUG_ROWS, distinct=False)
-
-        removed, maskers = masking.removals(con, design.masking, f"[{substance.name}]", drug_rows)
+        removed, maskers = masking.removals(
+            con,
+            design.masking,
+            f"[{substance.name}]",
+            lambda: masking_drug_rows(con, substance, latest, roles),
+        )
 
     def pairs() -> tuple[Any, Any]:
         _build_drug_table(con, substance, latest, roles)

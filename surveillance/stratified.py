@@ -42,6 +42,12 @@ JOINT = "joint"
 estimate of the sensitivity analyses (`mh_joint`). MH pools many sparse strata soundly."""
 _JOINT_SQL = "concat_ws('|', " + ", ".join(FACTORS) + ")"
 
+
+def _stratum_sql(factor: str) -> str:
+    """A factor's stratum over `_mh_cases`: its column, or JOINT's cross-classification."""
+    return _JOINT_SQL if factor == JOINT else factor
+
+
 UNKNOWN_RULE = (
     "Unknown values (no plausible age, sex not M or F, reporter type missing or not a FAERS "
     "occupation code) form a stratum of their own, so every case of the crude table is in one "
@@ -176,7 +182,7 @@ def _term_cells(con: duckdb.DuckDBPyConnection, factors: Sequence[str]) -> dict[
     """Each factor's (or JOINT's) cells of every term by stratum (pt_key, stratum, n_term, a),
     from one join of the terms' cases with their strata (grouping sets, one per factor)."""
     # The factors are FACTORS (column names of _mh_cases) or JOINT, never input.
-    strata = [_JOINT_SQL if f == JOINT else f for f in factors]
+    strata = [_stratum_sql(f) for f in factors]
     columns = ", ".join(f"{column} AS s{i}" for i, column in enumerate(strata))
     names = [f"s{i}" for i in range(len(strata))]
     sets = ", ".join(f"(pt_key, {name})" for name in names)
@@ -203,7 +209,7 @@ def _factor_counts(
     """The per-stratum 2x2 cells of every term for one factor (or JOINT): its strata from the
     cases temp table, its term cells from `_term_cells`."""
     # factor is one of FACTORS (a column name of _mh_cases) or JOINT, never input.
-    column = _JOINT_SQL if factor == JOINT else factor
+    column = _stratum_sql(factor)
     strata = con.execute(
         f"""SELECT {column} AS stratum, count(*) AS n, count(*) FILTER (WHERE exposed) AS n_exposed
         FROM _mh_cases GROUP BY ALL"""  # noqa: S608

@@ -14,9 +14,14 @@ import pytest
 from surveillance.db import connect
 from surveillance.errors import UsageError
 from surveillance.extract import resolve
-from surveillance.masking import DRUG_ROWS, masking_ratio, removals
+from surveillance.masking import masking_ratio, removals
 from surveillance.pipeline import load, rebuild
-from surveillance.signals import OUTPUT_COLUMNS, _build_drug_table, background_statement, signals
+from surveillance.signals import (
+    OUTPUT_COLUMNS,
+    background_statement,
+    masking_drug_rows,
+    signals,
+)
 from surveillance.stats import Prior
 from surveillance.synthetic import generate_series
 
@@ -226,12 +231,7 @@ def test_two_maskers_and_strata(con) -> None:
     stratified = signals(con, kratom, min_cases=1, prior=PRIOR, remove_maskers=2, stratify="sex")
     assert _got(stratified) == _got(run)
     # Per stratum (the run's temp tables are still there): each sex loses its own cases.
-    removed, _ = removals(
-        con,
-        2,
-        "[kratom]",
-        lambda: _build_drug_table(con, kratom, True, None, *DRUG_ROWS, distinct=False),
-    )
+    removed, _ = removals(con, 2, "[kratom]", lambda: masking_drug_rows(con, kratom, True, None))
     sex = dict(con.execute("SELECT caseid, sex FROM cases").fetchall())
     names = dict(con.execute("SELECT pt_key, pt FROM pt_terms").fetchall())
     drugs, terms, exposed = _drugs(con), _terms(con), _exposed(con)
