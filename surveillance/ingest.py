@@ -6,7 +6,8 @@ every byte), maps each era's header onto the canonical columns of `faers_format.
 writes `raw_*`, `raw_deleted`, `quarantine`, `load_log` and `quarters`. Every physical line after
 the header is either loaded or quarantined with its raw text and reason; nothing is repaired.
 One transaction per quarter: a failure rolls back to the database as it was, and loading a
-quarter again replaces it.
+quarter again replaces it. Each quarter is staged (read, split, checked) in memory before its
+transaction; the next quarter is staged while one is written.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import re
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -203,15 +204,31 @@ def load(
         by_quarter[z.quarter] = z
     order = sorted(by_quarter)
     results: list[QuarterLoad] = []
-    for i, q in enumerate(order):
-        if progress:
-            progress(f"loading {q} from {by_quarter[q].path}")
-        try:
-            results.append(load_quarter(con, by_quarter[q], limits))
-        except SurveillanceError as e:
-            if len(order) == 1:
+    # One quarter ahead: the next quarter is read and staged (inflating and splitting, mostly
+    # outside DuckDB) while this one is written, so both cores stay busy; at most two quarters
+    # are staged at once.
+    with ThreadPoolExecutor(max_workers=1) as ahead:
+
+        def prepare(i: int) -> Future[_Prepared]:
+            return ahead.submit(_prepare, con.cursor(), by_quarter[order[i]], limits, i)
+
+        pending: Future[_Prepared] | None = prepare(0)
+        for i, q in enumerate(order):
+            if progress:
+                progress(f"loading {q} from {by_quarter[q].path}")
+            current, pending = pending, (prepare(i + 1) if i + 1 < len(order) else None)
+            assert current is not None
+            try:
+                results.append(_commit(con, current.result()))
+            except SurveillanceError as e:
+                _discard(con, pending)
+                if len(order) == 1:
+                    raise
+                raise PartialLoadError(e, results, [str(x) for x in order[i:]]) from e
+            except BaseException:
+                _discard(con, current)
+                _discard(con, pending)
                 raise
-            raise PartialLoadError(e, results, [str(x) for x in order[i:]]) from e
     return results
 
 
@@ -219,17 +236,51 @@ def load_quarter(
     con: duckdb.DuckDBPyConnection, qz: QuarterZip, limits: ZipLimits | None = None
 ) -> QuarterLoad:
     """Replace one quarter in the raw layer inside a single transaction."""
-    limits = limits or ZipLimits.from_env()
-    result = QuarterLoad(str(qz.quarter), qz.path, sha256_file(qz.path))
-    db_file = _database_file(con)
-    try:
-        con.execute(f"ATTACH ':memory:' AS {_STAGE}")
+    prepared = _prepare(con.cursor(), qz, limits or ZipLimits.from_env(), 0)
+    return _commit(con, prepared)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One quarter hashed and staged (in its own in-memory database), not yet written."""
+
+    qz: QuarterZip
+    sha256: str
+    stage: str  # the attached in-memory database holding its staged lines
+    staged: list[_Staged]
+
+
+def _prepare(
+    cursor: duckdb.DuckDBPyConnection, qz: QuarterZip, limits: ZipLimits, n: int
+) -> _Prepared:
+    """Hash a quarter's zip and stage every member, before the database is touched: any bad
+    member fails here. The stage is detached again on failure."""
+    sha = sha256_file(qz.path)
+    stage = f"{_STAGE}_{n}"
+    with cursor:
+        db_file = _database_file(cursor)
         try:
-            staged = _stage(con, qz, limits)
+            cursor.execute(f"ATTACH ':memory:' AS {stage}")
+            try:
+                return _Prepared(qz, sha, stage, _stage(cursor, qz, limits, stage))
+            except BaseException:
+                _detach(cursor, stage)
+                raise
+        except (duckdb.Error, OSError) as e:
+            raise _write_failure(e, db_file, qz) from e
+
+
+def _commit(con: duckdb.DuckDBPyConnection, prepared: _Prepared) -> QuarterLoad:
+    """Replace the prepared quarter in the raw layer in one transaction; detach its stage."""
+    qz = prepared.qz
+    result = QuarterLoad(str(qz.quarter), qz.path, prepared.sha256)
+    db_file = _database_file(con)  # asked first: a fatal write error kills the connection
+    try:
+        try:
             con.execute("BEGIN TRANSACTION")
             try:
                 _delete_quarter(con, str(qz.quarter))
-                for s in staged:
+                for s in prepared.staged:
                     if s.table == "deleted":
                         _insert_deleted(con, qz, s)
                     else:
@@ -244,11 +295,23 @@ def load_quarter(
                     con.execute("ROLLBACK")
                 raise
         finally:
-            with suppress(duckdb.Error):
-                con.execute(f"DETACH {_STAGE}")
+            _detach(con, prepared.stage)
     except (duckdb.Error, OSError) as e:
         raise _write_failure(e, db_file, qz) from e
     return result
+
+
+def _detach(con: duckdb.DuckDBPyConnection, stage: str) -> None:
+    with suppress(duckdb.Error):
+        con.execute(f"DETACH {stage}")
+
+
+def _discard(con: duckdb.DuckDBPyConnection, future: Future[_Prepared] | None) -> None:
+    """Drop a quarter staged ahead that will not be written (waits if it is being staged)."""
+    if future is None or future.cancel():
+        return
+    with suppress(BaseException):
+        _detach(con, future.result().stage)
 
 
 def _database_file(con: duckdb.DuckDBPyConnection) -> str:
@@ -286,7 +349,9 @@ class _Staged:
     columns: tuple[str, ...]  # canonical names, in header order
 
 
-def _stage(con: duckdb.DuckDBPyConnection, qz: QuarterZip, limits: ZipLimits) -> list[_Staged]:
+def _stage(
+    con: duckdb.DuckDBPyConnection, qz: QuarterZip, limits: ZipLimits, stage: str
+) -> list[_Staged]:
     """Read every member of the zip before touching the database; fail on any bad member.
 
     Members are read two at a time (one cursor each) into an in-memory staging database:
@@ -300,14 +365,15 @@ def _stage(con: duckdb.DuckDBPyConnection, qz: QuarterZip, limits: ZipLimits) ->
             zip(
                 largest_first,
                 pool.map(
-                    lambda t: _read_lines(con.cursor(), qz, t, members[t], limits), largest_first
+                    lambda t: _read_lines(con.cursor(), qz, t, members[t], limits, stage),
+                    largest_first,
                 ),
                 strict=True,
             )
         )
     staged: list[_Staged] = []
     for table, member in members.items():
-        lines = f"{_STAGE}.lines_{table}"
+        lines = f"{stage}.lines_{table}"
         if table == "deleted":
             staged.append(_Staged(table, member, lines, counts[table], ()))
             continue
@@ -325,10 +391,15 @@ def _delete_quarter(con: duckdb.DuckDBPyConnection, quarter: str) -> None:
 
 
 def _read_lines(
-    cursor: duckdb.DuckDBPyConnection, qz: QuarterZip, name: str, member: str, limits: ZipLimits
+    cursor: duckdb.DuckDBPyConnection,
+    qz: QuarterZip,
+    name: str,
+    member: str,
+    limits: ZipLimits,
+    stage: str,
 ) -> int:
     """Stream one member into the staging table lines_<name>; return its number of lines."""
-    table = f"{_STAGE}.lines_{name}"
+    table = f"{stage}.lines_{name}"
     view = f"_batch_{name}"
     n_lines = 0
     with cursor:

@@ -248,6 +248,46 @@ def test_failed_quarter_keeps_earlier_ones_and_says_which(tmp_path: Path) -> Non
         assert "unexpected columns ['severity']" in str(e.value)
         assert str(e.value).endswith("quarters loaded: 2024Q1; not loaded: 2024Q2, 2024Q3")
         assert con.execute("SELECT quarter FROM quarters").fetchall() == [("2024Q1",)]
+        assert _stages(con) == []  # 2024Q3, staged ahead, was dropped
+
+
+def _stages(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Staging databases still attached."""
+    rows = con.execute("SELECT database_name FROM duckdb_databases()").fetchall()
+    return [r[0] for r in rows if r[0].startswith("_surveillance_stage")]
+
+
+def test_quarter_staged_ahead_is_dropped_when_the_one_before_fails_to_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next quarter is staged while one is written: a write failure loads neither."""
+    folder = tmp_path / "zips"
+    folder.mkdir()
+    for q in ("24Q1", "24Q2", "24Q3"):
+        write_zip(
+            folder / f"faers_ascii_20{q.lower()}.zip",
+            {k.replace("24Q1", q): v for k, v in FB.items()},
+        )
+    real = ingest._insert_table
+
+    def fail_in_q2(con: duckdb.DuckDBPyConnection, qz: ingest.QuarterZip, s: object) -> None:
+        if str(qz.quarter) == "2024Q2":
+            raise OSError(errno.EIO, "Input/output error", "/srv/db.duckdb")
+        real(con, qz, s)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ingest, "_insert_table", fail_in_q2)
+    with connect(tmp_path / "db.duckdb") as con:
+        with pytest.raises(ingest.PartialLoadError) as e:
+            ingest.load(con, [folder])
+        assert e.value.failed == ["2024Q2", "2024Q3"]
+        assert "Input/output error" in str(e.value) and "while loading 2024Q2" in str(e.value)
+        assert con.execute("SELECT quarter FROM quarters").fetchall() == [("2024Q1",)]
+        assert con.execute("SELECT DISTINCT quarter FROM raw_drug").fetchall() == [("2024Q1",)]
+        assert _stages(con) == []
+        monkeypatch.setattr(ingest, "_insert_table", real)
+        loaded = ingest.load(con, [folder])  # the same connection loads them all afterwards
+        assert [r.quarter for r in loaded] == ["2024Q1", "2024Q2", "2024Q3"]
+        assert _stages(con) == []
 
 
 @pytest.fixture
