@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import re
+import threading
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -207,10 +208,11 @@ def load(
     # One quarter ahead: the next quarter is read and staged (inflating and splitting, mostly
     # outside DuckDB) while this one is written, so both cores stay busy; at most two quarters
     # are staged at once.
+    stop = threading.Event()  # set when the quarter staged ahead will not be written
     with ThreadPoolExecutor(max_workers=1) as ahead:
 
         def prepare(i: int) -> Future[_Prepared]:
-            return ahead.submit(_prepare, con.cursor(), by_quarter[order[i]], limits, i)
+            return ahead.submit(_prepare, con.cursor(), by_quarter[order[i]], limits, i, stop)
 
         pending: Future[_Prepared] | None = prepare(0)
         for i, q in enumerate(order):
@@ -221,11 +223,13 @@ def load(
             try:
                 results.append(_commit(con, current.result()))
             except SurveillanceError as e:
+                stop.set()
                 _discard(con, pending)
                 if len(order) == 1:
                     raise
                 raise PartialLoadError(e, results, [str(x) for x in order[i:]]) from e
             except BaseException:
+                stop.set()
                 _discard(con, current)
                 _discard(con, pending)
                 raise
@@ -236,7 +240,7 @@ def load_quarter(
     con: duckdb.DuckDBPyConnection, qz: QuarterZip, limits: ZipLimits | None = None
 ) -> QuarterLoad:
     """Replace one quarter in the raw layer inside a single transaction."""
-    prepared = _prepare(con.cursor(), qz, limits or ZipLimits.from_env(), 0)
+    prepared = _prepare(con.cursor(), qz, limits or ZipLimits.from_env(), 0, threading.Event())
     return _commit(con, prepared)
 
 
@@ -251,10 +255,14 @@ class _Prepared:
 
 
 def _prepare(
-    cursor: duckdb.DuckDBPyConnection, qz: QuarterZip, limits: ZipLimits, n: int
+    cursor: duckdb.DuckDBPyConnection,
+    qz: QuarterZip,
+    limits: ZipLimits,
+    n: int,
+    stop: threading.Event,
 ) -> _Prepared:
     """Hash a quarter's zip and stage every member, before the database is touched: any bad
-    member fails here. The stage is detached again on failure."""
+    member fails here. The stage is detached again on failure, or once `stop` is set."""
     sha = sha256_file(qz.path)
     stage = f"{_STAGE}_{n}"
     with cursor:
@@ -262,7 +270,7 @@ def _prepare(
         try:
             cursor.execute(f"ATTACH ':memory:' AS {stage}")
             try:
-                return _Prepared(qz, sha, stage, _stage(cursor, qz, limits, stage))
+                return _Prepared(qz, sha, stage, _stage(cursor, qz, limits, stage, stop))
             except BaseException:
                 _detach(cursor, stage)
                 raise
@@ -350,7 +358,11 @@ class _Staged:
 
 
 def _stage(
-    con: duckdb.DuckDBPyConnection, qz: QuarterZip, limits: ZipLimits, stage: str
+    con: duckdb.DuckDBPyConnection,
+    qz: QuarterZip,
+    limits: ZipLimits,
+    stage: str,
+    stop: threading.Event,
 ) -> list[_Staged]:
     """Read every member of the zip before touching the database; fail on any bad member.
 
@@ -365,7 +377,7 @@ def _stage(
             zip(
                 largest_first,
                 pool.map(
-                    lambda t: _read_lines(con.cursor(), qz, t, members[t], limits, stage),
+                    lambda t: _read_lines(con.cursor(), qz, t, members[t], limits, stage, stop),
                     largest_first,
                 ),
                 strict=True,
@@ -397,6 +409,7 @@ def _read_lines(
     member: str,
     limits: ZipLimits,
     stage: str,
+    stop: threading.Event,
 ) -> int:
     """Stream one member into the staging table lines_<name>; return its number of lines."""
     table = f"{stage}.lines_{name}"
@@ -406,7 +419,7 @@ def _read_lines(
         cursor.execute(_STAGE_DDL.replace("STAGE_TABLE", table))
         try:
             with zipfile.ZipFile(qz.path) as zf, zf.open(member) as stream:
-                capped = _Capped(stream, qz.compressed.get(member, 0), limits)
+                capped = _Capped(stream, qz.compressed.get(member, 0), limits, stop)
                 for batch in _split_lines(capped):
                     if isinstance(batch, _LongLine):
                         n_lines += 1
@@ -436,16 +449,26 @@ class _TooBig(Exception):
     """A member inflated past the limits while being read (its zip header lied)."""
 
 
-class _Capped:
-    """A zip member's stream that raises _TooBig once it inflates past the limits."""
+class _Stopped(Exception):
+    """Staging stopped: the quarter will not be written (one before it failed, or Ctrl-C)."""
 
-    def __init__(self, stream: IO[bytes], compressed: int, limits: ZipLimits) -> None:
+
+class _Capped:
+    """A zip member's stream that raises _TooBig once it inflates past the limits, and
+    _Stopped once `stop` is set."""
+
+    def __init__(
+        self, stream: IO[bytes], compressed: int, limits: ZipLimits, stop: threading.Event
+    ) -> None:
         self._stream = stream
         self._compressed = compressed
         self._limits = limits
+        self._stop = stop
         self._inflated = 0
 
     def read(self, n: int) -> bytes:
+        if self._stop.is_set():
+            raise _Stopped
         data = self._stream.read(n)
         self._inflated += len(data)
         problem = self._limits.problem(self._inflated, self._compressed)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -288,6 +289,38 @@ def test_quarter_staged_ahead_is_dropped_when_the_one_before_fails_to_write(
         loaded = ingest.load(con, [folder])  # the same connection loads them all afterwards
         assert [r.quarter for r in loaded] == ["2024Q1", "2024Q2", "2024Q3"]
         assert _stages(con) == []
+
+
+def test_interrupt_stops_the_quarter_staged_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while a quarter is written stops the staging of the next one and loads neither."""
+    folder = tmp_path / "zips"
+    folder.mkdir()
+    for q in ("24Q1", "24Q2"):
+        members = {k.replace("24Q1", q): v for k, v in FB.items()}
+        write_zip(folder / f"faers_ascii_20{q.lower()}.zip", members)
+    real_stage = ingest._stage
+    seen: dict[str, bool] = {}
+
+    def stage_when_stopped(
+        con: duckdb.DuckDBPyConnection, qz: ingest.QuarterZip, *rest: Any
+    ) -> list[Any]:
+        if str(qz.quarter) == "2024Q2":
+            seen["stopped"] = rest[-1].wait(30)  # the stop event, set by the interrupt
+        return real_stage(con, qz, *rest)
+
+    def interrupt(con: duckdb.DuckDBPyConnection, qz: object, s: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ingest, "_stage", stage_when_stopped)
+    monkeypatch.setattr(ingest, "_insert_table", interrupt)
+    with connect(tmp_path / "db.duckdb") as con:
+        with pytest.raises(KeyboardInterrupt):
+            ingest.load(con, [folder])
+        assert seen == {"stopped": True}
+        assert _stages(con) == []
+        assert con.execute("SELECT count(*) FROM quarters").fetchone() == (0,)
 
 
 @pytest.fixture
