@@ -222,17 +222,13 @@ def load(
             assert current is not None
             try:
                 results.append(_commit(con, current.result()))
-            except SurveillanceError as e:
-                stop.set()
-                _discard(con, pending)
-                if len(order) == 1:
-                    raise
-                raise PartialLoadError(e, results, [str(x) for x in order[i:]]) from e
-            except BaseException:
+            except BaseException as e:
                 stop.set()
                 _discard(con, current)
                 _discard(con, pending)
-                raise
+                if not isinstance(e, SurveillanceError) or len(order) == 1:
+                    raise
+                raise PartialLoadError(e, results, [str(x) for x in order[i:]]) from e
     return results
 
 
