@@ -4,6 +4,7 @@ overlong lines, zip bombs, a full disk and header-only tables are handled member
 from __future__ import annotations
 
 import errno
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -269,13 +270,23 @@ def test_quarter_staged_ahead_is_dropped_when_the_one_before_fails_to_write(
             folder / f"faers_ascii_20{q.lower()}.zip",
             {k.replace("24Q1", q): v for k, v in FB.items()},
         )
-    real = ingest._insert_table
+    real, real_prepare = ingest._insert_table, ingest._prepare
+    q3_staged = threading.Event()
+
+    def prepare(cursor: duckdb.DuckDBPyConnection, qz: ingest.QuarterZip, *rest: Any) -> Any:
+        prepared = real_prepare(cursor, qz, *rest)
+        if str(qz.quarter) == "2024Q3":
+            q3_staged.set()
+        return prepared
 
     def fail_in_q2(con: duckdb.DuckDBPyConnection, qz: ingest.QuarterZip, s: object) -> None:
         if str(qz.quarter) == "2024Q2":
+            # 2024Q3 is staged whole by now: only dropping it detaches its stage.
+            assert q3_staged.wait(30)
             raise OSError(errno.EIO, "Input/output error", "/srv/db.duckdb")
         real(con, qz, s)  # type: ignore[arg-type]
 
+    monkeypatch.setattr(ingest, "_prepare", prepare)
     monkeypatch.setattr(ingest, "_insert_table", fail_in_q2)
     with connect(tmp_path / "db.duckdb") as con:
         with pytest.raises(ingest.PartialLoadError) as e:
