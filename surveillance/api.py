@@ -149,8 +149,10 @@ class Database:
                 raise InputError(path, "no such file or folder")
         return load(self._open(create=True), paths, dedup=dedup, progress=self._log)
 
-    def rebuild(self, dedup: str | None = None) -> pd.DataFrame:
-        """Rebuild the clean layer and the built-in substances' hits; the dedup step counts."""
+    def rebuild(self, dedup: str | None = None, incremental: bool = False) -> pd.DataFrame:
+        """Rebuild the clean layer and the built-in substances' hits; the dedup step counts.
+
+        `incremental`: only what changed since the last rebuild (`pipeline.rebuild`)."""
         from .extract import builtin_term_files
         from .pipeline import rebuild
 
@@ -161,7 +163,7 @@ class Database:
             _freshness.check(con, builtin_term_files())
         except NoDataError as e:
             raise NoDataError(f"{self.path}: {e}") from e
-        steps = rebuild(con, dedup=dedup, progress=self._log)
+        steps = rebuild(con, dedup=dedup, progress=self._log, incremental=incremental)
         self._current = True
         return steps
 

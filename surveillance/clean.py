@@ -19,14 +19,16 @@ share a normalised literature reference, age, sex and reaction set (`literature`
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import duckdb
 import pandas as pd
 import pycountry
 
-from . import __version__, literature
+from . import __version__, definitions, literature
 from .db import SCHEMA_VERSION, ensure_derived_table
 from .definitions import AGE_BOUNDS, AGE_GROUPS, AGE_UNKNOWN, OUTCOME_CODES, WORST_OUTCOME_RULE
 from .freshness import clean_data_fingerprint, has_table
@@ -420,6 +422,11 @@ REBUILD: tuple[Step, ...] = (
 _RESPELL = """UPDATE case_reactions SET pt = t.pt FROM pt_terms t
     WHERE t.pt_key = case_reactions.pt_key AND case_reactions.pt IS DISTINCT FROM t.pt"""
 
+# The strict passes compare all cases: a new case can be another's keeper or a flagged case's
+# keeper can go. After an incremental rebuild no flag is kept; strict mode then sets them anew.
+_CLEAR_FLAGS = """UPDATE cases SET strict_duplicate_of = NULL, literature_duplicate_of = NULL
+    WHERE strict_duplicate_of IS NOT NULL OR literature_duplicate_of IS NOT NULL"""
+
 # Quarters loaded, replaced or removed since the last rebuild (replaced: the clean layer had
 # another load of it). A full rebuild counts every loaded quarter as changed.
 _CHANGED_QUARTERS = """CREATE OR REPLACE TEMP TABLE _changed_quarters AS
@@ -499,8 +506,20 @@ STRICT = (
 _DEDUP_LOG = """
 CREATE TABLE IF NOT EXISTS dedup_log (
     step_order INTEGER, step VARCHAR, n_reports BIGINT, n_cases BIGINT, dedup_mode VARCHAR,
-    raw_fingerprint VARCHAR, rebuilt_at TIMESTAMP, tool_version VARCHAR, schema_version INTEGER)
+    raw_fingerprint VARCHAR, rebuilt_at TIMESTAMP, tool_version VARCHAR, schema_version INTEGER,
+    clean_definition VARCHAR)
 """
+
+
+def clean_definition() -> str:
+    """sha256 of what derives the clean layer: the source of this module, of the literature pass
+    and of the definitions, and pycountry's version. The rows an incremental rebuild keeps were
+    derived by an older definition unless this is unchanged, so a change forces a full one."""
+    parts = [Path(m.__file__ or "").read_bytes() for m in (definitions, literature)]
+    parts += [Path(__file__).read_bytes(), pycountry.__version__.encode()]
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()
+
+
 _STEP_COUNTS = (
     ("raw DEMO rows, all quarters", "SELECT count(*), count(DISTINCT caseid) FROM raw_demo"),
     (
@@ -525,12 +544,11 @@ def ensure_macros(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(macro)
 
 
-def incremental_allowed(con: duckdb.DuckDBPyConnection, dedup: str) -> bool:
+def incremental_allowed(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether the clean layer can be brought up to date by re-deriving the affected cases only:
-    its last rebuild used the FDA rule (the strict pass compares all cases), this dedup mode,
-    this tool version and schema, and left every table an incremental rebuild updates."""
-    if dedup != "fda":
-        return False
+    its last rebuild used this tool version, schema and `clean_definition` and left every table
+    an incremental rebuild updates. Any dedup mode: the strict passes only flag, and run over
+    all cases."""
     needed = {s.table for s in REBUILD if s.key != "temp"} | {"dedup_log"}
     if not all(has_table(con, t) for t in needed):
         return False
@@ -541,12 +559,12 @@ def incremental_allowed(con: duckdb.DuckDBPyConnection, dedup: str) -> bool:
             "AND schema_name = 'main' AND database_name = current_database()"
         ).fetchall()
     }
-    if not {"tool_version", "schema_version"} <= columns:
+    if not {"tool_version", "schema_version", "clean_definition"} <= columns:
         return False
     rows = con.execute(
-        "SELECT DISTINCT dedup_mode, tool_version, schema_version FROM dedup_log"
+        "SELECT DISTINCT tool_version, schema_version, clean_definition FROM dedup_log"
     ).fetchall()
-    return rows == [("fda", __version__, SCHEMA_VERSION)]
+    return rows == [(__version__, SCHEMA_VERSION, clean_definition())]
 
 
 def _scope_incremental(con: duckdb.DuckDBPyConnection) -> None:
@@ -574,7 +592,7 @@ def rebuild(
         raise ValueError(f"dedup must be one of {DEDUP_MODES}, not {dedup!r}")
     con.execute("BEGIN TRANSACTION")
     try:
-        incremental = incremental and incremental_allowed(con, dedup)
+        incremental = incremental and incremental_allowed(con)
         if incremental:
             con.execute(
                 "CREATE OR REPLACE TEMP TABLE _rederived_since AS SELECT $f AS data_fingerprint",
@@ -593,6 +611,7 @@ def rebuild(
                 con.execute(statement)
         if incremental:
             con.execute(_RESPELL)
+            con.execute(_CLEAR_FLAGS)
         steps = list(_STEP_COUNTS)
         if dedup == "strict":
             for statement in STRICT:
@@ -634,12 +653,13 @@ def _log_steps(con: duckdb.DuckDBPyConnection, steps: list[tuple[str, str]], ded
     con.execute("DELETE FROM dedup_log")
     now = datetime.now(UTC).replace(tzinfo=None)
     raw = quarters_fingerprint(con)
+    definition = clean_definition()
     for order, (step, sql) in enumerate(steps, start=1):
         row = con.execute(sql).fetchone()
         assert row is not None
         con.execute(
             "INSERT INTO dedup_log VALUES ($o, $step, $reports, $cases, $mode, $raw, $now, "
-            "$tool, $schema)",
+            "$tool, $schema, $definition)",
             {"o": order, "step": step, "reports": row[0], "cases": row[1]}
             | {
                 "mode": dedup,
@@ -647,5 +667,6 @@ def _log_steps(con: duckdb.DuckDBPyConnection, steps: list[tuple[str, str]], ded
                 "now": now,
                 "tool": __version__,
                 "schema": SCHEMA_VERSION,
+                "definition": definition,
             },
         )

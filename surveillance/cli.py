@@ -431,17 +431,23 @@ def status(db_path: Path | None, fmt: str) -> None:
 @cli.command()
 @_db_option
 @_dedup_option
+@click.option(
+    "--incremental",
+    is_flag=True,
+    help="Re-derive only the cases the quarters loaded since the last rebuild affect (a dedup "
+    "mode change alone: only the flags), as a load does; full when the tool version changed.",
+)
 @_quiet_option
-def rebuild(db_path: Path | None, dedup: str | None, quiet: bool) -> None:
+def rebuild(db_path: Path | None, dedup: str | None, incremental: bool, quiet: bool) -> None:
     """Rebuild the clean layer (deduplicated cases) and the built-in substances' hits.
 
-    Example: surveillance rebuild --dedup strict
+    Example: surveillance rebuild --dedup strict --incremental
     """
     from .api import Database
     from .progress import terminal_progress
 
     with terminal_progress(quiet) as step, Database(_db(db_path), log=step or _silent) as db:
-        steps = db.rebuild(dedup=dedup)
+        steps = db.rebuild(dedup=dedup, incremental=incremental)
     click.echo(render(steps[["step", "n_reports", "n_cases"]], "table"), nl=False)
 
 

@@ -26,8 +26,9 @@ def rebuild(
 
     dedup None keeps the mode of the last rebuild. `incremental` (what `load` and `repair` ask
     for) re-derives only the cases that the quarters loaded, replaced or removed since the last
-    rebuild affect, unless the dedup mode, tool version or schema changed (`clean.rebuild`); an
-    explicit rebuild is full, so it also picks up a raw layer edited by other means than ingest.
+    rebuild affect, in either dedup mode, unless the tool version, schema or clean definition
+    changed (`clean.rebuild`); an explicit rebuild is full unless asked, so it also picks up a
+    raw layer edited by other means than ingest.
     The clean layer commits before extraction; a run killed in between leaves extractions whose
     data fingerprint no longer matches, which `freshness.check` reports and `repair` finishes."""
     dedup = dedup or current_dedup(con)

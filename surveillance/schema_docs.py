@@ -312,6 +312,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "rebuilt_at": "when the clean layer was rebuilt (UTC)",
         "tool_version": "version of the tool that rebuilt the clean layer",
         "schema_version": "database schema version at the rebuild",
+        "clean_definition": "sha256 of the code deriving the clean layer (changed: full rebuild)",
     },
     "clean_quarters": {
         "quarter": "the quarter ('2024Q1')",

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from click.testing import CliRunner
 
 from surveillance import clean, freshness
+from surveillance.cli import cli
 from surveillance.db import connect
 from surveillance.extract import builtin_term_files
 from surveillance.ingest import load as ingest_load
@@ -114,18 +116,43 @@ def test_a_replaced_quarter(series: Series, other: Series, tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-def test_a_changed_dedup_mode_or_tool_version_rebuilds_everything(
+def test_a_changed_tool_version_or_definition_rebuilds_everything_a_dedup_mode_does_not(
     series: Series, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = tmp_path / "db.duckdb"
     _load(db, [_zip(series, q) for q in QUARTERS[:2]])
-    assert _load(db, [_zip(series, QUARTERS[2])], dedup="strict")["rebuild_kind"] == "full"
-    assert _load(db, [])["rebuild_kind"] == "full"  # strict stays strict, always full
-    assert _load(db, [], dedup="fda")["rebuild_kind"] == "full"
-    assert _load(db, [])["rebuild_kind"] == "incremental"
+    assert _load(db, [_zip(series, QUARTERS[2])], dedup="strict")["rebuild_kind"] == "incremental"
+    assert _load(db, [])["rebuild_kind"] == "incremental"  # strict stays strict
+    assert _load(db, [], dedup="fda")["rebuild_kind"] == "incremental"
     monkeypatch.setattr(clean, "__version__", "0.0.0+other")
     assert _load(db, [])["rebuild_kind"] == "full"
     assert _load(db, [])["rebuild_kind"] == "incremental"
+    # Code deriving the clean layer changed without a new version (a new column, a new rule).
+    monkeypatch.setattr(clean, "clean_definition", lambda: "another definition")
+    assert _load(db, [])["rebuild_kind"] == "full"
+    assert _load(db, [])["rebuild_kind"] == "incremental"
+    _assert_equals_full(db, tmp_path)
+
+
+@pytest.mark.slow
+def test_strict_mode_new_quarters_and_mode_switches_equal_a_full_rebuild(tmp_path: Path) -> None:
+    """The strict passes compare all cases: after new quarters whose planted literature
+    duplicates join groups of earlier quarters, and after switching to fda and back, every flag
+    equals a full rebuild's in that mode."""
+    quarters = ["2018Q4", "2019Q1", "2019Q2"]
+    lit = generate_series(quarters, tmp_path / "zips", n_cases=40, seed=3, literature=True)
+    db = tmp_path / "db.duckdb"
+    assert _load(db, [_zip(lit, quarters[0])], dedup="strict")["rebuild_kind"] == "full"
+    for quarter in quarters[1:]:
+        assert _load(db, [_zip(lit, quarter)])["rebuild_kind"] == "incremental"
+        _assert_equals_full(db, tmp_path)
+    flagged = "SELECT caseid FROM cases WHERE literature_duplicate_of IS NOT NULL"
+    assert _caseids(db, flagged)
+    assert _load(db, [], dedup="fda")["rebuild_kind"] == "incremental"
+    assert not _caseids(db, flagged)
+    _assert_equals_full(db, tmp_path)
+    assert _load(db, [], dedup="strict")["rebuild_kind"] == "incremental"
+    assert _caseids(db, flagged)
     _assert_equals_full(db, tmp_path)
 
 
@@ -150,3 +177,28 @@ def test_a_killed_incremental_rebuild_leaves_the_database_as_it_was(
         assert stale is not None and stale.layer == "clean"
         assert rebuild(con, incremental=True)["rebuild_kind"].iloc[0] == "incremental"
     _assert_equals_full(db, tmp_path)
+
+
+def test_cli_rebuild_incremental_switches_the_mode_without_rederiving(
+    series: Series, tmp_path: Path
+) -> None:
+    """`rebuild --dedup strict --incremental` re-derives nothing (an edit of the raw layer made
+    other than by a load stays unseen) and records strict mode; a plain `rebuild` is full."""
+    db = tmp_path / "db.duckdb"
+    _load(db, [_zip(series, q) for q in QUARTERS[:2]])
+    with connect(db) as con:
+        caseid = con.execute("SELECT min(caseid) FROM cases").fetchone()[0]
+        con.execute(
+            "UPDATE raw_demo SET age = '33', age_cod = 'YR' WHERE caseid = $c", {"c": caseid}
+        )
+    age = f"SELECT caseid FROM cases WHERE caseid = '{caseid}' AND age_years = 33"
+    runner = CliRunner()
+    args = ["rebuild", "--db", str(db), "--dedup", "strict", "--incremental"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    with connect(db, read_only=True) as con:
+        assert freshness.current_dedup(con) == "strict"
+    assert not _caseids(db, age)
+    result = runner.invoke(cli, ["rebuild", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert _caseids(db, age)
