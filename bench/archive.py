@@ -3,7 +3,8 @@
 Generates the archive once (`surveillance.synthetic.write_archive`, 2004Q1 to the latest
 quarter, in the cache folder's `zips/`; resumable), then for each growth point (the latest 1, 8,
 32 quarters and the whole archive) times each step in a fresh child process: load (against
-DuckDB's read_csv floor of the same text), rebuild (strict, then fda), extraction, signals
+DuckDB's read_csv floor of the same text), rebuild (strict, then fda), extraction, a new
+quarter (its reload and incremental rebuild, fda and strict), signals
 (first run with the prior fit, again with the stored prior), trends (its as-of counts computed),
 the report (cold: its as-of counts, sensitivity analyses and sequential alerts computed) and the
 report again (reusing them). A point's database is cached in `db/` with its load measurement and
@@ -42,6 +43,7 @@ STEPS = (
     "rebuild_fda",
     "extraction",
     "update",
+    "update_strict",
     "signals_first",
     "signals_stored",
     "trends",
@@ -56,6 +58,7 @@ LABELS = {
     "rebuild_fda": "rebuild fda",
     "extraction": "extraction",
     "update": "new quarter (incremental)",
+    "update_strict": "new quarter, strict (incr.)",
     "signals_first": "signals (prior fit)",
     "signals_stored": "signals (stored prior)",
     "trends": "trends",
@@ -69,6 +72,7 @@ TARGET_SECONDS = {
     "rebuild_strict": 5 * 60,
     "rebuild_fda": 5 * 60,
     "update": 5 * 60,
+    "update_strict": 5 * 60,
     "signals_first": 120,
     "signals_stored": 10,
     "report": 120,
@@ -128,6 +132,29 @@ with connect(sys.argv[1]) as con:
     steps = rebuild(con, incremental=True)
     out = {"seconds": time.perf_counter() - t, "rebuild_kind": str(steps["rebuild_kind"].iloc[0]),
            "cases_rederived": int(steps["n_cases_rederived"].iloc[0])}
+""",
+    # The same in strict mode: switched to strict (flags only), the latest quarter loaded again
+    # and rebuilt (its cases re-derived, both strict passes over all cases), then back to fda
+    # (flags cleared) for the steps after this one. Only the middle part is the step's time.
+    "update_strict": """
+import sys, time
+from surveillance.db import connect
+from surveillance.ingest import load
+from surveillance.pipeline import rebuild
+with connect(sys.argv[1]) as con:
+    t = time.perf_counter()
+    switch = rebuild(con, dedup="strict", incremental=True)
+    switched = time.perf_counter() - t
+    t = time.perf_counter()
+    load(con, [sys.argv[2]])
+    steps = rebuild(con, incremental=True)
+    seconds = time.perf_counter() - t
+    t = time.perf_counter()
+    back = rebuild(con, dedup="fda", incremental=True)
+    out = {"seconds": seconds, "rebuild_kind": str(steps["rebuild_kind"].iloc[0]),
+           "cases_rederived": int(steps["n_cases_rederived"].iloc[0]),
+           "to_strict_seconds": switched, "to_fda_seconds": time.perf_counter() - t,
+           "switch_kinds": [str(switch["rebuild_kind"].iloc[0]), str(back["rebuild_kind"].iloc[0])]}
 """,
     "export": """
 import sys, tempfile, time
@@ -385,7 +412,7 @@ def measure_point(
             "report": [str(db), str(cache), "cold"],
             "report_again": [str(db), str(cache), "stored"],
             "export": [str(db), str(cache)],
-        }.get(step, [str(db), str(zips[-1])] if step == "update" else [str(db)])
+        }.get(step, [str(db), str(zips[-1])] if step.startswith("update") else [str(db)])
         steps[step] = {**run_child(step, args, env), "db_mb": db_mb(db)}
         say(f"{label}: {step}", steps[step])
     # Counted after the steps: the load makes the raw layer only, the rebuilds make `cases`.
