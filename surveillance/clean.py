@@ -516,7 +516,7 @@ def clean_definition() -> str:
     and of the definitions, and pycountry's version. The rows an incremental rebuild keeps were
     derived by an older definition unless this is unchanged, so a change forces a full one."""
     parts = [Path(m.__file__ or "").read_bytes() for m in (definitions, literature)]
-    parts += [Path(__file__).read_bytes(), pycountry.__version__.encode()]
+    parts += [Path(__file__).read_bytes(), str(pycountry.__version__).encode()]
     return hashlib.sha256(b"\0".join(parts)).hexdigest()
 
 
@@ -544,14 +544,17 @@ def ensure_macros(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(macro)
 
 
-def incremental_allowed(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether the clean layer can be brought up to date by re-deriving the affected cases only:
-    its last rebuild used this tool version, schema and `clean_definition` and left every table
-    an incremental rebuild updates. Any dedup mode: the strict passes only flag, and run over
-    all cases."""
-    needed = {s.table for s in REBUILD if s.key != "temp"} | {"dedup_log"}
-    if not all(has_table(con, t) for t in needed):
-        return False
+def full_rebuild_reason(con: duckdb.DuckDBPyConnection) -> str | None:
+    """Why an incremental rebuild would re-derive every case instead (None: it would not).
+
+    Incremental needs the last rebuild to have used this tool version, schema and
+    `clean_definition`, and to have left every table it updates. Any dedup mode: the strict
+    passes only flag, and run over all cases anyway."""
+    if not has_table(con, "dedup_log"):
+        return "the clean layer was never built"
+    missing = sorted(s.table for s in REBUILD if s.key != "temp" and not has_table(con, s.table))
+    if missing:
+        return f"the clean layer lacks {', '.join(missing)}"
     columns = {
         r[0]
         for r in con.execute(
@@ -560,11 +563,20 @@ def incremental_allowed(con: duckdb.DuckDBPyConnection) -> bool:
         ).fetchall()
     }
     if not {"tool_version", "schema_version", "clean_definition"} <= columns:
-        return False
+        return "the clean layer was built by an earlier version of the tool"
     rows = con.execute(
         "SELECT DISTINCT tool_version, schema_version, clean_definition FROM dedup_log"
     ).fetchall()
-    return rows == [(__version__, SCHEMA_VERSION, clean_definition())]
+    if len(rows) != 1:
+        return "the clean layer's log names several builds"
+    tool, schema, definition = rows[0]
+    if tool != __version__:
+        return f"the clean layer was built by version {tool} of the tool, this is {__version__}"
+    if schema != SCHEMA_VERSION:
+        return f"the clean layer was built on schema {schema}, the database is on {SCHEMA_VERSION}"
+    if definition != clean_definition():
+        return "the code that derives the clean layer changed since it was built"
+    return None
 
 
 def _scope_incremental(con: duckdb.DuckDBPyConnection) -> None:
@@ -583,7 +595,7 @@ def rebuild(
 ) -> pd.DataFrame:
     """Bring the clean layer up to the raw layer in one transaction; return the step counts.
 
-    With `incremental`, when `incremental_allowed`, only the cases with a DEMO or deleted-list
+    With `incremental`, unless `full_rebuild_reason`, only the cases with a DEMO or deleted-list
     row in a quarter loaded, replaced or removed (by ingest) since the last rebuild are
     re-derived, by the same statements; else everything. Leaves temp tables `_changed_quarters`
     and (incremental) `_affected` and `_rederived_since` for the extraction; the returned
@@ -592,7 +604,7 @@ def rebuild(
         raise ValueError(f"dedup must be one of {DEDUP_MODES}, not {dedup!r}")
     con.execute("BEGIN TRANSACTION")
     try:
-        incremental = incremental and incremental_allowed(con)
+        incremental = incremental and full_rebuild_reason(con) is None
         if incremental:
             con.execute(
                 "CREATE OR REPLACE TEMP TABLE _rederived_since AS SELECT $f AS data_fingerprint",

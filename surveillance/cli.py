@@ -414,6 +414,7 @@ def status(db_path: Path | None, fmt: str) -> None:
     click.echo(f"database: {info['database']} ({info['database_bytes'] / 1e6:.1f} MB)")
     click.echo(f"quarters loaded: {info['n_quarters']}")
     click.echo(f"derived tables: {info['derived_tables']}")
+    click.echo(f"next load's rebuild: {info['next_load_rebuild']}")
     if info["quarters"]:
         frame = pd.DataFrame(info["quarters"]).drop(columns=["zip_sha256", "loaded_at", "zip_name"])
         frame.columns = [c.removeprefix("n_").removesuffix("_rows") for c in frame.columns]

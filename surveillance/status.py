@@ -1,6 +1,7 @@
 """What the database holds: quarters with their era and source zip, rows per raw table, rows
-quarantined, the file's size, and whether the derived tables are current with the loaded
-quarters (`freshness.check`). Read-only."""
+quarantined, the file's size, whether the derived tables are current with the loaded
+quarters (`freshness.check`) and whether the next load re-derives only the cases it affects.
+Read-only."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import duckdb
 
+from .clean import full_rebuild_reason
 from .db import raw_table
 from .errors import NoDataError
 from .extract import builtin_term_files
@@ -53,9 +55,11 @@ def status(con: duckdb.DuckDBPyConnection, db_path: Path) -> dict[str, Any]:
         derived = "current" if stale is None else stale.refusal
     except NoDataError:
         derived = "nothing loaded"
+    reason = full_rebuild_reason(con)
     return {
         "database": str(db_path),
         "derived_tables": derived,
+        "next_load_rebuild": "incremental" if reason is None else f"full ({reason})",
         "database_bytes": size,
         "n_quarters": len(quarters),
         "quarters": quarters.to_dict(orient="records"),

@@ -4,6 +4,7 @@ of rows, with a full rebuild of a copy of the same database."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -202,3 +203,21 @@ def test_cli_rebuild_incremental_switches_the_mode_without_rederiving(
     result = runner.invoke(cli, ["rebuild", "--db", str(db)])
     assert result.exit_code == 0, result.output
     assert _caseids(db, age)
+
+
+def test_status_says_whether_the_next_load_rebuilds_incrementally(
+    series: Series, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "db.duckdb"
+    _load(db, [_zip(series, q) for q in QUARTERS[:2]])
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["status", "--db", str(db), "--format", "json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["next_load_rebuild"] == "incremental"
+    monkeypatch.setattr(clean, "clean_definition", lambda: "another definition")
+    shown = runner.invoke(cli, ["status", "--db", str(db)])
+    assert shown.exit_code == 0, shown.output
+    assert (
+        "next load's rebuild: full (the code that derives the clean layer changed since it was "
+        "built)" in shown.output
+    )
