@@ -436,7 +436,8 @@ def status(db_path: Path | None, fmt: str) -> None:
     "--incremental",
     is_flag=True,
     help="Re-derive only the cases the quarters loaded since the last rebuild affect (a dedup "
-    "mode change alone: only the flags), as a load does; full when the tool version changed.",
+    "mode change alone: only the flags), as a load does; full where `status` says the next "
+    "load's rebuild is full (another tool version or clean-layer code).",
 )
 @_quiet_option
 def rebuild(db_path: Path | None, dedup: str | None, incremental: bool, quiet: bool) -> None:
