@@ -311,7 +311,9 @@ def _detach(con: duckdb.DuckDBPyConnection, stage: str) -> None:
 
 
 def _discard(con: duckdb.DuckDBPyConnection, future: Future[_Prepared] | None) -> None:
-    """Drop a quarter staged ahead that will not be written (waits if it is being staged)."""
+    """Drop a staged quarter that will not be written: the one staged ahead, or the current one
+    when its write failed or was interrupted (waits if it is being staged; a stage already
+    detached is left as it is)."""
     if future is None or future.cancel():
         return
     with suppress(BaseException):
