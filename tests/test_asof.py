@@ -201,9 +201,11 @@ _HAND_MADE = (
         ('FAERS', '2012Q4', '61', 'ASPIRIN', NULL, 'PS'),
         ('FAERS', '2012Q4', '71', 'HERBAL', 'MITRAGYNINE', 'SS')""",
     "CREATE TABLE raw_reac (source VARCHAR, quarter VARCHAR, primaryid VARCHAR, pt VARCHAR)",
+    # Version 21 of 2012Q3 lists Seizure twice (two spellings): its case counts once.
     """INSERT INTO raw_reac VALUES
         ('LAERS', '2012Q3', '11', 'NAUSEA'), ('FAERS', '2012Q4', '12', 'Seizure'),
-        ('FAERS', '2012Q3', '21', 'Seizure'), ('FAERS', '2013Q1', '21', 'Vomiting'),
+        ('FAERS', '2012Q3', '21', 'Seizure'), ('FAERS', '2012Q3', '21', 'SEIZURE '),
+        ('FAERS', '2013Q1', '21', 'Vomiting'),
         ('FAERS', '2012Q3', '51', 'Nausea'), ('FAERS', '2012Q4', '52', '  nausea '),
         ('FAERS', '2013Q1', '52', 'Headache'), ('FAERS', '2012Q4', '61', 'Nausea'),
         ('FAERS', '2012Q4', '71', 'Seizure'), ('FAERS', '2012Q4', '71', ' '),
