@@ -484,6 +484,7 @@ _SET_LIST = """SELECT caseid, list_sort(list_distinct(list({value}))) AS members
         WHERE {value} IS NOT NULL AND caseid IN (SELECT caseid FROM _candidates)
         GROUP BY caseid"""
 _SETS = (("case_drugs", "upper(trim(drugname))"), ("case_reactions", "pt_key"))
+# The AEOLUS rule's demographic key: the candidates are narrowed and the duplicates grouped by it.
 _DEMOGRAPHIC_KEY = "event_dt, age_years, sex, country"
 _DRUG_PRINTS = _SET_FINGERPRINT.format(table=_SETS[0][0], value=_SETS[0][1], cases="_complete")
 _REACTION_PRINTS = _SET_FINGERPRINT.format(
@@ -508,7 +509,7 @@ STRICT = (
     WITH drugs AS ({_SET_LIST.format(table=_SETS[0][0], value=_SETS[0][1])}),
     reactions AS ({_SET_LIST.format(table=_SETS[1][0], value=_SETS[1][1])})
     SELECT c.caseid, first_value(c.caseid) OVER (
-        PARTITION BY c.event_dt, c.age_years, c.sex, c.country, g.members, r.members
+        PARTITION BY {_DEMOGRAPHIC_KEY}, g.members, r.members
         ORDER BY c.fda_dt DESC, try_cast(c.primaryid AS BIGINT) DESC) AS keeper
     FROM _candidates c JOIN drugs g USING (caseid) JOIN reactions r USING (caseid)""",  # noqa: S608
     """UPDATE cases SET strict_duplicate_of = s.keeper
