@@ -2356,14 +2356,16 @@ def archive_reports(quarter: str | Quarter, scale: float = 1.0) -> int:
 
 
 def _archive_mix(q: Quarter) -> list[tuple[tuple[str, ...], str, float]]:
-    """Kratom, 7-OH, look-alike and latin-1 drug strings as shares of a quarter's drug rows:
-    kratom rare before 2016 and rising after, 7-OH from 2022 (hundreds to thousands of cases)."""
+    """Kratom, 7-OH, look-alike, latin-1 and herbal drug strings as shares of a quarter's drug
+    rows: kratom rare before 2016 and rising after, 7-OH from 2022 (hundreds to thousands of
+    cases); the herbal products give the natural-products comparator its cases."""
     t = q.year + (q.q - 1) / 4
     kratom = 2e-6 + 5e-5 / (1.0 + np.exp(-(t - 2018.5)))
     groups = [
         (KRATOM_DRUGNAMES, "MITRAGYNA SPECIOSA LEAF", kratom),
         (DECOY_DRUGNAMES, "", 0.002),
         (_LATIN1_DRUGNAMES, "", 0.0005),
+        *[((name,), ai, HERBAL_SHARE / len(HERBAL_PRODUCTS)) for name, ai in HERBAL_PRODUCTS],
     ]
     if q.year >= 2022:
         groups.append((SEVEN_OH_DRUGNAMES, "7-HYDROXYMITRAGYNINE", 2e-5 / (1.0 + np.exp(2024 - t))))

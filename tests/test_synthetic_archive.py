@@ -193,3 +193,15 @@ def test_same_bytes_with_two_workers_and_a_resumed_run(tmp_path, switch):
     assert not list(out.glob("*.partial"))
     with pytest.raises(ValueError, match=r"seed 11 and scale 0\.005"):
         write_archive(out, *SWITCH, scale=SCALE, seed=SEED + 1)
+
+
+def test_every_quarter_has_herbal_products_for_the_natural_products_comparator(deletions):
+    # without them the report's natural-products analysis has no background and is skipped
+    _, db = deletions
+    herbal = _query(
+        db,
+        "SELECT quarter, count(*) FROM raw_drug WHERE prod_ai LIKE 'HERBALS\\%' ESCAPE '!' "
+        "AND NOT prod_ai LIKE '%MITRAGYNINE%' GROUP BY quarter ORDER BY quarter",
+    )
+    assert [q for q, _ in herbal] == ["2018Q4", "2019Q1", "2019Q2"]
+    assert all(n > 5 for _, n in herbal)
