@@ -57,12 +57,9 @@ _CHUNK_BYTES = 8 << 20
 # MAX_LINE_BYTES is stored cut to that length).
 _STAGE = "_surveillance_stage"
 _STAGE_DDL = """CREATE OR REPLACE TABLE STAGE_TABLE
-    (line_no BIGINT, line VARCHAR, n_bytes BIGINT, n_fields BIGINT)"""
-_STAGE_BATCH = """INSERT INTO STAGE_TABLE
-SELECT line_no, line, length(line), length(line) - length(replace(line, '$', '')) + 1
-FROM BATCH_VIEW"""
-_STAGE_LONG = """INSERT INTO STAGE_TABLE
-SELECT $line_no, $line, $n_bytes, length($line) - length(replace($line, '$', '')) + 1"""
+    (line_no BIGINT, line VARCHAR, n_bytes BIGINT)"""
+_STAGE_BATCH = """INSERT INTO STAGE_TABLE SELECT line_no, line, length(line) FROM BATCH_VIEW"""
+_STAGE_LONG = """INSERT INTO STAGE_TABLE SELECT $line_no, $line, $n_bytes"""
 # What quarantine keeps of a line, and why an overlong line is there.
 _RAW_TEXT = f"left(coalesce(line, ''), {MAX_LINE_BYTES})"
 _OVERLONG = (
@@ -546,40 +543,44 @@ def _header(
 def _insert_table(con: duckdb.DuckDBPyConnection, qz: QuarterZip, s: _Staged) -> None:
     """Insert the well-formed lines of one member; quarantine the others with a reason."""
     n = len(s.columns)
-    # n_fields was counted while staging (count of '$' + 1).
+    # Each line is split once; its field count is the length of its list f.
     if has_trailing_dollar(qz.quarter.source, s.table):
-        ok = f"(n_fields = {n + 1} AND ends_with(line, '$'))"
+        ok = f"(len(f) = {n + 1} AND ends_with(line, '$'))"
         expect = f"{n + 1} fields (with the trailing $)"
     elif qz.quarter.source == "LAERS":  # LAERS INDI: trailing '$' seen absent; accept either
-        ok = f"(n_fields = {n} OR (n_fields = {n + 1} AND ends_with(line, '$')))"
+        ok = f"(len(f) = {n} OR (len(f) = {n + 1} AND ends_with(line, '$')))"
         expect = f"{n} fields"
     else:
-        ok = f"n_fields = {n}"
+        ok = f"len(f) = {n}"
         expect = f"{n} fields"
     overlong, overlong_reason = _OVERLONG
-    good = f"NOT {overlong} AND {ok}"  # a blank line never has the right field count
     has_key = "NOT starts_with(line, '$')"  # primaryid/ISR is the first column of every layout
     params = {"source": qz.quarter.source, "quarter": str(qz.quarter), "file": s.member}
     target = ", ".join(s.columns)
     values = ", ".join(f"nullif(f[{i + 1}], '')" for i in range(n))
-    # Identifiers come from CANONICAL via _header's check, never from the data.
+    raw = raw_table(s.table)
+    # Identifiers come from CANONICAL via _header's check, never from the data. A blank line
+    # never has the right field count.
     con.execute(
-        f"""INSERT INTO {raw_table(s.table)} (source, quarter, source_file, source_line, {target})
+        f"""INSERT INTO {raw} (source, quarter, source_file, source_line, {target})
         SELECT $source, $quarter, $file, line_no, {values}
-        FROM (SELECT line_no, string_split(line, '$') AS f
-              FROM {s.lines} WHERE line_no > 1 AND {good} AND {has_key})""",  # noqa: S608
+        FROM (SELECT line_no, line, string_split(line, '$') AS f
+              FROM {s.lines} WHERE line_no > 1 AND NOT {overlong} AND {has_key})
+        WHERE {ok}""",  # noqa: S608
         params,
     )
+    # Quarantined: every other line, found by its number (no second split of the good ones).
     con.execute(
         f"""INSERT INTO quarantine
             (quarter, source, file, table_name, line_number, raw_text, reason)
         SELECT $quarter, $source, $file, $table, line_no, {_RAW_TEXT},
             CASE WHEN {overlong} THEN {overlong_reason}
                  WHEN trim(line) = '' THEN 'blank line'
-                 WHEN NOT ({ok}) THEN 'expected {expect}, found ' || n_fields
+                 WHEN NOT ({ok}) THEN 'expected {expect}, found ' || len(f)
                  ELSE 'empty primaryid' END
-        FROM {s.lines}
-        WHERE line_no > 1 AND NOT ({good} AND {has_key})""",  # noqa: S608
+        FROM (SELECT line_no, line, n_bytes, string_split(line, '$') AS f FROM {s.lines}
+              WHERE line_no > 1 AND line_no NOT IN (SELECT source_line FROM {raw}
+                  WHERE quarter = $quarter AND source_file = $file))""",  # noqa: S608
         {**params, "table": s.table},
     )
 
