@@ -485,22 +485,24 @@ def _split_lines(stream: _Capped) -> Iterator[list[str] | _LongLine]:
     dropped, decoded latin-1. A line over MAX_LINE_BYTES comes alone, cut, as a _LongLine."""
     rest = b""
     long_head: bytes | None = None  # set while skipping through an overlong line
-    long_bytes = 0
+    long_bytes, long_last = 0, b""  # its length so far and last byte (a CR before its LF?)
     while chunk := stream.read(_CHUNK_BYTES):
         if long_head is not None:
             end = chunk.find(b"\n")
             if end < 0:
-                long_bytes += len(chunk)
+                long_bytes, long_last = long_bytes + len(chunk), chunk[-1:]
                 continue
-            long_bytes += end - (1 if chunk[:end].endswith(b"\r") else 0)
-            yield _LongLine(long_head.decode("latin-1"), long_bytes)
+            # The CR before the LF may end the previous read.
+            cr = (chunk[end - 1 : end] if end else long_last) == b"\r"
+            yield _LongLine(long_head.decode("latin-1"), long_bytes + end - cr)
             long_head, chunk = None, chunk[end + 1 :]
         data = rest + chunk
         last = data.rfind(b"\n")
         if last < 0:
             rest = data
             if len(rest) > MAX_LINE_BYTES:
-                long_head, long_bytes, rest = rest[:MAX_LINE_BYTES], len(rest), b""
+                long_head, long_bytes, long_last = rest[:MAX_LINE_BYTES], len(rest), rest[-1:]
+                rest = b""
             continue
         rest = data[last + 1 :]
         lines = data[: last + 1].replace(b"\r\n", b"\n").decode("latin-1").split("\n")

@@ -76,6 +76,46 @@ def test_lone_cr_is_data_and_line_numbers_stay_right(tmp_path: Path) -> None:
     ]
 
 
+class _Bytes:
+    """A stream of fixed bytes for `ingest._Capped`."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data, self._at = data, 0
+
+    def read(self, n: int) -> bytes:
+        self._at += n
+        return self._data[self._at - n : self._at]
+
+
+def _lines(data: bytes, chunk: int, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Each line `_split_lines` finds in data read `chunk` bytes at a time, as the stage keeps
+    it: its first MAX_LINE_BYTES and its length."""
+    monkeypatch.setattr(ingest, "_CHUNK_BYTES", chunk)
+    stream = ingest._Capped(_Bytes(data), 0, ZipLimits(), threading.Event())  # type: ignore[arg-type]
+    found: list[tuple[str, int]] = []
+    for batch in ingest._split_lines(stream):
+        if isinstance(batch, ingest._LongLine):
+            found.append((batch.head, batch.n_bytes))
+        else:
+            found += [(x[: ingest.MAX_LINE_BYTES], len(x)) for x in batch]
+    return found
+
+
+def test_lines_are_the_same_at_every_chunk_boundary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the read size, a stream splits into the same lines: at LF only, one CR before
+    it dropped (also when the CR ends one read and the LF starts the next), latin-1, a line
+    over MAX_LINE_BYTES cut with its full length."""
+    monkeypatch.setattr(ingest, "MAX_LINE_BYTES", 12)
+    data = b"a$b\r\n\r\n\xe9$\rc\n\n" + b"x" * 30 + b"\r\nmid\r\r\n" + b"y" * 13 + b"\nend\r"
+    expected = []
+    for line in data.decode("latin-1").split("\n")[:-1]:
+        line = line.removesuffix("\r")
+        expected.append((line[:12], len(line)))
+    expected.append(("end\r", 4))  # the last line has no LF: its CR is data
+    for chunk in range(1, len(data) + 2):
+        assert _lines(data, chunk, monkeypatch) == expected, chunk
+
+
 def test_overlong_line_is_quarantined_not_the_quarter(tmp_path: Path) -> None:
     """A 3 MB line (inside one read chunk) and a 9 MB line (across chunks) go to quarantine,
     cut to MAX_LINE_BYTES with their length in the reason; the lines around them load."""
