@@ -4,6 +4,7 @@ overlong lines, zip bombs, a full disk and header-only tables are handled member
 from __future__ import annotations
 
 import errno
+import io
 import threading
 import zipfile
 from pathlib import Path
@@ -76,22 +77,11 @@ def test_lone_cr_is_data_and_line_numbers_stay_right(tmp_path: Path) -> None:
     ]
 
 
-class _Bytes:
-    """A stream of fixed bytes for `ingest._Capped`."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data, self._at = data, 0
-
-    def read(self, n: int) -> bytes:
-        self._at += n
-        return self._data[self._at - n : self._at]
-
-
 def _lines(data: bytes, chunk: int, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     """Each line `_split_lines` finds in data read `chunk` bytes at a time, as the stage keeps
     it: its first MAX_LINE_BYTES and its length."""
     monkeypatch.setattr(ingest, "_CHUNK_BYTES", chunk)
-    stream = ingest._Capped(_Bytes(data), 0, ZipLimits(), threading.Event())  # type: ignore[arg-type]
+    stream = ingest._Capped(io.BytesIO(data), 0, ZipLimits(), threading.Event())
     found: list[tuple[str, int]] = []
     for batch in ingest._split_lines(stream):
         if isinstance(batch, ingest._LongLine):
