@@ -34,12 +34,14 @@ ERAS = (f"before-{ERA_START}", f"{ERA_START}-on")
 """`--era` values: cases initially received before ERA_START, or from ERA_START on."""
 
 # A case's initial receipt day (module docstring), from the columns NEW_CASE's rule gives:
-# `cases` through the latest quarter, clean's initial_receipts macro as of $through.
+# `cases` through the latest quarter, clean's initial_receipts macro as of $through. Every case
+# of the source, not only those of `_sig_cases`: the deletes below keep only theirs, and a
+# semi-join of every case costs more than the day of every case (3.2 of 5.5 s on 18 M cases).
 _RECEIPT_DAY = """WITH r AS (
     SELECT caseid, initial_quarter, CASE initial_receipt_precision
         WHEN 'day' THEN CAST(initial_receipt_date AS DATE)
         WHEN 'month' THEN CAST(initial_receipt_date || '-01' AS DATE) END AS day
-    FROM {source} WHERE caseid IN (SELECT caseid FROM _sig_cases))
+    FROM {source})
 SELECT caseid, initial_quarter,
     CASE WHEN CAST(year(day) AS VARCHAR) || 'Q' || CAST(quarter(day) AS VARCHAR) = initial_quarter
          THEN day
@@ -87,23 +89,22 @@ class Exclusion:
 
     def apply(self, con: duckdb.DuckDBPyConnection, latest: bool, through: str | None) -> None:
         """Delete the left-out cases from `_sig_cases`, `_sig_exposed` and `_sig_reac`."""
-        params = {} if latest else {"through": through}
-        # The source is one of two constant table expressions, never input.
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE _sig_initial AS "
-            + _RECEIPT_DAY.format(source=_SOURCES[latest]),
-            params,
-        )
         removed = []
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = {} if latest else {"through": through}
         if self.months:
             removed.append(_IN_WINDOW)
             values |= {"events": list(self.events), "months": self.months}
         if self.era is not None:
             removed.append(_OUTSIDE_ERA[self.era])
             values["start"] = ERA_START
+        # The receipt days are a CTE, not a table of every case: each part reads what it needs.
+        # The source is one of two constant table expressions, never input.
         con.execute(
-            "CREATE OR REPLACE TEMP TABLE _sig_excluded AS " + " UNION ".join(removed), values
+            "CREATE OR REPLACE TEMP TABLE _sig_excluded AS WITH _sig_initial AS ("
+            + _RECEIPT_DAY.format(source=_SOURCES[latest])
+            + ") "
+            + " UNION ".join(removed),
+            values,
         )
         for table in ("_sig_cases", "_sig_exposed", "_sig_reac"):
             con.execute(f"DELETE FROM {table} WHERE caseid IN (SELECT caseid FROM _sig_excluded)")  # noqa: S608

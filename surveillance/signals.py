@@ -288,9 +288,12 @@ def _build_case_tables(
         "FROM cases c JOIN reports r USING (source, primaryid))"
     )
     # The stratum expression is built from the constants in _STRATUM_SQL, never from input.
+    # Through the last loaded quarter every reader joins the clean layer by caseid: the report
+    # keys are kept only for the raw layer's joins (a third of the time on 18 M cases).
+    keys_of_report = "" if latest else "source, primaryid, quarter, "
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _sig_cases AS
-        SELECT caseid, source, primaryid, quarter, {stratum} AS stratum FROM {source}""",  # noqa: S608
+        SELECT caseid, {keys_of_report}{stratum} AS stratum FROM {source}""",  # noqa: S608
         {} if latest else {"through": through},
     )
     params = {"substance": substance.name, "roles": roles}
