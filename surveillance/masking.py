@@ -45,10 +45,10 @@ DRUG_ROWS = ("_mask_cases", "_mask_drug_rows", "ci")
 # The background (the cases of _sig_cases not involving the substance) numbered by their row in
 # _sig_cases (a view: no copy of the cases is written; the other rows' numbers stay unused),
 # its strata numbered, its drugs (once per case and drug, the substance's label left out) and
-# the events of the substance's terms (_sig_events) as integer rows: the counts below are sums
-# over sparse 0/1 matrices, and the one DISTINCT is over two integers, not text ids and names.
+# the events of the substance's terms (_sig_events) as integer rows: the counts below join and
+# group integers, and the one DISTINCT is over two integers, not text ids and names.
 _CASES = """CREATE OR REPLACE TEMP VIEW _mask_cases AS
-SELECT CAST(rowid AS INTEGER) AS ci, caseid, source, primaryid, quarter, stratum FROM _sig_cases
+SELECT CAST(rowid AS INTEGER) AS ci, * FROM _sig_cases
 WHERE caseid NOT IN (SELECT caseid FROM _sig_exposed)"""
 _STRATUM_IDS = """CREATE OR REPLACE TEMP TABLE _mask_strata AS
 SELECT stratum, CAST(row_number() OVER (ORDER BY stratum) - 1 AS INTEGER) AS stratum_id
@@ -61,12 +61,16 @@ SELECT DISTINCT r.ci, i.drug_id FROM _mask_drug_rows r JOIN _mask_drug_ids i USI
 _TERM_IDS = """CREATE OR REPLACE TEMP TABLE _mask_term_ids AS
 SELECT pt_key, CAST(row_number() OVER (ORDER BY pt_key) - 1 AS INTEGER) AS term_id
 FROM (SELECT DISTINCT pt_key FROM _sig_events WHERE caseid IN (SELECT caseid FROM _sig_exposed))"""
+# _sig_events has a case's PT or group once (signals' reactions are distinct per case and PT,
+# its group events DISTINCT), so each (ci, term_id) is here once.
 _EVENTS = """CREATE OR REPLACE TEMP TABLE _mask_events AS
 SELECT m.ci, t.term_id FROM _sig_events e
 JOIN _mask_cases m USING (caseid) JOIN _mask_term_ids t USING (pt_key)"""
 _N_M = "SELECT drug_id, count(*) AS n_m FROM _mask_drugs GROUP BY drug_id"
-# Only the cases with one of the terms add to a pair's c_M.
-_PAIR_DRUGS = "SELECT ci, drug_id FROM _mask_drugs SEMI JOIN _mask_events USING (ci)"
+# Every pair's c_M: the background cases with both the drug and the term (each pair of
+# _mask_drugs and of _mask_events is there once), counted on integers in the database.
+_PAIRS = """SELECT d.drug_id, e.term_id, count(*) AS c_m
+FROM _mask_drugs d JOIN _mask_events e USING (ci) GROUP BY ALL"""
 _MASKER_CASES = "SELECT ci, drug_id FROM _mask_drugs WHERE list_contains($ids, drug_id)"
 _STRATA = "SELECT stratum FROM _mask_strata ORDER BY stratum_id"
 _CASE_STRATA = "SELECT m.ci, s.stratum_id FROM _mask_cases m JOIN _mask_strata s USING (stratum)"
@@ -113,8 +117,8 @@ def removals(
     `label` is the substance's name in the drug rows, never a masker; `drug_rows()` writes them
     (`DRUG_ROWS`) once `_mask_cases` is built.
     With D the background's drugs x cases and T its cases x terms 0/1 matrices, every pair's
-    c_M is D T (D over the cases with a term only), a term's c the column counts of T; n_M is
-    counted in SQL; a term's maskers' cases are the union of their rows of D."""
+    c_M is D T and n_M the row counts of D (both counted in SQL, on integers), a term's c the
+    column counts of T; a term's maskers' cases are the union of their rows of D."""
     if k == 0:
         return _nothing(), {}
     try:
@@ -149,11 +153,9 @@ def _removals(con: duckdb.DuckDBPyConnection, k: int) -> tuple[pd.DataFrame, dic
         return _nothing(), {}
     found = con.execute("SELECT ci, term_id FROM _mask_events").fetchnumpy()
     events = incidence(np.asarray(found["ci"]), np.asarray(found["term_id"]), (n_rows, len(terms)))
-    found = con.execute(_PAIR_DRUGS).fetchnumpy()
-    drugs = incidence(
-        np.asarray(found["drug_id"]), np.asarray(found["ci"]), (len(drug_names), n_rows)
-    )
-    both = (drugs @ events).tocoo()
+    both = con.execute(_PAIRS).fetchnumpy()
+    pair_drug = np.asarray(both["drug_id"], dtype=np.int64)
+    pair_term = np.asarray(both["term_id"], dtype=np.int64)
     n_m = np.zeros(len(drug_names), dtype=np.int64)
     found = con.execute(_N_M).fetchnumpy()
     n_m[np.asarray(found["drug_id"])] = np.asarray(found["n_m"])
@@ -161,11 +163,11 @@ def _removals(con: duckdb.DuckDBPyConnection, k: int) -> tuple[pd.DataFrame, dic
     c = np.diff(events.indptr)
     pairs = pd.DataFrame(
         {
-            "pt_key": np.asarray(terms, dtype=object)[both.col],
-            "drug": np.asarray(drug_names, dtype=object)[both.row],
-            "c_m": both.data.astype(np.int64),
-            "n_m": n_m[both.row],
-            "c": c[both.col],
+            "pt_key": np.asarray(terms, dtype=object)[pair_term],
+            "drug": np.asarray(drug_names, dtype=object)[pair_drug],
+            "c_m": np.asarray(both["c_m"], dtype=np.int64),
+            "n_m": n_m[pair_drug],
+            "c": c[pair_term],
             "n_background": n_background,
         }
     )
