@@ -38,7 +38,7 @@ from .definitions import (
 )
 from .errors import NoDataError, UsageError
 from .freshness import data_fingerprint, has_table
-from .signals import SignalRun, resolve_through, signals
+from .signals import SignalRun, forget_keyed_reactions, resolve_through, signals
 from .stratified import mh_joint
 from .substances import Substance
 
@@ -201,19 +201,24 @@ def sensitivity(
     reuse its prior. The stored analyses of the same main run, options and tool version are
     read back, not run again (the main run's id names the data vintage). No case of the
     substance is a NoDataError."""
-    main = main_run(con, substance, through, roles, min_cases, plain)
-    terms = compared_terms(main, top)
-    options = json.dumps([top, [[a.key, a.label, dict(a.options)] for a in analyses]], default=str)
-    stored = _stored(con, main, options, analyses, terms)
-    if stored is not None:
-        return stored
-    frames = [_rows(analyses[0].key, main.table, terms)]
-    skipped: dict[str, str] = {}
-    for analysis in analyses[1:]:
-        try:
-            frames.append(_analysis(con, substance, main, analysis, terms))
-        except (NoDataError, UsageError) as e:
-            skipped[analysis.key] = str(e)
+    try:
+        main = main_run(con, substance, through, roles, min_cases, plain)
+        terms = compared_terms(main, top)
+        options = json.dumps(
+            [top, [[a.key, a.label, dict(a.options)] for a in analyses]], default=str
+        )
+        stored = _stored(con, main, options, analyses, terms)
+        if stored is not None:
+            return stored
+        frames = [_rows(analyses[0].key, main.table, terms)]
+        skipped: dict[str, str] = {}
+        for analysis in analyses[1:]:
+            try:
+                frames.append(_analysis(con, substance, main, analysis, terms))
+            except (NoDataError, UsageError) as e:
+                skipped[analysis.key] = str(e)
+    finally:
+        forget_keyed_reactions(con)  # the runs' shared reactions of the compared terms
     table = pd.concat(frames, ignore_index=True)
     base = table[table["analysis"] == analyses[0].key].set_index(["term", "term_kind"])["signal"]
     table["changed"] = [

@@ -5,6 +5,7 @@ cannot run says why; the rows are stored under the main run."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -257,3 +258,39 @@ def test_a_plain_run_of_other_options_is_refused(planted) -> None:
     plain = signals(planted, resolve("kratom"), min_cases=2)
     with pytest.raises(ValueError, match="not the run of these options"):
         sensitivity(planted, resolve("kratom"), plain=plain)
+
+
+def test_the_runs_share_reactions_only_for_their_keys_and_data_vintage(
+    planted_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import surveillance.signals as module
+
+    db = tmp_path / "db.duckdb"
+    shutil.copy(planted_db, db)
+    s = resolve("kratom")
+    with connect(db) as con:
+        plain = signals(con, s)
+        term = str(plain.table["term"].iloc[0])
+
+        def a_of(terms: list[str]) -> int:
+            run = signals(con, s, min_cases=1, prior=plain.prior, terms=terms)
+            return int(run.table.set_index("term").loc[term, "a"])
+
+        a = a_of([term])
+        assert a == int(plain.table["a"].iloc[0])
+        # One of the term's substance cases loses the term; the next run is of another vintage.
+        con.execute(
+            """DELETE FROM case_reactions WHERE upper(pt) = upper($t) AND caseid = (
+                SELECT min(caseid) FROM involved_cases('kratom', NULL)
+                WHERE caseid IN (SELECT caseid FROM case_reactions WHERE upper(pt) = upper($t)))""",
+            {"t": term},
+        )
+        monkeypatch.setattr(module, "data_fingerprint", lambda _con: "another vintage")
+        assert a_of([term]) == a - 1
+        assert a_of([term, "NOT A TERM"]) == a - 1  # other keys: made again too
+        sensitivity(con, s)
+        left = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = ANY($t)",
+            {"t": list(module.KEYED_REACTIONS)},
+        ).fetchone()
+        assert left == (0,)
