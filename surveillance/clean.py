@@ -31,7 +31,7 @@ import pycountry
 from . import __version__, definitions, literature
 from .db import SCHEMA_VERSION, ensure_derived_table
 from .definitions import AGE_BOUNDS, AGE_GROUPS, AGE_UNKNOWN, OUTCOME_CODES, WORST_OUTCOME_RULE
-from .freshness import clean_data_fingerprint, has_table
+from .freshness import clean_data_fingerprint, has_table, has_temp_table
 from .ingest import quarters_fingerprint
 
 DEDUP_MODES = ("fda", "strict")
@@ -663,10 +663,7 @@ def rebuild(
 def rederived_since(con: duckdb.DuckDBPyConnection) -> str | None:
     """After an incremental rebuild on this connection, the data fingerprint it started from
     (hits current with it need only the `_affected` cases updated); else None."""
-    row = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = '_rederived_since'"
-    ).fetchone()
-    if not row or not row[0]:
+    if not has_temp_table(con, "_rederived_since"):
         return None
     found = con.execute("SELECT any_value(data_fingerprint) FROM _rederived_since").fetchone()
     return str(found[0]) if found and found[0] else None

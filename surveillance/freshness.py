@@ -39,6 +39,14 @@ def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return bool(row and row[0])
 
 
+def has_temp_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether this connection has a temp table of this name (a marker it left for itself)."""
+    row = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = $n", {"n": name}
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def _has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
     row = con.execute(
         "SELECT count(*) FROM duckdb_columns() WHERE table_name = $t AND column_name = $c "

@@ -47,6 +47,7 @@ from .errors import NoDataError, UsageError
 from .extract import ensure_extracted
 from .faers_format import quarter_option
 from .freshness import data_fingerprint as data_fingerprint  # report, trends import it here
+from .freshness import has_temp_table
 from .notoriety import exclusion
 from .query import queries_dir
 from .substances import Substance
@@ -340,10 +341,7 @@ def _keyed_reactions(con: duckdb.DuckDBPyConnection, keys: list[str]) -> str:
     same keys in every run (2.7 s a run on the whole archive). `forget_keyed_reactions` drops it."""
     table, made_for = KEYED_REACTIONS
     identity = json.dumps([keys, data_fingerprint(con)])
-    known = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = $t", {"t": made_for}
-    ).fetchone()
-    if known and known[0]:
+    if has_temp_table(con, made_for):
         row = con.execute(f"SELECT identity FROM {made_for}").fetchone()  # noqa: S608
         if row is not None and row[0] == identity:
             return table
