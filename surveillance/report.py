@@ -1135,6 +1135,8 @@ def _stratified(
             f"not shown: Mantel-Haenszel counts the clean layer, which holds the cases through "
             f"{latest}, not as of {now.through}"
         )
+    if sens.stratified is not None:  # counted with the sensitivity analyses' MH
+        return sens.stratified, None
     pts = [t for t, k in sens.terms if k == "pt"]
     return mh_table(con, s, now.roles, FACTORS, pts), None
 

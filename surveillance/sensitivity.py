@@ -4,7 +4,7 @@ For the substance's top terms and every event group of the main run (`signals` w
 groups), each analysis of ANALYSES is run through the same quarter and roles: suspect roles
 only, the natural-product comparator, the substance's cases without another suspect drug,
 without the cases received in the notoriety windows after regulatory events, masking-adjusted,
-Mantel-Haenszel-adjusted for age, sex, year group and reporter jointly (`stratified.mh_joint`),
+Mantel-Haenszel-adjusted for age, sex, year group and reporter jointly (`stratified.mh_tables`),
 and by era. Every run uses the main run's EBGM prior, so that a difference comes from the 2x2
 table the analysis changes, not from a refitted prior. A term is classed by one criterion in all
 of them (`definitions.SENSITIVITY_CRITERION`); `verdict` says in one sentence whether its
@@ -39,7 +39,7 @@ from .definitions import (
 from .errors import NoDataError, UsageError
 from .freshness import data_fingerprint, has_table
 from .signals import SignalRun, forget_keyed_reactions, resolve_through, signals
-from .stratified import mh_joint
+from .stratified import mh_tables
 from .substances import Substance
 
 TOP_TERMS = 10
@@ -144,6 +144,9 @@ class Sensitivity:
     table: pd.DataFrame
     skipped: dict[str, str]
     verdicts: dict[tuple[str, str], str]
+    stratified: pd.DataFrame | None = None
+    """`stratified.mh_table` of the compared PTs by each factor, counted with the MH analysis
+    (None when that did not run here: skipped, or the analyses were read back)."""
 
     def changes(self) -> pd.DataFrame:
         """The rows whose classification differs from the main analysis's."""
@@ -212,9 +215,14 @@ def sensitivity(
             return stored
         frames = [_rows(analyses[0].key, main.table, terms)]
         skipped: dict[str, str] = {}
+        by_factor: pd.DataFrame | None = None
         for analysis in analyses[1:]:
             try:
-                frames.append(_analysis(con, substance, main, analysis, terms))
+                if analysis.key == MH:
+                    by_factor, joint = _mh(con, substance, main, terms)
+                    frames.append(_rows(MH, _mh_frame(joint), terms, marked=False))
+                else:
+                    frames.append(_analysis(con, substance, main, analysis, terms))
             except (NoDataError, UsageError) as e:
                 skipped[analysis.key] = str(e)
     finally:
@@ -227,7 +235,7 @@ def sensitivity(
     ]
     table = table[list(COLUMNS)]
     _store(con, main, table, options, skipped)
-    return _result(main, terms, table, skipped, analyses)
+    return replace(_result(main, terms, table, skipped, analyses), stratified=by_factor)
 
 
 def _result(
@@ -265,16 +273,7 @@ def _analysis(
     analysis: Analysis,
     terms: list[tuple[str, str]],
 ) -> pd.DataFrame:
-    """One analysis's rows for the compared terms."""
-    if analysis.key == MH:
-        latest, _ = resolve_through(con, None)
-        if main.through != latest:
-            raise UsageError(
-                f"Mantel-Haenszel counts the clean layer, which holds the cases through {latest}"
-            )
-        pts = [t for t, k in terms if k == "pt"]
-        mh = mh_joint(con, substance, main.roles, pts, main.design.groups)
-        return _rows(analysis.key, _mh_frame(mh), terms, marked=False)
+    """One analysis's rows for the compared terms (MH: `_mh`)."""
     options = {"roles": main.roles, **analysis.options}
     pts = [t for t, k in terms if k == "pt"]
     run = signals(
@@ -288,6 +287,23 @@ def _analysis(
         **options,
     )
     return _rows(analysis.key, run.table, terms)
+
+
+def _mh(
+    con: duckdb.DuckDBPyConnection,
+    substance: Substance,
+    main: SignalRun,
+    terms: list[tuple[str, str]],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The compared PTs' MH table by each factor and the MH-adjusted rows of the terms and
+    groups (`stratified.mh_tables`): the clean layer's cases, so the latest quarter only."""
+    latest, _ = resolve_through(con, None)
+    if main.through != latest:
+        raise UsageError(
+            f"Mantel-Haenszel counts the clean layer, which holds the cases through {latest}"
+        )
+    pts = [t for t, k in terms if k == "pt"]
+    return mh_tables(con, substance, main.roles, pts, main.design.groups)
 
 
 def _mh_frame(mh: pd.DataFrame) -> pd.DataFrame:

@@ -297,6 +297,25 @@ def mh_joint(
     return _mh_rows(con, substance, roles, FACTORS, terms, (JOINT,), groups)
 
 
+def mh_tables(
+    con: duckdb.DuckDBPyConnection,
+    substance: Substance,
+    roles: str | None = None,
+    terms: Sequence[str] | None = None,
+    groups: Sequence[EventGroup] = (),
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`mh_table` of the terms (every factor) and `mh_joint` of the terms and groups, from one
+    count of the cases and their strata: the report shows the first beside the sensitivity
+    analyses, which use the second."""
+    rows = _mh_rows(con, substance, roles, FACTORS, terms, (*FACTORS, JOINT), groups)
+    joint = rows["factor"] == JOINT
+    by_factor = rows[~joint & (rows["term_kind"] == "pt")]
+    return (
+        by_factor[list(OUTPUT_COLUMNS)].reset_index(drop=True),
+        rows[joint].reset_index(drop=True),
+    )
+
+
 def _mh_rows(
     con: duckdb.DuckDBPyConnection,
     substance: Substance,

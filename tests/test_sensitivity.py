@@ -24,7 +24,7 @@ from surveillance.extract import resolve
 from surveillance.pipeline import load
 from surveillance.sensitivity import ANALYSES, MH, Analysis, sensitivity, verdict, wide
 from surveillance.signals import signals
-from surveillance.stratified import FACTORS, JOINT, mh_joint
+from surveillance.stratified import FACTORS, JOINT, mh_joint, mh_table, mh_tables
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +84,18 @@ def test_mh_adjusted_is_statsmodels_over_the_joint_strata(planted) -> None:
         lower, upper = expected.oddsratio_pooled_confint()
         assert row["ror_mh_lower"] == pytest.approx(lower, rel=1e-9)
         assert row["ror_mh_upper"] == pytest.approx(upper, rel=1e-9)
+
+
+def test_the_mh_analysis_counts_the_table_by_factor_with_it(planted, result) -> None:
+    s, roles, groups = resolve("kratom"), result.main.roles, result.main.design.groups
+    pts = [t for t, k in result.terms if k == "pt"]
+    by_factor, joint = mh_tables(planted, s, roles, pts, groups)
+    pd.testing.assert_frame_equal(by_factor, mh_table(planted, s, roles, FACTORS, pts))
+    pd.testing.assert_frame_equal(joint, mh_joint(planted, s, roles, pts, groups))
+    assert set(joint["term_kind"]) == {"pt", "group"}
+    # The analyses ran MH once and kept its table by factor for the report.
+    assert result.stratified is not None
+    pd.testing.assert_frame_equal(result.stratified, by_factor)
 
 
 def test_the_confounded_signal_is_not_robust_and_the_change_is_listed(result) -> None:
@@ -238,9 +250,11 @@ def test_a_second_run_reads_the_stored_analyses_back(planted_db: Path, result, m
             raise AssertionError("an analysis was run again")
 
         monkeypatch.setattr(module, "_analysis", refuse)
+        monkeypatch.setattr(module, "_mh", refuse)
         plain = signals(con, resolve("kratom"))
         again = sensitivity(con, resolve("kratom"), plain=plain)
         pd.testing.assert_frame_equal(again.table, result.table)
+        assert again.stratified is None  # the report counts its table by factor itself
         assert (again.terms, again.skipped, again.verdicts) == (
             result.terms,
             result.skipped,
