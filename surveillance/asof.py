@@ -35,17 +35,14 @@ from .substances import Substance
 # quarter the last line; it is that primaryid's version until the primaryid's next quarter. One
 # window finds both: in line order, a line whose next line has another quarter (or none) is the
 # last of its quarter, and that next quarter is its valid_to.
-_ROWS = f"""CREATE OR REPLACE TEMP TABLE _asof_rows AS
+_ROWS = """CREATE OR REPLACE TEMP TABLE _asof_rows AS
 WITH ordered AS (
     SELECT caseid, source, primaryid, quarter, caseversion, fda_dt,
         lead(quarter) OVER (PARTITION BY source, primaryid ORDER BY quarter, source_line) AS next_q
     FROM raw_demo
-    WHERE caseid IS NOT NULL),
-lines AS (
-    SELECT caseid, source, primaryid, quarter, caseversion, fda_dt, next_q AS valid_to
-    FROM ordered WHERE next_q IS DISTINCT FROM quarter)
-SELECT *, row_number() OVER (PARTITION BY caseid ORDER BY {VERSION_ORDER}) AS case_rank
-FROM lines"""  # noqa: S608 (VERSION_ORDER: clean's constant)
+    WHERE caseid IS NOT NULL)
+SELECT caseid, source, primaryid, quarter, caseversion, fda_dt, next_q AS valid_to
+FROM ordered WHERE next_q IS DISTINCT FROM quarter"""
 # The report versions naming the substance in a counted role (signals' as-of exposure rule).
 _EXPOSED = """CREATE OR REPLACE TEMP TABLE _asof_exposed AS
 SELECT DISTINCT g.source, g.primaryid, g.quarter
@@ -56,9 +53,10 @@ WHERE (g.drugname IN (SELECT string FROM substance_strings
                         WHERE substance = $substance AND field = 'prod_ai'))
   AND role_counts(g.role_cod, $roles)"""
 # case_rank is the order of clean.ranked_keys (FAERS first, then caseversion, fda_dt, quarter,
-# primaryid); it does not depend on the as-of quarter, so at each quarter where a case's set of
-# current versions changes its surviving version is the current one ranked first. The case
-# keeps it until its next such quarter or the first deleted list naming it. One row per span: a
+# primaryid), ranked only where there is a choice; it does not depend on the as-of quarter, so
+# at each quarter where a case's set of current versions changes its surviving version is the
+# current one ranked first. The case keeps it until its next such quarter or the first deleted
+# list naming it. One row per span: a
 # version current for its case from from_q until to_q (open: still current), and its exposure.
 # Most cases have one version, never republished: their one span starts at its quarter, and
 # only the cases with several rows (or a republished primaryid) go through the picking.
@@ -67,11 +65,13 @@ WHERE (g.drugname IN (SELECT string FROM substance_strings
 # (`_asof_quarters`), so that the pairs below are made distinct on integers only.
 _QUARTERS = """CREATE OR REPLACE TEMP TABLE _asof_quarters AS
 SELECT quarter, CAST(row_number() OVER (ORDER BY quarter) AS SMALLINT) AS qi FROM quarters"""
-_SPANS = """CREATE OR REPLACE TEMP TABLE _asof_spans AS
+_SPANS = f"""CREATE OR REPLACE TEMP TABLE _asof_spans AS
 WITH several AS (
     SELECT caseid FROM _asof_rows GROUP BY caseid
     HAVING count(*) > 1 OR bool_or(valid_to IS NOT NULL)),
-rows AS (SELECT * FROM _asof_rows WHERE caseid IN (SELECT caseid FROM several)),
+rows AS (
+    SELECT *, row_number() OVER (PARTITION BY caseid ORDER BY {VERSION_ORDER}) AS case_rank
+    FROM _asof_rows WHERE caseid IN (SELECT caseid FROM several)),
 points AS (
     SELECT caseid, quarter AS as_of FROM rows
     UNION SELECT caseid, valid_to FROM rows WHERE valid_to IS NOT NULL),
@@ -98,7 +98,7 @@ LEFT JOIN _asof_quarters t ON t.quarter = CASE
     WHEN d.deleted_in IS NULL THEN p.next_at
     WHEN p.next_at IS NULL OR d.deleted_in < p.next_at THEN d.deleted_in
     ELSE p.next_at END
-WHERE d.deleted_in IS NULL OR p.as_of < d.deleted_in"""
+WHERE d.deleted_in IS NULL OR p.as_of < d.deleted_in"""  # noqa: S608 (VERSION_ORDER: clean's constant)
 # Counts by span interval, their quarter numbers named again (from_q, to_q: NULL = open).
 _NAMED = """SELECT c.pt_key, f.quarter AS from_q, t.quarter AS to_q, c.exposed, c.n_cases
 FROM counted c JOIN _asof_quarters f ON f.qi = c.from_i
