@@ -56,10 +56,10 @@ WHERE (g.drugname IN (SELECT string FROM substance_strings
 # primaryid), ranked only where there is a choice; it does not depend on the as-of quarter, so
 # at each quarter where a case's set of current versions changes its surviving version is the
 # current one ranked first. The case keeps it until its next such quarter or the first deleted
-# list naming it. One row per span: a
-# version current for its case from from_q until to_q (open: still current), and its exposure.
-# Most cases have one version, never republished: their one span starts at its quarter, and
-# only the cases with several rows (or a republished primaryid) go through the picking.
+# list naming it. One row per span: a version current for its case from from_q until to_q
+# (open: still current), and its exposure. Most cases have one version, never republished:
+# their one span starts at its quarter, and only the cases with several rows (or a republished
+# primaryid) go through the picking.
 # A span is identified by its row's `rowid` in this temp table: a row_number() OVER () would
 # number the rows on one thread (18 of 29 s on the whole archive). Its quarters are numbers
 # (`_asof_quarters`), so that the pairs below are made distinct on integers only.
@@ -111,7 +111,7 @@ _CASE_SPANS = f"""WITH counted AS (
 # them are counted once per term (one join of raw_reac, narrowed to those terms). A report
 # version is (primaryid, quarter): a quarter's rows all come from one zip, of one source. The
 # terms are numbered so that the pairs are made distinct on integers only, not on the term's
-# text and the quarters' (79 s to 34 s on the whole archive).
+# text and the quarters' (38.5 s to about 25 s on the whole archive).
 _TERM_SPANS = f"""WITH terms AS (
     SELECT pt_key, CAST(row_number() OVER (ORDER BY pt_key) AS INTEGER) AS term_id FROM (
         SELECT DISTINCT upper(trim(r.pt)) AS pt_key FROM raw_reac r
