@@ -16,7 +16,7 @@ the PRR); MR is infinite when every background case with E involves M.
 
 Reads the signals temp tables (`_sig_cases`, `_sig_exposed`, `_sig_events`) after the design has
 narrowed them, and the background cases' drugs as the prior counts them (as ingredients, in the
-counted roles, the substance as its label), which the caller writes into `DRUG_ROWS`. Writes only
+counted roles, the substance's label left out), which the caller writes (`DRUG_ROWS`). Writes only
 temp tables (`_mask_*`, dropped at the end): it returns, per term and stratum, the cases to take
 off c and d. The maskers are chosen on
 the term's crude table (all strata together) and their cases (the union over the K, none of them
@@ -38,9 +38,10 @@ from .drug_term import incidence
 MASKER_SEPARATOR = "; "
 """Between the drug names of a row's `maskers` column."""
 
-DRUG_ROWS = ("_mask_cases", "_mask_drug_rows", "ci")
-"""The caller's drug rows: over the cases of `_mask_cases`, into `_mask_drug_rows`, keyed by `ci`
-(each case's drugs, a drug listed twice may come twice)."""
+DRUG_ROWS = ("_mask_drug_strings", "_mask_drug_ids", "_mask_drugs")
+"""The temp tables the caller writes, once `_mask_cases` is there: its own working table (any
+columns), every drug numbered (drug, drug_id: the substance's label left out) and each case's
+drugs (ci of `_mask_cases`, drug_id), each pair once."""
 
 # The background (the cases of _sig_cases not involving the substance) numbered by their row in
 # _sig_cases (a view: no copy of the cases is written; the other rows' numbers stay unused),
@@ -53,11 +54,6 @@ WHERE caseid NOT IN (SELECT caseid FROM _sig_exposed)"""
 _STRATUM_IDS = """CREATE OR REPLACE TEMP TABLE _mask_strata AS
 SELECT stratum, CAST(row_number() OVER (ORDER BY stratum) - 1 AS INTEGER) AS stratum_id
 FROM (SELECT DISTINCT stratum FROM _mask_cases)"""
-_DRUG_IDS = """CREATE OR REPLACE TEMP TABLE _mask_drug_ids AS
-SELECT drug, CAST(row_number() OVER (ORDER BY drug) - 1 AS INTEGER) AS drug_id
-FROM (SELECT DISTINCT drug FROM _mask_drug_rows WHERE drug <> $label)"""
-_DRUGS = """CREATE OR REPLACE TEMP TABLE _mask_drugs AS
-SELECT DISTINCT r.ci, i.drug_id FROM _mask_drug_rows r JOIN _mask_drug_ids i USING (drug)"""
 _TERM_IDS = """CREATE OR REPLACE TEMP TABLE _mask_term_ids AS
 SELECT pt_key, CAST(row_number() OVER (ORDER BY pt_key) - 1 AS INTEGER) AS term_id
 FROM (SELECT DISTINCT pt_key FROM _sig_events WHERE caseid IN (SELECT caseid FROM _sig_exposed))"""
@@ -74,14 +70,7 @@ FROM _mask_drugs d JOIN _mask_events e USING (ci) GROUP BY ALL"""
 _MASKER_CASES = "SELECT ci, drug_id FROM _mask_drugs WHERE list_contains($ids, drug_id)"
 _STRATA = "SELECT stratum FROM _mask_strata ORDER BY stratum_id"
 _CASE_STRATA = "SELECT m.ci, s.stratum_id FROM _mask_cases m JOIN _mask_strata s USING (stratum)"
-_TEMP = (
-    "_mask_strata",
-    "_mask_drug_rows",
-    "_mask_drug_ids",
-    "_mask_drugs",
-    "_mask_term_ids",
-    "_mask_events",
-)
+_TEMP = ("_mask_strata", *DRUG_ROWS, "_mask_term_ids", "_mask_events")
 
 
 def masking_ratio(c: Any, d: Any, c_m: Any, n_m: Any) -> np.ndarray:
@@ -109,13 +98,13 @@ def top_maskers(pairs: pd.DataFrame, k: int) -> pd.DataFrame:
 
 
 def removals(
-    con: duckdb.DuckDBPyConnection, k: int, label: str, drug_rows: Callable[[], None]
+    con: duckdb.DuckDBPyConnection, k: int, drug_rows: Callable[[], None]
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Per term and stratum the cases its top-k maskers take off c and d (pt_key, stratum,
     c_removed, d_removed), and each term's maskers, highest ratio first, '; '-joined.
 
-    `label` is the substance's name in the drug rows, never a masker; `drug_rows()` writes them
-    (`DRUG_ROWS`) once `_mask_cases` is built.
+    `drug_rows()` writes the background's drugs (`DRUG_ROWS`: the substance is never a masker)
+    once `_mask_cases` is built.
     With D the background's drugs x cases and T its cases x terms 0/1 matrices, every pair's
     c_M is D T and n_M the row counts of D (both counted in SQL, on integers), a term's c the
     column counts of T; a term's maskers' cases are the union of their rows of D."""
@@ -125,8 +114,8 @@ def removals(
         con.execute(_CASES)
         con.execute(_STRATUM_IDS)
         drug_rows()
-        for statement in (_DRUG_IDS, _DRUGS, _TERM_IDS, _EVENTS):
-            con.execute(statement, {"label": label} if statement is _DRUG_IDS else {})
+        for statement in (_TERM_IDS, _EVENTS):
+            con.execute(statement)
         return _removals(con, k)
     finally:
         for table in _TEMP:

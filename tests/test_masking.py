@@ -12,12 +12,14 @@ import duckdb
 import pytest
 
 from surveillance.db import connect
+from surveillance.design import make_design
 from surveillance.errors import UsageError
 from surveillance.extract import resolve
 from surveillance.masking import masking_ratio, removals
 from surveillance.pipeline import load, rebuild
 from surveillance.signals import (
     OUTPUT_COLUMNS,
+    _asof_counts,
     background_statement,
     masking_drug_rows,
     signals,
@@ -75,7 +77,7 @@ def _plant(con: duckdb.DuckDBPyConnection, caseid: str, table: str, values: str)
 def masking_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """One generated quarter; one of the substance's terms planted on PLANTED more background
     cases, MASKER (as the lower-case drug name 'zzmasker ') on all of them and on two background
-    cases without the term."""
+    cases without the term, and once more (as 'ZZMASKER') on the first of them."""
     tmp = tmp_path_factory.mktemp("masking")
     generate_series(["2024Q1"], tmp / "zips", n_cases=120, seed=23)
     db = tmp / "db.duckdb"
@@ -90,6 +92,8 @@ def masking_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
             _plant(con, caseid, "raw_reac", target)
         for caseid in free[: PLANTED + 2]:
             _plant(con, caseid, "raw_drug", MASKER.lower() + " ")
+        # Listed again under another spelling of the same ingredient: still one case of it.
+        _plant(con, free[0], "raw_drug", MASKER)
         rebuild(con)
     yield {"db": db, "target": target, "c_m": PLANTED, "n_m": PLANTED + 2}
 
@@ -170,15 +174,20 @@ def test_removals_by_hand() -> None:
 
     def drug_rows() -> None:
         con.execute(
-            "CREATE TEMP TABLE _mask_drug_rows AS "
-            "SELECT m.ci, d.drug FROM drug_list d JOIN _mask_cases m USING (caseid)"
+            "CREATE TEMP TABLE _mask_drug_ids AS SELECT drug, CAST(row_number() OVER "
+            "(ORDER BY drug) - 1 AS INTEGER) AS drug_id FROM (SELECT DISTINCT drug FROM "
+            "drug_list WHERE drug <> '[kratom]')"
+        )
+        con.execute(
+            "CREATE TEMP TABLE _mask_drugs AS SELECT DISTINCT m.ci, i.drug_id FROM drug_list d "
+            "JOIN _mask_cases m USING (caseid) JOIN _mask_drug_ids i USING (drug)"
         )
 
     # Background c2..c9 (N = 8). T: c = 4 (c2, c3, c6, c9); A has 3 of them in its 4 cases:
     # MR = (4/8) / (1/4) = 2; B has 2 in 5: (4/8) / (2/3) = 0.75, no masker. U: c = 3 (c4, c5,
     # c6), all B's: MR infinite; A has 1 in 4: (3/8) / (2/4) = 0.75.
     for k in (1, 2):
-        removed, maskers = removals(con, k, "[kratom]", drug_rows)
+        removed, maskers = removals(con, k, drug_rows)
         assert maskers == {"T": "A", "U": "B"}
         got = {(r.pt_key, r.stratum): (r.c_removed, r.d_removed) for r in removed.itertuples()}
         # T loses A's background cases c2, c3 (F), c6 with T and c7 without (M); U loses B's
@@ -231,7 +240,7 @@ def test_two_maskers_and_strata(con) -> None:
     stratified = signals(con, kratom, min_cases=1, prior=PRIOR, remove_maskers=2, stratify="sex")
     assert _got(stratified) == _got(run)
     # Per stratum (the run's temp tables are still there): each sex loses its own cases.
-    removed, _ = removals(con, 2, "[kratom]", lambda: masking_drug_rows(con, kratom, True, None))
+    removed, _ = removals(con, 2, lambda: masking_drug_rows(con, kratom, True, None))
     sex = dict(con.execute("SELECT caseid, sex FROM cases").fetchall())
     names = dict(con.execute("SELECT pt_key, pt FROM pt_terms").fetchall())
     drugs, terms, exposed = _drugs(con), _terms(con), _exposed(con)
@@ -243,6 +252,23 @@ def test_two_maskers_and_strata(con) -> None:
             want[key] = (c_removed + (caseid in terms[pt]), d_removed + (caseid not in terms[pt]))
     got = {(names[r.pt_key], r.stratum): (r.c_removed, r.d_removed) for r in removed.itertuples()}
     assert got == want and len({s for _, s in got}) > 1
+
+
+def test_the_raw_layer_masks_as_the_clean_layer(con) -> None:
+    """As of a quarter the drugs come from raw_drug by each case's version then: with one quarter
+    loaded those are the clean layer's rows, so the removals and maskers are the same."""
+    kratom = resolve("kratom")
+    design = make_design(masking=2)
+    found = [
+        _asof_counts(con, kratom, "2024Q1", latest, None, ("sex",), design)
+        for latest in (True, False)
+    ]
+    clean, raw = (
+        (f.removed.sort_values(["pt_key", "stratum"]).reset_index(drop=True), f.maskers)
+        for f in found
+    )
+    assert not clean[0].empty and clean[1]
+    assert clean[0].equals(raw[0]) and clean[1] == raw[1]
 
 
 def test_zero_maskers_is_the_main_run(con) -> None:
