@@ -170,17 +170,28 @@ def main_run(
     roles: str | None,
     min_cases: int,
     plain: SignalRun | None = None,
+    top: int = TOP_TERMS,
 ) -> SignalRun:
     """The main analysis: the plain run (stored, its prior fitted or reused) with the shipped
     event groups' rows added. Groups change no PT row and are a family of their own for p_adj,
     so this is `signals(groups=True)` without counting every PT a second time. `plain`: that
-    run of these options when the caller has it already (the report)."""
+    run of these options when the caller has it already (the report). The groups are counted
+    with the `top` PTs that `compared_terms` compares, which the analyses' runs then find in
+    the keyed reactions (`signals._keyed_reactions`) instead of reading them again."""
     if plain is None:
         plain = signals(con, substance, through, roles, min_cases)
     elif not _is_plain(plain, substance, through, roles, min_cases):
         raise ValueError("the plain run given is not the run of these options")
+    compared = [str(t) for t in plain.table["term"].head(top)]
     grouped = signals(
-        con, substance, plain.through, roles, min_cases, prior=plain.prior, groups=True, terms=[]
+        con,
+        substance,
+        plain.through,
+        roles,
+        min_cases,
+        prior=plain.prior,
+        groups=True,
+        terms=compared,
     )
     groups = grouped.table[grouped.table["term_kind"] != "pt"]
     pts = plain.table.assign(term_kind="pt", background=grouped.design.background_label)
@@ -205,7 +216,7 @@ def sensitivity(
     read back, not run again (the main run's id names the data vintage). No case of the
     substance is a NoDataError."""
     try:
-        main = main_run(con, substance, through, roles, min_cases, plain)
+        main = main_run(con, substance, through, roles, min_cases, plain, top)
         terms = compared_terms(main, top)
         options = json.dumps(
             [top, [[a.key, a.label, dict(a.options)] for a in analyses]], default=str
