@@ -107,14 +107,17 @@ _DDL = (
 _NEW_CASES = """SELECT c.initial_quarter AS quarter, count(*) AS n_cases
 FROM cases c SEMI JOIN involved_cases($substance, $roles) i ON i.caseid = c.caseid
 GROUP BY ALL"""
+# The substance's cases' reactions are read once (MATERIALIZED) for their PTs and their groups:
+# one scan of case_reactions, not two (4.4 to 6.7 s to 2.5 s on the whole archive).
 _NEW_EVENTS = """WITH hit AS (
     SELECT c.caseid, c.initial_quarter FROM cases c
     SEMI JOIN involved_cases($substance, $roles) i ON i.caseid = c.caseid),
+reactions AS MATERIALIZED (
+    SELECT r.caseid, r.pt_key FROM case_reactions r SEMI JOIN hit USING (caseid)),
 events AS (
-    SELECT r.caseid, r.pt_key AS event_key FROM case_reactions r SEMI JOIN hit USING (caseid)
+    SELECT caseid, pt_key AS event_key FROM reactions
     UNION
-    SELECT r.caseid, g.event_key FROM case_reactions r SEMI JOIN hit USING (caseid)
-    JOIN _seq_groups g USING (pt_key))
+    SELECT r.caseid, g.event_key FROM reactions r JOIN _seq_groups g USING (pt_key))
 SELECT e.event_key, h.initial_quarter AS quarter, count(*) AS n_cases
 FROM events e JOIN hit h USING (caseid) GROUP BY ALL"""
 
