@@ -22,6 +22,7 @@ from scipy.stats import poisson
 from surveillance import sequential as sq
 from surveillance.asof import asof_counts
 from surveillance.cli import cli
+from surveillance.design import make_design
 from surveillance.extract import resolve
 from surveillance.signals import signals
 from surveillance.synthetic import Series, generate_series
@@ -241,6 +242,21 @@ def test_stored_run_counts_match_the_clean_layer_and_signals(
     pts = result.paths[result.paths["term_kind"] == "pt"]
     last = pts[pts["look"] == len(quarters)].set_index("term")
     assert dict(counted) == last["cum_observed"].to_dict()
+    # A group's case counts once, whichever and however many of its PTs it reports.
+    hits = """SELECT caseid FROM cases WHERE caseid IN (SELECT caseid FROM substance_hits
+        WHERE substance = 'kratom') AND initial_quarter IN (SELECT quarter FROM quarters)"""
+    groups = result.paths[result.paths["term_kind"] == "group"]
+    groups = groups[groups["look"] == len(quarters)].set_index("term")["cum_observed"]
+    assert len(groups) > 0
+    for group in make_design(groups=True).groups:
+        if group.name not in groups.index:
+            continue
+        found = series_con.execute(
+            f"""SELECT count(DISTINCT caseid) FROM case_reactions
+            WHERE caseid IN ({hits}) AND list_contains($pts, pt_key)""",
+            {"pts": [p.strip().upper() for p in group.pts]},
+        ).fetchone()
+        assert found == (groups[group.name],)
     # Expected at the last look: the background rate c / (c + d) of signals through it.
     table = signals(series_con, kratom, min_cases=1).table.set_index("term")
     rate = table["c"] / (table["c"] + table["d"])
