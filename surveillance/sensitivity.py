@@ -156,11 +156,17 @@ class Sensitivity:
 def compared_terms(main: SignalRun, top: int = TOP_TERMS) -> list[tuple[str, str]]:
     """The main run's `top` strongest PTs (its sort order) and every event group it kept."""
     table = main.table
-    pts = table[table["term_kind"] == "pt"].head(top)
     groups = table[table["term_kind"] != "pt"]
-    return [(t, k) for t, k in zip(pts["term"], pts["term_kind"], strict=True)] + [
+    return [(t, "pt") for t in _top_pts(table, top)] + [
         (t, k) for t, k in zip(groups["term"], groups["term_kind"], strict=True)
     ]
+
+
+def _top_pts(table: pd.DataFrame, top: int) -> list[str]:
+    """A run's `top` strongest PTs in its sort order: of a plain run's table (PTs only) or of the
+    main run's, whose PT rows are the plain run's in the same order."""
+    pts = table[table["term_kind"] == "pt"] if "term_kind" in table else table
+    return [str(t) for t in pts["term"].head(top)]
 
 
 def main_run(
@@ -182,7 +188,7 @@ def main_run(
         plain = signals(con, substance, through, roles, min_cases)
     elif not _is_plain(plain, substance, through, roles, min_cases):
         raise ValueError("the plain run given is not the run of these options")
-    compared = [str(t) for t in plain.table["term"].head(top)]
+    compared = _top_pts(plain.table, top)
     grouped = signals(
         con,
         substance,
