@@ -310,6 +310,7 @@ def test_the_runs_share_reactions_only_for_their_keys_and_data_vintage(
         assert left == (0,)
 
 
+@pytest.mark.slow
 def test_the_analyses_read_the_compared_terms_reactions_once(
     planted_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
