@@ -9,6 +9,9 @@ reaction rows. A case's surviving version changes only in a quarter where one of
 versions is published or republished, or where it is deleted; so each version gets the quarters
 [from_q, to_q) during which it is the case's surviving one, and every count over the quarter axis
 is a cumulative sum of +1/-1 at those interval ends, instead of one rebuild per quarter.
+The counts as of a quarter depend only on the data of the quarters up to it: with the stored
+counts of earlier quarters whose data are unchanged, only the cases touched after them (a
+version published or a primaryid republished later, or a deletion) are counted again.
 """
 
 from __future__ import annotations
@@ -27,31 +30,59 @@ from . import __version__, stats
 from .clean import VERSION_ORDER, ensure_macros
 from .db import ensure_derived_table
 from .design import event_groups, group_members
-from .freshness import data_fingerprint, has_table
+from .freshness import has_table, quarter_fingerprints
 from .signals import OUTPUT_COLUMNS
 from .substances import Substance
+
 
 # Every report version that report_versions(q) can pick for some q: per (source, primaryid) and
 # quarter the last line; it is that primaryid's version until the primaryid's next quarter. One
 # window finds both: in line order, a line whose next line has another quarter (or none) is the
 # last of its quarter, and that next quarter is its valid_to.
-_ROWS = """CREATE OR REPLACE TEMP TABLE _asof_rows AS
+def _rows(demo: str, only: str) -> str:
+    return f"""CREATE OR REPLACE TEMP TABLE _asof_rows AS
 WITH ordered AS (
     SELECT caseid, source, primaryid, quarter, caseversion, fda_dt,
         lead(quarter) OVER (PARTITION BY source, primaryid ORDER BY quarter, source_line) AS next_q
-    FROM raw_demo
+    FROM {demo}
     WHERE caseid IS NOT NULL)
 SELECT caseid, source, primaryid, quarter, caseversion, fda_dt, next_q AS valid_to
-FROM ordered WHERE next_q IS DISTINCT FROM quarter"""
+FROM ordered WHERE next_q IS DISTINCT FROM quarter{only}"""  # noqa: S608 (constants below)
+
+
+_ROWS = _rows("raw_demo", "")
+# The cases whose counts can change after quarter $after: a version of theirs published in a
+# later quarter, or an earlier version whose primaryid is republished then (it stops being
+# current), or a deletion listed then. Every other case keeps the version it had at $after.
+_TOUCHED = """CREATE OR REPLACE TEMP TABLE _asof_touched AS
+SELECT d.caseid FROM raw_demo d
+SEMI JOIN (SELECT source, primaryid FROM raw_demo WHERE quarter > $after) n
+  ON n.source = d.source AND n.primaryid = d.primaryid
+WHERE d.caseid IS NOT NULL
+UNION SELECT caseid FROM raw_deleted WHERE quarter > $after AND caseid IS NOT NULL"""
+# The touched cases' rows: a primaryid's rows all go through the window (its valid_to needs
+# them, whichever case they name), then only the touched cases' rows are kept.
+_TOUCHED_ROWS = _rows(
+    """raw_demo SEMI JOIN (
+        SELECT DISTINCT source, primaryid FROM raw_demo
+        WHERE caseid IN (SELECT caseid FROM _asof_touched)) k USING (source, primaryid)""",
+    " AND caseid IN (SELECT caseid FROM _asof_touched)",
+)
 # The report versions naming the substance in a counted role (signals' as-of exposure rule).
-_EXPOSED = """CREATE OR REPLACE TEMP TABLE _asof_exposed AS
+_EXPOSED_OF = """CREATE OR REPLACE TEMP TABLE _asof_exposed AS
 SELECT DISTINCT g.source, g.primaryid, g.quarter
-FROM raw_drug g
+FROM raw_drug g{versions}
 WHERE (g.drugname IN (SELECT string FROM substance_strings
                       WHERE substance = $substance AND field = 'drugname')
        OR g.prod_ai IN (SELECT string FROM substance_strings
                         WHERE substance = $substance AND field = 'prod_ai'))
   AND role_counts(g.role_cod, $roles)"""
+_EXPOSED = _EXPOSED_OF.format(versions="")
+_TOUCHED_EXPOSED = _EXPOSED_OF.format(
+    versions="""
+SEMI JOIN _asof_rows r ON r.source = g.source AND r.primaryid = g.primaryid
+ AND r.quarter = g.quarter"""
+)
 # case_rank is the order of clean.ranked_keys (FAERS first, then caseversion, fda_dt, quarter,
 # primaryid), ranked only where there is a choice; it does not depend on the as-of quarter, so
 # at each quarter where a case's set of current versions changes its surviving version is the
@@ -107,16 +138,18 @@ _CASE_SPANS = f"""WITH counted AS (
     SELECT NULL AS pt_key, from_i, to_i, exposed, count(*) AS n_cases
     FROM _asof_spans GROUP BY ALL)
 {_NAMED}"""  # noqa: S608 (_NAMED: a constant)
-# Only terms some exposed version reports can have a >= 1 at some quarter; the spans reporting
-# them are counted once per term (one join of raw_reac, narrowed to those terms). A report
-# version is (primaryid, quarter): a quarter's rows all come from one zip, of one source. The
-# terms are numbered so that the pairs are made distinct on integers only, not on the term's
-# text and the quarters' (38.5 s to about 25 s on the whole archive).
-_TERM_SPANS = f"""WITH terms AS (
+
+
+# Every term is counted, a >= 1 or not, so that the counts of a later vintage can start from
+# these (a term first co-reported with the substance then needs its earlier n_term); each span
+# counts once per term it reports. A report version is (primaryid, quarter): a quarter's rows
+# all come from one zip, of one source. The terms are numbered so that the pairs are made
+# distinct on integers only, not on the term's text and the quarters' (38.5 s to about 25 s on
+# the whole archive).
+def _term_spans(reac: str) -> str:
+    return f"""WITH terms AS (
     SELECT pt_key, CAST(row_number() OVER (ORDER BY pt_key) AS INTEGER) AS term_id FROM (
-        SELECT DISTINCT upper(trim(r.pt)) AS pt_key FROM raw_reac r
-        SEMI JOIN _asof_exposed e
-          ON e.source = r.source AND e.primaryid = r.primaryid AND e.quarter = r.quarter
+        SELECT DISTINCT upper(trim(r.pt)) AS pt_key FROM {reac}
         WHERE trim(r.pt) <> '')),
 pairs AS (
     SELECT DISTINCT v.rowid AS span_id, t.term_id, v.from_i, v.to_i, v.exposed
@@ -125,19 +158,25 @@ pairs AS (
 counted AS (
     SELECT t.pt_key, p.from_i, p.to_i, p.exposed, count(*) AS n_cases
     FROM pairs p JOIN terms t USING (term_id) GROUP BY ALL)
-{_NAMED}"""  # noqa: S608 (_NAMED: a constant)
+{_NAMED}"""  # noqa: S608 (_NAMED and the argument: constants)
+
+
+_TERM_SPANS = _term_spans("raw_reac r")
+# Touched: the terms of the touched cases' versions only.
+_TOUCHED_TERM_SPANS = _term_spans(
+    "raw_reac r SEMI JOIN _asof_spans v ON v.primaryid = r.primaryid AND v.quarter = r.quarter"
+)
 # Event groups (`_asof_groups`: event_key, pt_key), counted like terms: a span once per group
-# it reports any PT of, for the groups some exposed version reports.
+# it reports any PT of.
 _GROUP_SPANS = f"""WITH pairs AS (
     SELECT DISTINCT v.rowid AS span_id, g.event_key, v.from_i, v.to_i, v.exposed
     FROM raw_reac r JOIN _asof_spans v ON v.primaryid = r.primaryid AND v.quarter = r.quarter
     JOIN _asof_groups g ON g.pt_key = upper(trim(r.pt))),
-groups AS (SELECT DISTINCT event_key FROM pairs WHERE exposed),
 counted AS (
     SELECT event_key AS pt_key, from_i, to_i, exposed, count(*) AS n_cases
-    FROM pairs WHERE event_key IN (SELECT event_key FROM groups) GROUP BY ALL)
+    FROM pairs GROUP BY ALL)
 {_NAMED}"""  # noqa: S608 (_NAMED: a constant)
-_TEMP_TABLES = ("_asof_spans", "_asof_exposed", "_asof_rows", "_asof_quarters")
+_TEMP_TABLES = ("_asof_spans", "_asof_exposed", "_asof_rows", "_asof_quarters", "_asof_touched")
 
 
 @dataclass(frozen=True)
@@ -169,6 +208,23 @@ class AsOfCounts:
         terms = tuple(t for t in self.terms if t not in self.groups)
         return replace(
             self, terms=terms, n_term=self.n_term[keep], a=self.a[keep], groups=frozenset()
+        )
+
+    def reported(self) -> AsOfCounts:
+        """The same counts with only the terms some exposed case reports at some quarter."""
+        keep = (self.a > 0).any(axis=1)
+        terms = tuple(t for t, k in zip(self.terms, keep, strict=True) if k)
+        return replace(self, terms=terms, n_term=self.n_term[keep], a=self.a[keep])
+
+    def head(self, m: int) -> AsOfCounts:
+        """The counts as of the first m quarters only."""
+        return replace(
+            self,
+            quarters=self.quarters[:m],
+            n_cases=self.n_cases[:m],
+            n_exposed=self.n_exposed[:m],
+            n_term=self.n_term[:, :m],
+            a=self.a[:, :m],
         )
 
     def cells(
@@ -217,17 +273,39 @@ def asof_counts(
     `groups` (event key -> PT names) adds each event group as a row of `terms` under its key,
     a case counting once if it reports any of its PTs. The substance must be extracted
     (`substance_strings` filled); see the module text."""
+    return _counted(con, substance, roles, groups).reported()
+
+
+def _counted(
+    con: duckdb.DuckDBPyConnection,
+    substance: Substance,
+    roles: str | None,
+    groups: Mapping[str, Iterable[str]] | None,
+    since: AsOfCounts | None = None,
+) -> AsOfCounts:
+    """`asof_counts` with every term, a >= 1 or not. `since`: these counts (every term) as of
+    the first quarters, on the same data; only the cases touched after them are counted."""
     ensure_macros(con)
     quarters = tuple(
         str(r[0]) for r in con.execute("SELECT quarter FROM quarters ORDER BY quarter").fetchall()
     )
+    if since is not None and (
+        not since.quarters or since.quarters != quarters[: len(since.quarters)]
+    ):
+        raise ValueError("the earlier counts are not of the loaded quarters' first quarters")
+    params = {"substance": substance.name, "roles": roles}
     try:
-        con.execute(_ROWS)
-        con.execute(_EXPOSED, {"substance": substance.name, "roles": roles})
+        if since is None:
+            con.execute(_ROWS)
+            con.execute(_EXPOSED, params)
+        else:
+            con.execute(_TOUCHED, {"after": since.quarters[-1]})
+            con.execute(_TOUCHED_ROWS)
+            con.execute(_TOUCHED_EXPOSED, params)
         con.execute(_QUARTERS)
         con.execute(_SPANS)
         case_spans = con.execute(_CASE_SPANS).fetchdf()
-        term_spans = con.execute(_TERM_SPANS).fetchdf()
+        term_spans = con.execute(_TERM_SPANS if since is None else _TOUCHED_TERM_SPANS).fetchdf()
         if groups:
             con.register("_asof_groups", group_members(groups))
             try:
@@ -241,7 +319,7 @@ def asof_counts(
     one = np.zeros(len(case_spans), dtype=np.int64)
     terms = tuple(sorted(term_spans["pt_key"].unique()))
     rows = term_spans["pt_key"].map({t: i for i, t in enumerate(terms)}).to_numpy(dtype=np.int64)
-    return AsOfCounts(
+    counted = AsOfCounts(
         substance=substance.name,
         roles=roles,
         quarters=quarters,
@@ -252,13 +330,42 @@ def asof_counts(
         a=_current(term_spans, quarters, rows, len(terms), only="exposed"),
         groups=frozenset(groups or ()),
     )
+    return counted if since is None else _continued(since, counted)
+
+
+def _continued(since: AsOfCounts, touched: AsOfCounts) -> AsOfCounts:
+    """The earlier counts continued over the later quarters: every case untouched after the
+    last earlier quarter m counts at each later quarter as it did at m, so a later count is
+    the count at m plus the touched cases' change since m."""
+    m = len(since.quarters)
+    terms = tuple(sorted({*since.terms, *touched.terms}))
+    index = {t: i for i, t in enumerate(terms)}
+
+    def grid(counts: AsOfCounts, field: str) -> np.ndarray:
+        out = np.zeros((len(terms), len(counts.quarters)), dtype=np.int64)
+        out[[index[t] for t in counts.terms]] = getattr(counts, field)
+        return out
+
+    def continued(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+        later = before[..., m - 1 : m] + after[..., m:] - after[..., m - 1 : m]
+        return np.concatenate([before, later], axis=-1)
+
+    return replace(
+        touched,
+        n_cases=continued(since.n_cases, touched.n_cases),
+        n_exposed=continued(since.n_exposed, touched.n_exposed),
+        terms=terms,
+        n_term=continued(grid(since, "n_term"), grid(touched, "n_term")),
+        a=continued(grid(since, "a"), grid(touched, "a")),
+    )
 
 
 _STORE = (
     """CREATE TABLE IF NOT EXISTS asof_runs (
         run_id VARCHAR, substance VARCHAR, substance_version VARCHAR, roles VARCHAR,
         groups VARCHAR, quarters VARCHAR[], n_cases BIGINT[], n_exposed BIGINT[],
-        data_fingerprint VARCHAR, tool_version VARCHAR, created_at TIMESTAMP)""",
+        data_fingerprint VARCHAR, quarter_fingerprints VARCHAR[], tool_version VARCHAR,
+        created_at TIMESTAMP)""",
     """CREATE TABLE IF NOT EXISTS asof_terms (
         run_id VARCHAR, pt_key VARCHAR, n_term BIGINT[], a BIGINT[])""",
 )
@@ -268,38 +375,65 @@ def stored_asof_counts(
     con: duckdb.DuckDBPyConnection, substance: Substance, roles: str | None
 ) -> AsOfCounts:
     """`asof_counts` with the shipped event groups (`pts()` leaves them out), stored with the
-    data vintage: the trends, the report and the sequential alerts of one data vintage share
-    one computation, and counts of other data are never reused."""
+    data vintage of each quarter: the trends, the report and the sequential alerts of one data
+    vintage share one computation; a new vintage reuses the counts of its unchanged first
+    quarters and counts only the cases touched after them; other data are never reused."""
     groups = event_groups()
     identity = [substance.identity, roles, sorted(groups.items()), __version__]
     run_id = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
-    fingerprint = data_fingerprint(con)
+    fingerprints = quarter_fingerprints(con)
+    since = None
     if has_table(con, "asof_runs"):
-        row = con.execute(
-            "SELECT quarters, n_cases, n_exposed FROM asof_runs "
-            "WHERE run_id = $r AND data_fingerprint = $f",
-            {"r": run_id, "f": fingerprint},
-        ).fetchone()
-        if row is not None:
-            terms = con.execute(
-                "SELECT pt_key, n_term, a FROM asof_terms WHERE run_id = $r ORDER BY pt_key",
-                {"r": run_id},
-            ).fetchall()
-            n_quarters = len(row[0])
-            return AsOfCounts(
-                substance=substance.name,
-                roles=roles,
-                quarters=tuple(row[0]),
-                n_cases=np.array(row[1], dtype=np.int64),
-                n_exposed=np.array(row[2], dtype=np.int64),
-                terms=tuple(t[0] for t in terms),
-                n_term=np.array([t[1] for t in terms], dtype=np.int64).reshape(-1, n_quarters),
-                a=np.array([t[2] for t in terms], dtype=np.int64).reshape(-1, n_quarters),
-                groups=frozenset(groups),
+        stored = _stored(con, run_id, substance, roles, groups)
+        if stored is not None:
+            counts, kept = stored
+            m = next(
+                (i for i, (a, b) in enumerate(zip(kept, fingerprints, strict=False)) if a != b),
+                min(len(kept), len(fingerprints)),
             )
-    counts = asof_counts(con, substance, roles, groups=groups)
-    _store(con, run_id, fingerprint, substance, counts)
-    return counts
+            if m == len(kept) == len(fingerprints):
+                return counts.reported()
+            since = counts.head(m) if m else None
+    if since is not None and len(since.quarters) == len(fingerprints):
+        counts = since  # quarters left out at the end: the first ones' counts stand
+    else:
+        counts = _counted(con, substance, roles, groups, since=since)
+    _store(con, run_id, fingerprints, substance, counts)
+    return counts.reported()
+
+
+def _stored(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    substance: Substance,
+    roles: str | None,
+    groups: Mapping[str, Iterable[str]],
+) -> tuple[AsOfCounts, list[str]] | None:
+    """The stored counts of this identity (every term) and their quarters' fingerprints."""
+    row = con.execute(
+        "SELECT quarters, n_cases, n_exposed, quarter_fingerprints FROM asof_runs "
+        "WHERE run_id = $r",
+        {"r": run_id},
+    ).fetchone()
+    if row is None:
+        return None
+    terms = con.execute(
+        "SELECT pt_key, n_term, a FROM asof_terms WHERE run_id = $r ORDER BY pt_key",
+        {"r": run_id},
+    ).fetchall()
+    n_quarters = len(row[0])
+    counts = AsOfCounts(
+        substance=substance.name,
+        roles=roles,
+        quarters=tuple(row[0]),
+        n_cases=np.array(row[1], dtype=np.int64),
+        n_exposed=np.array(row[2], dtype=np.int64),
+        terms=tuple(t[0] for t in terms),
+        n_term=np.array([t[1] for t in terms], dtype=np.int64).reshape(-1, n_quarters),
+        a=np.array([t[2] for t in terms], dtype=np.int64).reshape(-1, n_quarters),
+        groups=frozenset(groups),
+    )
+    return counts, list(row[3])
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -311,11 +445,11 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
 def _store(
     con: duckdb.DuckDBPyConnection,
     run_id: str,
-    fingerprint: str,
+    fingerprints: list[str],
     substance: Substance,
     counts: AsOfCounts,
 ) -> None:
-    """Replace the stored counts of this identity by these, in one transaction."""
+    """Replace the stored counts of this identity by these (every term), in one transaction."""
     ensure_tables(con)
     terms = pd.DataFrame(
         {"pt_key": list(counts.terms), "n_term": list(counts.n_term), "a": list(counts.a)}
@@ -325,7 +459,8 @@ def _store(
         con.execute("DELETE FROM asof_runs WHERE run_id = $r", {"r": run_id})
         con.execute("DELETE FROM asof_terms WHERE run_id = $r", {"r": run_id})
         con.execute(
-            "INSERT INTO asof_runs VALUES ($r, $s, $v, $roles, $g, $q, $n, $e, $f, $tool, $now)",
+            "INSERT INTO asof_runs "
+            "VALUES ($r, $s, $v, $roles, $g, $q, $n, $e, $f, $fq, $tool, $now)",
             {
                 "r": run_id,
                 "s": substance.name,
@@ -335,7 +470,8 @@ def _store(
                 "q": list(counts.quarters),
                 "n": counts.n_cases.tolist(),
                 "e": counts.n_exposed.tolist(),
-                "f": fingerprint,
+                "f": fingerprints[-1],
+                "fq": fingerprints,
                 "tool": __version__,
                 "now": datetime.now(UTC).replace(tzinfo=None),
             },

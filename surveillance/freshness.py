@@ -101,6 +101,17 @@ def data_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
     return _vintage(quarters_fingerprint(con), _dedup_mode(con))
 
 
+def quarter_fingerprints(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Per loaded quarter, in order, the data vintage of the quarters up to it (the last is
+    `data_fingerprint`): what depends only on data up to a quarter stays valid while its holds."""
+    rows = con.execute("SELECT quarter, zip_sha256 FROM quarters ORDER BY quarter").fetchall()
+    mode = _dedup_mode(con)
+    return [
+        _vintage(hashlib.sha256(repr(rows[: i + 1]).encode()).hexdigest(), mode)
+        for i in range(len(rows))
+    ]
+
+
 def clean_data_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
     """The data vintage the clean layer was last rebuilt at (equals `data_fingerprint` while the
     clean layer is current); extractions matched against it need only the changed cases."""

@@ -10,7 +10,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from surveillance.asof import AsOfCounts, asof_counts, asof_signal_tables
+from surveillance.asof import AsOfCounts, _counted, asof_counts, asof_signal_tables
 from surveillance.errors import NoDataError
 from surveillance.extract import resolve
 from surveillance.sequential import event_groups
@@ -62,37 +62,88 @@ def test_event_group_rows_leave_the_pt_rows_as_they_are(series_con) -> None:
         assert (getattr(pts, field) == getattr(alone, field)).all(), field
 
 
+def _same(found: AsOfCounts, want: AsOfCounts) -> None:
+    assert (found.terms, found.quarters, found.groups) == (want.terms, want.quarters, want.groups)
+    for field in ("n_cases", "n_exposed", "n_term", "a"):
+        assert (getattr(found, field) == getattr(want, field)).all(), field
+
+
+def _spy(monkeypatch) -> list[int]:  # type: ignore[no-untyped-def]
+    """Each computation of the stored counts: how many earlier quarters it started from."""
+    from surveillance import asof
+
+    starts: list[int] = []
+    counted = asof._counted
+
+    def counting(*args, since=None, **kwargs):  # type: ignore[no-untyped-def]
+        starts.append(0 if since is None else len(since.quarters))
+        return counted(*args, since=since, **kwargs)
+
+    monkeypatch.setattr(asof, "_counted", counting)
+    return starts
+
+
 def test_stored_counts_are_reused_only_with_their_data(series_con, monkeypatch) -> None:
     from surveillance import asof
 
     kratom = resolve("kratom")
     fresh = asof_counts(series_con, kratom, None, groups=event_groups())
-    computed: list[bool] = []
-
-    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
-        computed.append(True)
-        return asof_counts(*args, **kwargs)
-
-    monkeypatch.setattr(asof, "asof_counts", counting)
+    computed = _spy(monkeypatch)
     series_con.execute("DROP TABLE IF EXISTS asof_runs")
-    for expected_computations in (1, 1):  # computed and stored, then read back
-        found = asof.stored_asof_counts(series_con, kratom, None)
-        assert len(computed) == expected_computations
-        assert (found.terms, found.quarters, found.groups) == (
-            fresh.terms,
-            fresh.quarters,
-            fresh.groups,
-        )
-        for field in ("n_cases", "n_exposed", "n_term", "a"):
-            assert (getattr(found, field) == getattr(fresh, field)).all(), field
-    series_con.execute("UPDATE asof_runs SET data_fingerprint = 'older data'")
+    for expected in ([0], [0]):  # computed and stored, then read back
+        _same(asof.stored_asof_counts(series_con, kratom, None), fresh)
+        assert computed == expected
+    series_con.execute("UPDATE asof_runs SET quarter_fingerprints = ['older data']")
     asof.stored_asof_counts(series_con, kratom, None)
-    assert len(computed) == 2  # other data: counted again, never reused
+    assert computed == [0, 0]  # other data from the first quarter: counted again, never reused
     asof.stored_asof_counts(series_con, kratom, "PS,SS")
-    assert len(computed) == 3  # other roles: their own counts
+    assert computed == [0, 0, 0]  # other roles: their own counts
     edited = dataclasses.replace(kratom, patterns=(*kratom.patterns, "zz edited"))
     asof.stored_asof_counts(series_con, edited, None)
-    assert len(computed) == 4  # the same name and version with another rule: counted again
+    assert computed == [0, 0, 0, 0]  # the same name and version with another rule: again
+
+
+def test_counts_continued_from_earlier_quarters_equal_counts_from_scratch(series_con) -> None:
+    """A new vintage counts only the cases touched after its stored quarters: the same numbers,
+    for every term (co-reported or not), from every quarter the stored counts could end at."""
+    from surveillance.asof import _counted
+
+    kratom = resolve("kratom")
+    groups = event_groups()
+    full = _counted(series_con, kratom, None, groups)
+    assert set(full.terms) > set(full.reported().terms)  # terms with a = 0 are kept too
+    for m in range(1, len(full.quarters)):
+        _same(_counted(series_con, kratom, None, groups, since=full.head(m)), full)
+
+
+def test_a_new_vintage_counts_from_its_unchanged_quarters(series_con, monkeypatch) -> None:
+    """Stored counts of the first quarters (as an earlier vintage left them) are continued; a
+    quarter loaded again with other bytes makes the counts start before it."""
+    from surveillance import asof
+
+    kratom = resolve("kratom")
+    series_con.execute("DROP TABLE IF EXISTS asof_runs")
+    series_con.execute("DROP TABLE IF EXISTS asof_terms")
+    fresh = asof.stored_asof_counts(series_con, kratom, None)
+    n = len(fresh.quarters)
+    m = n - 3
+    series_con.execute(
+        """UPDATE asof_runs SET quarters = quarters[1:$m], n_cases = n_cases[1:$m],
+        n_exposed = n_exposed[1:$m], quarter_fingerprints = quarter_fingerprints[1:$m]""",
+        {"m": m},
+    )
+    series_con.execute("UPDATE asof_terms SET n_term = n_term[1:$m], a = a[1:$m]", {"m": m})
+    computed = _spy(monkeypatch)
+    _same(asof.stored_asof_counts(series_con, kratom, None), fresh)
+    assert computed == [m]
+    stored = series_con.execute("SELECT len(quarters), len(quarter_fingerprints) FROM asof_runs")
+    assert stored.fetchall() == [(n, n)]
+    series_con.execute(  # the fifth quarter loaded again with other bytes
+        """UPDATE asof_runs SET quarter_fingerprints =
+        list_concat(quarter_fingerprints[1:4], ['other'], quarter_fingerprints[6:])"""
+    )
+    _same(asof.stored_asof_counts(series_con, kratom, None), fresh)
+    assert computed == [m, 4]
 
 
 def _versions(con: duckdb.DuckDBPyConnection, quarter: str, roles: str | None) -> pd.DataFrame:
@@ -238,6 +289,9 @@ def test_hand_made_versions_republished_ids_and_deletions(
     for statement in _HAND_MADE:
         con.execute(statement)
     counts = asof_counts(con, resolve("kratom"), roles)
+    full = _counted(con, resolve("kratom"), roles, None)
+    for m in (1, 2, 3):  # case 2 is touched by its primaryid republished under case 3
+        _same(_counted(con, resolve("kratom"), roles, None, since=full.head(m)), full)
     assert counts.n_cases.tolist() == [3, 5, 5, 4]
     assert counts.n_exposed.tolist() == n_exposed
     for index, quarter in enumerate(counts.quarters):
