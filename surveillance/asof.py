@@ -212,8 +212,8 @@ class AsOfCounts:
 
     def reported(self) -> AsOfCounts:
         """The same counts with only the terms some exposed case reports at some quarter."""
-        keep = (self.a > 0).any(axis=1)
-        terms = tuple(t for t, k in zip(self.terms, keep, strict=True) if k)
+        keep = np.asarray((self.a > 0).any(axis=1), dtype=bool)
+        terms = tuple(t for t, k in zip(self.terms, keep.tolist(), strict=True) if k)
         return replace(self, terms=terms, n_term=self.n_term[keep], a=self.a[keep])
 
     def head(self, m: int) -> AsOfCounts:
