@@ -20,10 +20,9 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
-from .cases import cases
 from .clean import ensure_macros
 from .definitions import CHALLENGE_CODES, parse_roles
-from .onset import term_cases
+from .onset import TermCases, cases_by_term
 from .substances import Substance
 
 RESOLUTION: tuple[str, ...] = ("Y", "N", "D", "U", "other", "missing")
@@ -88,17 +87,18 @@ def dechallenge(
     term: str | None = None,
     top_terms: int = 10,
     groups: bool = False,
+    by_term: TermCases | None = None,
 ) -> pd.DataFrame:
     """Dechallenge and rechallenge counts of the substance's cases (the cases `cases` lists for
     these options): overall, for its `top_terms` most reported PTs and, with `groups`, each
-    shipped event group. Per challenge, the cases of each result add up to n_cases;
-    pct_*_positive is Y / (Y + N), the positive share among cases with a known outcome."""
-    listed = cases(con, substance, since, until, roles, term)
+    shipped event group (`by_term` as in `onset.onset`). Per challenge, the cases of each result
+    add up to n_cases; pct_*_positive is Y / (Y + N), the positive share among cases with a
+    known outcome."""
+    made = cases_by_term(con, substance, since, until, roles, term, top_terms, groups, by_term)
     roles = parse_roles(roles)
-    caseids = [str(c) for c in listed["caseid"]]
-    per_case = case_challenges(con, substance, caseids, roles).set_index("caseid")
+    per_case = case_challenges(con, substance, made.caseids, roles).set_index("caseid")
     rows = []
-    for name, kind, ids in term_cases(con, caseids, top_terms, groups):
+    for name, kind, ids in made.rows:
         subset = per_case.loc[ids]
         row: dict[str, object] = {"term": name, "term_kind": kind, "n_cases": len(ids)}
         for challenge in CHALLENGES:

@@ -309,6 +309,47 @@ def term_cases(
 
 
 @dataclass(frozen=True)
+class TermCases:
+    """The cases `cases` lists for some options and the rows `term_cases` makes of them, with
+    the options and data vintage they were made for: one report's onset and dechallenge tables
+    read them once (the substance's cases query is about 4 s on the whole archive)."""
+
+    made_for: tuple[Any, ...]
+    caseids: list[str]
+    rows: list[tuple[str, str, list[str]]]
+
+
+def cases_by_term(
+    con: duckdb.DuckDBPyConnection,
+    substance: Substance,
+    since: str | None = None,
+    until: str | None = None,
+    roles: str | None = None,
+    term: str | None = None,
+    top_terms: int = 10,
+    groups: bool = False,
+    made: TermCases | None = None,
+) -> TermCases:
+    """The substance's cases for these options and each row's cases (`term_cases`); `made` is
+    returned as it is when it was made for the same options and data."""
+    made_for = (
+        substance.identity,
+        since,
+        until,
+        roles,
+        term,
+        top_terms,
+        groups,
+        data_fingerprint(con),
+    )
+    if made is not None and made.made_for == made_for:
+        return made
+    listed = cases(con, substance, since, until, roles, term)
+    caseids = [str(c) for c in listed["caseid"]]
+    return TermCases(made_for, caseids, term_cases(con, caseids, top_terms, groups))
+
+
+@dataclass(frozen=True)
 class Onset:
     """Time to onset of one substance's cases, per term, with its provenance."""
 
@@ -375,17 +416,18 @@ def onset(
     term: str | None = None,
     top_terms: int = 10,
     groups: bool = False,
+    by_term: TermCases | None = None,
 ) -> Onset:
     """Time to onset of the substance's cases (the cases `cases` lists for these options), overall,
-    for its `top_terms` most reported PTs and, with `groups`, each shipped event group."""
-    listed = cases(con, substance, since, until, roles, term)
+    for its `top_terms` most reported PTs and, with `groups`, each shipped event group
+    (`by_term`: those cases as `cases_by_term` made them, used if made for these options)."""
+    made = cases_by_term(con, substance, since, until, roles, term, top_terms, groups, by_term)
     roles = parse_roles(roles)
-    caseids = [str(c) for c in listed["caseid"]]
-    per_case = case_onsets(con, substance, caseids, roles)
+    per_case = case_onsets(con, substance, made.caseids, roles)
     status = per_case.set_index("caseid")["onset_status"]
     days = per_case.set_index("caseid")["onset_days"]
     rows, fits = [], {}
-    for name, kind, ids in term_cases(con, caseids, top_terms, groups):
+    for name, kind, ids in made.rows:
         used = days[ids][status[ids] == "onset"].to_numpy(dtype=float)
         fit = weibull_fit(used)
         fits[f"{kind}:{name}"] = fit

@@ -57,7 +57,7 @@ from .definitions import (
 from .errors import NoDataError
 from .extract import ensure_extracted, has_table, resolve
 from .faers_format import quarter_gaps, quarter_option
-from .onset import Onset
+from .onset import Onset, TermCases, cases_by_term
 from .onset import compact as onset_compact
 from .onset import onset as time_to_onset
 from .output import p_text, render
@@ -1069,10 +1069,14 @@ def _case_summaries(con: duckdb.DuckDBPyConnection, s: Substance, roles: str | N
     tables: dict[str, pd.DataFrame] = {}
     notes: dict[str, str] = {}
     result: Onset | None = None
+    try:  # the cases of the onset and dechallenge tables, read once for both
+        by_term: TermCases | None = cases_by_term(con, s, roles=roles, groups=True)
+    except NoDataError:
+        by_term = None  # each table says why it has none
     makers: dict[str, Callable[[], pd.DataFrame]] = {
         "co_suspects": lambda: co_suspect_profile(con, s, roles),
         "subset_shares": lambda: subset_shares(con, s, roles),
-        "dechallenge": lambda: dechallenge(con, s, roles=roles, groups=True),
+        "dechallenge": lambda: dechallenge(con, s, roles=roles, groups=True, by_term=by_term),
     }
     for name, make in makers.items():
         try:
@@ -1080,7 +1084,7 @@ def _case_summaries(con: duckdb.DuckDBPyConnection, s: Substance, roles: str | N
         except NoDataError as e:
             notes[name] = str(e)
     try:
-        result = time_to_onset(con, s, roles=roles, groups=True)
+        result = time_to_onset(con, s, roles=roles, groups=True, by_term=by_term)
         tables["onset"] = result.table
     except NoDataError as e:
         notes["onset"] = str(e)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import duckdb
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 from scipy import stats
@@ -133,6 +134,37 @@ def test_groups_and_every_row_adds_up(series_con) -> None:
     for challenge in CHALLENGES:
         columns = [f"n_{challenge}_{suffix}" for suffix in RESULTS.values()]
         assert (table[columns].sum(axis=1) == table["n_cases"]).all()
+
+
+@pytest.mark.slow
+def test_onset_and_dechallenge_share_one_read_of_the_cases(series_con, monkeypatch) -> None:
+    """The report reads the substance's cases once for both tables (`cases_by_term`), with the
+    same tables as each function's own read; cases made for other options are not used."""
+    from surveillance import onset as onset_module
+    from surveillance.report import _case_summaries
+
+    plain = dechallenge(series_con, KRATOM, groups=True)
+    plain_onset = onset_module.onset(series_con, KRATOM, groups=True).table
+    reads: list[bool] = []
+    listed = onset_module.cases
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        reads.append(True)
+        return listed(*args, **kwargs)
+
+    monkeypatch.setattr(onset_module, "cases", counting)
+    summaries = _case_summaries(series_con, KRATOM, None)
+    assert len(reads) == 1
+    pd.testing.assert_frame_equal(summaries.tables["dechallenge"], plain)
+    pd.testing.assert_frame_equal(summaries.tables["onset"], plain_onset)
+    made = onset_module.cases_by_term(series_con, KRATOM, top_terms=3)
+    reads.clear()
+    assert dechallenge(series_con, KRATOM, top_terms=3, by_term=made).equals(
+        dechallenge(series_con, KRATOM, top_terms=3)
+    )
+    assert len(reads) == 1  # made for these options: used; the plain call read once
+    other = dechallenge(series_con, KRATOM, top_terms=5, by_term=made)
+    assert len(reads) == 2 and len(other) > len(made.rows)  # other options: read again
 
 
 @pytest.mark.parametrize(
