@@ -298,3 +298,27 @@ def test_hand_made_versions_republished_ids_and_deletions(
         want = con.execute(_REFERENCE, {"q": quarter, "roles": roles}).fetchall()
         terms, a, _, c, _ = counts.cells(index)
         assert list(zip(terms, a.tolist(), (a + c).tolist(), strict=True)) == want
+
+
+@pytest.mark.slow
+def test_the_scheduler_s_new_quarter_counts_only_what_it_touched(
+    series_db, tmp_path, monkeypatch
+) -> None:
+    """The series loaded without its latest quarter, the as-of counts stored, then the latest
+    quarter loaded as the scheduler does: the counts continue the stored quarters and equal a
+    count from scratch."""
+    from surveillance import asof
+    from surveillance.db import connect
+    from surveillance.pipeline import load
+
+    zips = sorted((series_db[1].parent / "zips").glob("*.zip"))
+    kratom = resolve("kratom")
+    with connect(tmp_path / "db.duckdb") as con:
+        load(con, zips[:-1])
+        before = asof.stored_asof_counts(con, kratom, None)
+        computed = _spy(monkeypatch)
+        load(con, zips[-1:])
+        after = asof.stored_asof_counts(con, kratom, None)
+        assert computed == [len(zips) - 1] and len(after.quarters) == len(zips)
+        _same(after, asof.asof_counts(con, kratom, None, groups=event_groups()))
+        _same(after.head(len(before.quarters)).reported(), before)  # the earlier ones stand
